@@ -1,0 +1,259 @@
+"""The one place that knows the OpenHands HTTP API.
+
+Each operation is a *flow*: a generator that yields :class:`ApiRequest` objects, receives each
+answer's parsed JSON body (or the exception it raised, via ``throw``), and returns a result in
+the normalised shape of :mod:`.state`. The flows do no I/O themselves, so the sync transport
+(``requests``, in workers) and the async transport (``httpx``, in the triggerer) run exactly the
+same request building and answer parsing and cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from airflow_provider_openhands.api.options import StartOptions
+from airflow_provider_openhands.api.state import (
+    V0,
+    V1,
+    ResponseShapeError,
+    canonical_id,
+    latest_agent_state,
+    normalise_v0,
+    normalise_v1,
+    parse_start_task,
+)
+from airflow_provider_openhands.exceptions import OpenHandsApiError, OpenHandsConfigError, OpenHandsNotFoundError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Flow = Generator["ApiRequest", Any, T]
+
+#: ``GET /api/v1/app-conversations?ids=`` takes fewer than 100 ids per call.
+MAX_IDS_PER_REQUEST = 99
+#: How many of the newest V0 events to read for the agent's state.
+V0_EVENTS_PAGE = 20
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One HTTP request, described without sending it."""
+
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    json: Any = None
+    #: False for requests that create something: retried only when the server surely did not act.
+    idempotent: bool = True
+
+
+def chunks(items: Sequence[str], size: int = MAX_IDS_PER_REQUEST) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---------------------------------------------------------------------------------------------
+# Request bodies
+# ---------------------------------------------------------------------------------------------
+
+
+def _merge_extra(body: dict[str, Any], extra_body: Any) -> dict[str, Any]:
+    """``extra_body`` passes other documented fields through; it may not override ours."""
+    for key, value in dict(extra_body or {}).items():
+        if key in body:
+            raise OpenHandsConfigError(
+                f"extra_body sets {key!r}, which the operator already sets from its own parameter"
+            )
+        body[key] = value
+    return body
+
+
+def _without_none(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def v1_start_body(options: StartOptions) -> dict[str, Any]:
+    """``AppConversationStartRequest``: the seed's vocabulary mapped to V1 field names."""
+    body = _without_none(
+        initial_message={"content": [{"type": "text", "text": options.initial_user_msg}]},
+        selected_repository=options.repository,
+        selected_branch=options.selected_branch,
+        git_provider=options.git_provider,
+        title=options.title,
+        conversation_id=options.conversation_id,
+    )
+    return _merge_extra(body, options.extra_body)
+
+
+def v0_start_body(options: StartOptions) -> dict[str, Any]:
+    """``InitSessionRequest`` (no ``additionalProperties``): ``title`` has no V0 field."""
+    if options.title:
+        log.warning("V0 servers have no conversation title field; title %r is not sent.", options.title)
+    body = _without_none(
+        initial_user_msg=options.initial_user_msg,
+        repository=options.repository,
+        selected_branch=options.selected_branch,
+        git_provider=options.git_provider,
+        conversation_id=options.conversation_id,
+    )
+    return _merge_extra(body, options.extra_body)
+
+
+def start_request(api_version: str, options: StartOptions) -> ApiRequest:
+    if api_version == V0:
+        return ApiRequest("POST", "/api/conversations", json=v0_start_body(options), idempotent=False)
+    return ApiRequest("POST", "/api/v1/app-conversations", json=v1_start_body(options), idempotent=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flows
+# ---------------------------------------------------------------------------------------------
+
+
+def _shape_error(request: ApiRequest, exc: ResponseShapeError) -> OpenHandsApiError:
+    return OpenHandsApiError(
+        f"{request.method} {request.path} answered a body of an unexpected shape: {exc}",
+        method=request.method,
+        path=request.path,
+    )
+
+
+def start(api_version: str, options: StartOptions) -> Flow[dict[str, Any]]:
+    """Start a conversation. Returns ``{"conversation_id", "start_task"}``.
+
+    V0 answers the conversation id at once. V1 answers a start task; its ``conversation_id`` is
+    only known once the task is READY (see :func:`start_tasks`).
+    """
+    request = start_request(api_version, options)
+    body = yield request
+    try:
+        if api_version == V0:
+            if not isinstance(body, dict) or not isinstance(body.get("conversation_id"), str):
+                raise ResponseShapeError("ConversationResponse has no conversation_id")
+            return {"conversation_id": body["conversation_id"], "start_task": None}
+        task = parse_start_task(body)
+    except ResponseShapeError as exc:
+        raise _shape_error(request, exc) from None
+    ready = task["status"] == "READY" and task["conversation_id"]
+    return {"conversation_id": task["conversation_id"] if ready else None, "start_task": task}
+
+
+def start_tasks(task_ids: Sequence[str]) -> Flow[dict[str, dict[str, Any] | None]]:
+    """V1 start tasks by id (batched), keyed by canonical id; ``None`` for an unknown id."""
+    found: dict[str, dict[str, Any] | None] = {}
+    for batch in chunks(list(task_ids)):
+        request = ApiRequest("GET", "/api/v1/app-conversations/start-tasks", params=tuple(("ids", i) for i in batch))
+        body = yield request
+        try:
+            found.update(_match_batch(body, batch, parse_start_task))
+        except ResponseShapeError as exc:
+            raise _shape_error(request, exc) from None
+    return found
+
+
+def _match_batch(body: Any, ids: Sequence[str], parse: Any) -> dict[str, Any]:
+    """Pair a batch answer with the ids asked for: by id where given, by position for ``null``."""
+    if not isinstance(body, list):
+        raise ResponseShapeError(f"expected a JSON list, got {type(body).__name__}")
+    result: dict[str, Any] = {canonical_id(i): None for i in ids}
+    for position, item in enumerate(body):
+        if item is None:
+            continue
+        parsed = parse(item)
+        key = canonical_id(parsed.get("id") or parsed.get("conversation_id"))
+        if key not in result and position < len(ids):
+            key = canonical_id(ids[position])
+        result[key] = parsed
+    return result
+
+
+def conversations(api_version: str, conversation_ids: Sequence[str], base_url: str) -> Flow[dict[str, Any]]:
+    """Normalised states by canonical id; ``None`` for an id the server does not know.
+
+    V1 reads up to 99 conversations per request; V0 has no batch endpoint, so it reads each
+    conversation and, while its runtime runs, the newest events for the agent's own state.
+    """
+    found: dict[str, dict[str, Any] | None] = {}
+    if api_version == V1:
+        for batch in chunks(list(conversation_ids)):
+            request = ApiRequest("GET", "/api/v1/app-conversations", params=tuple(("ids", i) for i in batch))
+            body = yield request
+            try:
+                found.update(_match_batch(body, batch, lambda item: normalise_v1(item, base_url)))
+            except ResponseShapeError as exc:
+                raise _shape_error(request, exc) from None
+        return found
+    for conversation_id in conversation_ids:
+        found[canonical_id(conversation_id)] = yield from _v0_conversation(conversation_id, base_url)
+    return found
+
+
+def _v0_conversation(conversation_id: str, base_url: str) -> Flow[dict[str, Any] | None]:
+    request = ApiRequest("GET", f"/api/conversations/{conversation_id}")
+    try:
+        info = yield request
+    except OpenHandsNotFoundError:
+        return None
+    if info is None:
+        return None
+    agent_state = None
+    if isinstance(info, dict) and info.get("status") in ("RUNNING", "STOPPED"):
+        events_request = ApiRequest(
+            "GET",
+            f"/api/conversations/{conversation_id}/events",
+            params=(("reverse", "true"), ("limit", str(V0_EVENTS_PAGE))),
+        )
+        events = yield events_request
+        try:
+            agent_state = latest_agent_state(events)
+        except ResponseShapeError as exc:
+            raise _shape_error(events_request, exc) from None
+    try:
+        return normalise_v0(info, agent_state, base_url)
+    except ResponseShapeError as exc:
+        raise _shape_error(request, exc) from None
+
+
+def conversation(api_version: str, conversation_id: str, base_url: str) -> Flow[dict[str, Any]]:
+    """One normalised state; :class:`OpenHandsNotFoundError` naming the id if it does not exist."""
+    states = yield from conversations(api_version, [conversation_id], base_url)
+    state = states.get(canonical_id(conversation_id))
+    if state is None:
+        raise OpenHandsNotFoundError(f"OpenHands has no conversation with id {conversation_id!r}")
+    return state
+
+
+def stop(api_version: str, conversation_id: str, sandbox_id: str | None = None) -> Flow[bool]:
+    """Stop a conversation so it costs nothing more. Returns False if it no longer exists.
+
+    V1 has no "stop": pausing the sandbox stops the agent and frees the account's slot, and the
+    conversation stays readable (and resumable).
+    """
+    if api_version == V0:
+        try:
+            yield ApiRequest("POST", f"/api/conversations/{conversation_id}/stop")
+        except OpenHandsNotFoundError:
+            return False
+        return True
+    if sandbox_id is None:
+        states = yield from conversations(V1, [conversation_id], "")
+        state = states.get(canonical_id(conversation_id))
+        if state is None or not state.get("sandbox_id"):
+            return False
+        sandbox_id = state["sandbox_id"]
+    try:
+        yield ApiRequest("POST", f"/api/v1/sandboxes/{sandbox_id}/pause")
+    except OpenHandsNotFoundError:
+        return False
+    return True
+
+
+def check_auth(api_version: str) -> Flow[None]:
+    """The cheapest authenticated call: list at most one conversation."""
+    if api_version == V0:
+        yield ApiRequest("GET", "/api/conversations", params=(("limit", "1"),))
+    else:
+        yield ApiRequest("GET", "/api/v1/app-conversations/search", params=(("limit", "1"),))

@@ -1,0 +1,273 @@
+"""The normalised conversation state: one shape for V0 and V1 answers.
+
+Operators, sensors and triggers only ever look at this shape, so a DAG works unchanged against
+the live V1 service and a legacy V0 server. ``session_api_key`` (a sandbox credential) is never
+copied into it: the state goes to XCom and to logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+V0 = "v0"
+V1 = "v1"
+API_VERSIONS = (V1, V0)
+
+#: Normalised statuses. ``terminal`` ones never change again without a user acting.
+STATUS_STARTING = "starting"
+STATUS_IDLE = "idle"
+STATUS_RUNNING = "running"
+STATUS_PAUSED = "paused"
+STATUS_WAITING_FOR_CONFIRMATION = "waiting_for_confirmation"
+STATUS_FINISHED = "finished"
+STATUS_ERROR = "error"
+STATUS_STUCK = "stuck"
+STATUS_MISSING = "missing"
+STATUS_STOPPED = "stopped"
+STATUS_DELETING = "deleting"
+STATUS_REJECTED = "rejected"
+STATUS_UNKNOWN = "unknown"
+
+KNOWN_STATUSES = frozenset(
+    {
+        STATUS_STARTING,
+        STATUS_IDLE,
+        STATUS_RUNNING,
+        STATUS_PAUSED,
+        STATUS_WAITING_FOR_CONFIRMATION,
+        STATUS_FINISHED,
+        STATUS_ERROR,
+        STATUS_STUCK,
+        STATUS_MISSING,
+        STATUS_STOPPED,
+        STATUS_DELETING,
+        STATUS_REJECTED,
+        STATUS_UNKNOWN,
+    }
+)
+
+DEFAULT_SUCCESS_STATUSES = frozenset({STATUS_FINISHED})
+#: ``missing`` is V1's sandbox MISSING, ``stopped`` a V0 conversation stopped before the agent
+#: finished, ``rejected`` a V0 agent that refused the task: none of them will ever finish.
+DEFAULT_FAILURE_STATUSES = frozenset({STATUS_ERROR, STATUS_STUCK, STATUS_MISSING, STATUS_STOPPED, STATUS_REJECTED})
+
+_V1_EXECUTION = {
+    "idle": STATUS_IDLE,
+    "running": STATUS_RUNNING,
+    "paused": STATUS_PAUSED,
+    "waiting_for_confirmation": STATUS_WAITING_FOR_CONFIRMATION,
+    "finished": STATUS_FINISHED,
+    "error": STATUS_ERROR,
+    "stuck": STATUS_STUCK,
+    "deleting": STATUS_DELETING,
+}
+_V1_SANDBOX = {
+    "STARTING": STATUS_STARTING,
+    "PAUSED": STATUS_PAUSED,
+    "ERROR": STATUS_ERROR,
+    "MISSING": STATUS_MISSING,
+}
+_V0_AGENT = {
+    "loading": STATUS_STARTING,
+    "running": STATUS_RUNNING,
+    "awaiting_user_input": STATUS_FINISHED,
+    "finished": STATUS_FINISHED,
+    "paused": STATUS_PAUSED,
+    "stopped": STATUS_STOPPED,
+    "rejected": STATUS_REJECTED,
+    "error": STATUS_ERROR,
+    "awaiting_user_confirmation": STATUS_WAITING_FOR_CONFIRMATION,
+    "user_confirmed": STATUS_RUNNING,
+    "user_rejected": STATUS_RUNNING,
+    "rate_limited": STATUS_RUNNING,
+}
+_V0_CONVERSATION = {
+    "STARTING": STATUS_STARTING,
+    "STOPPED": STATUS_STOPPED,
+    "ERROR": STATUS_ERROR,
+    "ARCHIVED": STATUS_STOPPED,
+}
+
+START_TASK_READY = "READY"
+START_TASK_ERROR = "ERROR"
+
+_unknown_seen: set[tuple[str, str]] = set()
+
+
+class ResponseShapeError(ValueError):
+    """A body that does not have the shape the official schema promises."""
+
+
+def _unknown(kind: str, value: str) -> str:
+    """Log an unknown enum value once per process and treat it as non-terminal."""
+    if (kind, value) not in _unknown_seen:
+        _unknown_seen.add((kind, value))
+        log.warning("OpenHands sent an unknown %s %r; treating it as not terminal.", kind, value)
+    return STATUS_UNKNOWN
+
+
+def canonical_id(value: str) -> str:
+    """Compare ids in one form: the service writes UUIDs with or without dashes."""
+    try:
+        return uuid.UUID(str(value)).hex
+    except ValueError:
+        return str(value)
+
+
+def conversation_page_url(base_url: str, conversation_id: str) -> str:
+    return f"{base_url.rstrip('/')}/conversations/{conversation_id}"
+
+
+def _require_mapping(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ResponseShapeError(f"expected a JSON object for {what}, got {type(body).__name__}")
+    return body
+
+
+def _opt_str(body: dict[str, Any], key: str, what: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ResponseShapeError(f"{what}.{key} should be a string, got {type(value).__name__}")
+    return value
+
+
+def _pr_numbers(body: dict[str, Any], what: str) -> list[int]:
+    value = body.get("pr_number") or []
+    if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+        raise ResponseShapeError(f"{what}.pr_number should be a list of integers")
+    return list(value)
+
+
+def _metrics(raw: Any) -> dict[str, Any] | None:
+    """Keep the figures a pipeline reports on: cost and token counts."""
+    if not isinstance(raw, dict):
+        return None
+    usage = raw.get("accumulated_token_usage") if isinstance(raw.get("accumulated_token_usage"), dict) else {}
+    return {
+        "accumulated_cost": raw.get("accumulated_cost"),
+        "max_budget_per_task": raw.get("max_budget_per_task"),
+        "model_name": raw.get("model_name"),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "cache_read_tokens": usage.get("cache_read_tokens"),
+        "reasoning_tokens": usage.get("reasoning_tokens"),
+    }
+
+
+def v1_status(sandbox_status: str | None, execution_status: str | None) -> str:
+    if sandbox_status == "RUNNING":
+        if execution_status is None:
+            return STATUS_STARTING
+        return _V1_EXECUTION.get(execution_status) or _unknown("execution_status", execution_status)
+    if sandbox_status in _V1_SANDBOX:
+        return _V1_SANDBOX[sandbox_status]
+    return _unknown("sandbox_status", str(sandbox_status))
+
+
+def normalise_v1(body: Any, base_url: str) -> dict[str, Any]:
+    """``AppConversation`` -> normalised state."""
+    conv = _require_mapping(body, "AppConversation")
+    conversation_id = _opt_str(conv, "id", "AppConversation")
+    if not conversation_id:
+        raise ResponseShapeError("AppConversation has no id")
+    sandbox_status = _opt_str(conv, "sandbox_status", "AppConversation") or "MISSING"
+    execution_status = _opt_str(conv, "execution_status", "AppConversation")
+    return {
+        "conversation_id": conversation_id,
+        "api_version": V1,
+        "status": v1_status(sandbox_status, execution_status),
+        "execution_status": execution_status,
+        "sandbox_status": sandbox_status,
+        "sandbox_id": _opt_str(conv, "sandbox_id", "AppConversation"),
+        "title": _opt_str(conv, "title", "AppConversation"),
+        "selected_repository": _opt_str(conv, "selected_repository", "AppConversation"),
+        "selected_branch": _opt_str(conv, "selected_branch", "AppConversation"),
+        "pr_number": _pr_numbers(conv, "AppConversation"),
+        "url": conversation_page_url(base_url, conversation_id),
+        "metrics": _metrics(conv.get("metrics")),
+        "created_at": conv.get("created_at"),
+        "updated_at": conv.get("updated_at"),
+    }
+
+
+def latest_agent_state(events_body: Any) -> str | None:
+    """The agent's state from the newest ``agent_state_changed`` observation of an events page."""
+    if events_body is None:
+        return None
+    page = _require_mapping(events_body, "events page")
+    events = page.get("events") or []
+    if not isinstance(events, list):
+        raise ResponseShapeError("events page .events should be a list")
+    newest: tuple[int, str] | None = None
+    for position, event in enumerate(events):
+        if not isinstance(event, dict) or event.get("observation") != "agent_state_changed":
+            continue
+        extras = event.get("extras") if isinstance(event.get("extras"), dict) else {}
+        state = extras.get("agent_state")
+        if not isinstance(state, str):
+            continue
+        order = event.get("id") if isinstance(event.get("id"), int) else position
+        if newest is None or order >= newest[0]:
+            newest = (order, state)
+    return newest[1] if newest else None
+
+
+def v0_status(conversation_status: str | None, runtime_status: str | None, agent_state: str | None) -> str:
+    """V0 ``status`` tracks the runtime, not the agent: RUNNING can mean done, so read the agent."""
+    if runtime_status and runtime_status.startswith("STATUS$ERROR"):
+        return STATUS_ERROR
+    if conversation_status == "RUNNING" or (conversation_status is None and agent_state):
+        if agent_state is None:
+            return STATUS_RUNNING
+        return _V0_AGENT.get(agent_state) or _unknown("agent_state", agent_state)
+    if conversation_status == "STOPPED" and agent_state in ("finished", "awaiting_user_input"):
+        return STATUS_FINISHED
+    if conversation_status in _V0_CONVERSATION:
+        return _V0_CONVERSATION[conversation_status]
+    return _unknown("conversation status", str(conversation_status))
+
+
+def normalise_v0(info: Any, agent_state: str | None, base_url: str) -> dict[str, Any]:
+    """``ConversationInfo`` plus the agent state from its events -> normalised state."""
+    conv = _require_mapping(info, "ConversationInfo")
+    conversation_id = _opt_str(conv, "conversation_id", "ConversationInfo")
+    if not conversation_id:
+        raise ResponseShapeError("ConversationInfo has no conversation_id")
+    conversation_status = _opt_str(conv, "status", "ConversationInfo")
+    runtime_status = _opt_str(conv, "runtime_status", "ConversationInfo")
+    return {
+        "conversation_id": conversation_id,
+        "api_version": V0,
+        "status": v0_status(conversation_status, runtime_status, agent_state),
+        "conversation_status": conversation_status,
+        "runtime_status": runtime_status,
+        "agent_state": agent_state,
+        "title": _opt_str(conv, "title", "ConversationInfo"),
+        "selected_repository": _opt_str(conv, "selected_repository", "ConversationInfo"),
+        "selected_branch": _opt_str(conv, "selected_branch", "ConversationInfo"),
+        "pr_number": _pr_numbers(conv, "ConversationInfo"),
+        "url": conversation_page_url(base_url, conversation_id),
+        "metrics": None,
+        "created_at": conv.get("created_at"),
+        "updated_at": conv.get("last_updated_at"),
+    }
+
+
+def parse_start_task(body: Any) -> dict[str, Any]:
+    """``AppConversationStartTask`` -> ``{id, status, detail, conversation_id, sandbox_id}``."""
+    task = _require_mapping(body, "AppConversationStartTask")
+    task_id = _opt_str(task, "id", "AppConversationStartTask")
+    if not task_id:
+        raise ResponseShapeError("AppConversationStartTask has no id")
+    status = _opt_str(task, "status", "AppConversationStartTask") or "WORKING"
+    return {
+        "id": task_id,
+        "status": status,
+        "detail": _opt_str(task, "detail", "AppConversationStartTask"),
+        "conversation_id": _opt_str(task, "app_conversation_id", "AppConversationStartTask"),
+        "sandbox_id": _opt_str(task, "sandbox_id", "AppConversationStartTask"),
+    }

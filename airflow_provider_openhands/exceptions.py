@@ -1,0 +1,65 @@
+"""Exceptions raised by the OpenHands provider.
+
+Every message names what failed (method, path, status, id, connection) and never a credential:
+exception text ends up in task logs and in the UI.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.common.compat.sdk import AirflowException
+
+
+class OpenHandsError(AirflowException):
+    """Base class of every error the provider raises."""
+
+
+class OpenHandsConfigError(OpenHandsError, ValueError):
+    """Bad input: a parameter or connection setting that cannot work. Raised before any request."""
+
+
+class OpenHandsApiError(OpenHandsError):
+    """The API answered with an error status, or with a body the provider cannot read."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, method: str = "", path: str = ""):
+        super().__init__(message)
+        self.status_code = status_code
+        self.method = method
+        self.path = path
+
+
+class OpenHandsAuthError(OpenHandsApiError):
+    """401/403: the API key is wrong, revoked or its account unverified. Never retried."""
+
+
+class OpenHandsNotFoundError(OpenHandsApiError):
+    """The conversation or start task does not exist (404 or a ``null`` answer)."""
+
+
+class OpenHandsTransientError(OpenHandsApiError):
+    """429, 5xx, connection errors and timeouts: worth retrying with backoff."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, request_sent: bool = True, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+        #: False when the request never reached the server (connection refused): safe to resend.
+        self.request_sent = request_sent
+
+
+class OpenHandsConcurrencyLimitError(OpenHandsApiError):
+    """429 CONCURRENCY_LIMIT_REACHED: the account runs as many conversations as it may.
+
+    Not retried by the transport: retrying at once cannot help, only waiting for a slot can.
+    """
+
+    def __init__(self, message: str, *, limit: int | None = None, current: int | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.limit = limit
+        self.current = current
+
+
+class OpenHandsStartError(OpenHandsError):
+    """The start task of a V1 conversation ended in ERROR; the message carries its ``detail``."""
+
+
+class OpenHandsConversationFailed(OpenHandsError):
+    """The conversation reached a failure status (error, stuck, sandbox missing, ...)."""

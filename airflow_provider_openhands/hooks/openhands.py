@@ -1,0 +1,232 @@
+"""``OpenHandsHook``: the API key from an Airflow connection, and the API's operations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from airflow_provider_openhands.api import endpoints
+from airflow_provider_openhands.api.options import StartOptions, check_positive
+from airflow_provider_openhands.api.state import (
+    START_TASK_ERROR,
+    START_TASK_READY,
+    V0,
+    canonical_id,
+    conversation_page_url,
+)
+from airflow_provider_openhands.exceptions import (
+    OpenHandsApiError,
+    OpenHandsConfigError,
+    OpenHandsError,
+    OpenHandsNotFoundError,
+    OpenHandsStartError,
+)
+from airflow_provider_openhands.hooks.transport import (
+    DEFAULT_BASE_URL,
+    AsyncTransport,
+    ConnectionSettings,
+    RetryPolicy,
+    SyncTransport,
+)
+
+
+def start_error_message(task: Mapping[str, Any]) -> str:
+    detail = task.get("detail") or "no detail given"
+    return f"OpenHands could not start the conversation (start task {task['id']}): {detail}"
+
+
+class OpenHandsHook(BaseHook):
+    """Talks to OpenHands Cloud (V1) or a legacy self-hosted server (V0).
+
+    The connection's password is the API key; ``host`` the base URL (default
+    ``https://app.all-hands.dev``); extra ``api_version`` (``v1`` or ``v0``), ``timeout`` (s),
+    ``max_retries``, ``allow_insecure_http``, ``disable_tls_verification``.
+
+    :param openhands_conn_id: the Airflow connection to use.
+    :param retry_policy: how transient failures (429, 5xx, connection errors) are retried.
+    """
+
+    conn_name_attr = "openhands_conn_id"
+    default_conn_name = "openhands_default"
+    conn_type = "openhands"
+    hook_name = "OpenHands"
+
+    def __init__(self, openhands_conn_id: str = default_conn_name, *, retry_policy: RetryPolicy | None = None) -> None:
+        super().__init__()
+        self.openhands_conn_id = openhands_conn_id
+        self._retry_policy = retry_policy
+        self._async_transport: AsyncTransport | None = None
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "login", "port"],
+            "relabeling": {"password": "API key", "host": "Base URL"},
+            "placeholders": {
+                "host": f"{DEFAULT_BASE_URL} (or your self-hosted server's URL)",
+                "password": "OpenHands API key (Settings -> API Keys)",
+                "extra": '{"api_version": "v1", "timeout": 30, "max_retries": 5}',
+            },
+        }
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _settings_from(self, conn: Any, extra: Mapping[str, Any]) -> ConnectionSettings:
+        settings = ConnectionSettings.from_connection(
+            self.openhands_conn_id, conn.host, conn.port, conn.password, extra
+        )
+        from airflow.providers.common.compat.sdk import mask_secret
+
+        mask_secret(settings.api_key)
+        return settings
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        conn = self.get_connection(self.openhands_conn_id)
+        return self._settings_from(conn, conn.extra_dejson)
+
+    async def asettings(self) -> ConnectionSettings:
+        """Read the connection without blocking the triggerer's event loop."""
+        if "settings" not in self.__dict__:
+            from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+
+            conn = await get_async_connection(self.openhands_conn_id, hook=self)
+            self.__dict__["settings"] = self._settings_from(conn, await get_async_extra_dejson(conn))
+        return self.settings
+
+    @property
+    def api_version(self) -> str:
+        return self.settings.api_version
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    def _retry(self, settings: ConnectionSettings) -> RetryPolicy:
+        return self._retry_policy or RetryPolicy(max_retries=settings.max_retries)
+
+    @cached_property
+    def _sync(self) -> SyncTransport:
+        return SyncTransport(self.settings, self._retry(self.settings))
+
+    async def _async(self) -> AsyncTransport:
+        if self._async_transport is None:
+            settings = await self.asettings()
+            self._async_transport = AsyncTransport(settings, self._retry(settings))
+        return self._async_transport
+
+    def conversation_url(self, conversation_id: str) -> str:
+        return conversation_page_url(self.base_url, conversation_id)
+
+    # -- sync API (workers) ----------------------------------------------------------------------
+
+    def submit_conversation(self, options: StartOptions) -> dict[str, Any]:
+        """Send the start request once. Returns ``{"conversation_id", "start_task"}``.
+
+        On V1 ``conversation_id`` is None until the start task is READY: wait with
+        :meth:`wait_for_start_task` or defer to the trigger.
+        """
+        return self._sync.run(endpoints.start(self.api_version, options.checked(self.api_version)))
+
+    def get_start_task(self, task_id: str) -> dict[str, Any]:
+        tasks = self._sync.run(endpoints.start_tasks([task_id]))
+        task = tasks.get(canonical_id(task_id))
+        if task is None:
+            raise OpenHandsNotFoundError(f"OpenHands has no start task with id {task_id!r}")
+        return task
+
+    def wait_for_start_task(self, task_id: str, *, poll_interval: float = 2.0, timeout: float = 900.0) -> str:
+        """Block until the V1 start task is READY; return the conversation id."""
+        check_positive(poll_interval, "poll_interval")
+        check_positive(timeout, "timeout")
+        deadline = time.time() + timeout
+        last_status = None
+        while True:
+            task = self.get_start_task(task_id)
+            if task["status"] != last_status:
+                self.log.info("Start task %s: %s", task_id, task["status"])
+                last_status = task["status"]
+            if task["status"] == START_TASK_READY and task["conversation_id"]:
+                return task["conversation_id"]
+            if task["status"] == START_TASK_ERROR:
+                raise OpenHandsStartError(start_error_message(task))
+            if time.time() >= deadline:
+                raise OpenHandsError(f"Start task {task_id} was not READY after {timeout:.0f}s (last: {last_status})")
+            time.sleep(min(poll_interval, max(0.0, deadline - time.time())))
+
+    def start_conversation(
+        self,
+        initial_user_msg: str,
+        repository: str | None = None,
+        *,
+        selected_branch: str | None = None,
+        git_provider: str | None = None,
+        title: str | None = None,
+        conversation_id: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        poll_interval: float = 2.0,
+        start_timeout: float = 900.0,
+    ) -> str:
+        """Start a conversation and return its id (on V1, once its start task is READY)."""
+        options = StartOptions(
+            initial_user_msg=initial_user_msg,
+            repository=repository,
+            selected_branch=selected_branch,
+            git_provider=git_provider,
+            title=title,
+            conversation_id=conversation_id,
+            extra_body=dict(extra_body or {}),
+        )
+        started = self.submit_conversation(options)
+        if started["conversation_id"]:
+            return started["conversation_id"]
+        return self.wait_for_start_task(started["start_task"]["id"], poll_interval=poll_interval, timeout=start_timeout)
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """The normalised state (see :mod:`airflow_provider_openhands.api.state`)."""
+        return self._sync.run(endpoints.conversation(self.api_version, conversation_id, self.base_url))
+
+    def get_conversations(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Normalised states keyed by canonical id (V1: up to 99 per request)."""
+        return self._sync.run(endpoints.conversations(self.api_version, conversation_ids, self.base_url))
+
+    def stop_conversation(self, conversation_id: str, sandbox_id: str | None = None) -> bool:
+        """Stop (V0) or pause the sandbox of (V1) a conversation. False if it no longer exists."""
+        return self._sync.run(endpoints.stop(self.api_version, conversation_id, sandbox_id))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call; the message says what is wrong."""
+        try:
+            self._sync.run(endpoints.check_auth(self.api_version))
+        except (OpenHandsApiError, OpenHandsConfigError) as exc:
+            return False, str(exc)
+        version = "V0 (legacy)" if self.api_version == V0 else "V1"
+        return True, f"Connected to {self.base_url} with the {version} API."
+
+    # -- async API (triggerer) -------------------------------------------------------------------
+
+    async def aget_start_tasks(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        return await (await self._async()).run(endpoints.start_tasks(task_ids))
+
+    async def aget_conversations(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        transport = await self._async()
+        settings = transport.settings
+        return await transport.run(endpoints.conversations(settings.api_version, conversation_ids, settings.base_url))
+
+    async def aget_conversation(self, conversation_id: str) -> dict[str, Any]:
+        transport = await self._async()
+        settings = transport.settings
+        return await transport.run(endpoints.conversation(settings.api_version, conversation_id, settings.base_url))
+
+    async def astop_conversation(self, conversation_id: str, sandbox_id: str | None = None) -> bool:
+        transport = await self._async()
+        return await transport.run(endpoints.stop(transport.settings.api_version, conversation_id, sandbox_id))
+
+    async def aclose(self) -> None:
+        if self._async_transport is not None:
+            await self._async_transport.close()
+            self._async_transport = None

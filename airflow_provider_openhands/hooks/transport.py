@@ -1,0 +1,297 @@
+"""Connection settings, retry policy and the two transports that run the API flows.
+
+:mod:`airflow_provider_openhands.api.endpoints` builds requests and parses answers; this module
+only sends them: with ``requests`` in workers, with ``httpx`` in the triggerer. Both share one
+retry policy (tenacity) and one answer check, so they behave the same.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import requests
+import tenacity
+
+from airflow_provider_openhands.api.endpoints import ApiRequest, Flow
+from airflow_provider_openhands.api.errors import check_response, is_retryable
+from airflow_provider_openhands.api.options import check_api_version, check_positive
+from airflow_provider_openhands.exceptions import (
+    OpenHandsApiError,
+    OpenHandsConfigError,
+    OpenHandsTransientError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://app.all-hands.dev"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 5
+USER_AGENT = "airflow-provider-openhands"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What a hook needs from an Airflow connection; ``repr`` never shows the key."""
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    api_version: str = "v1"
+    timeout: float = DEFAULT_TIMEOUT
+    verify: bool = True
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "User-Agent": USER_AGENT, "Accept": "application/json"}
+
+    @classmethod
+    def from_connection(
+        cls, conn_id: str, host: str | None, port: int | None, password: str | None, extra: Mapping[str, Any]
+    ) -> ConnectionSettings:
+        """Read and check a connection; every error names the connection and the field."""
+        if not password or not str(password).strip():
+            raise OpenHandsConfigError(
+                f"Connection {conn_id!r} has no API key: put the OpenHands API key in its password field."
+            )
+        base_url = _base_url(conn_id, host, port, extra)
+        max_retries = extra.get("max_retries", DEFAULT_MAX_RETRIES)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise OpenHandsConfigError(f"Connection {conn_id!r}: extra max_retries must be an integer >= 0")
+        try:
+            api_version = check_api_version(extra.get("api_version"))
+            timeout = check_positive(float(extra.get("timeout", DEFAULT_TIMEOUT)), "timeout")
+        except (OpenHandsConfigError, ValueError, TypeError) as exc:
+            raise OpenHandsConfigError(f"Connection {conn_id!r}: extra {exc}") from None
+        return cls(
+            conn_id=conn_id,
+            base_url=base_url,
+            api_key=str(password).strip(),
+            api_version=api_version,
+            timeout=timeout,
+            verify=not _truthy(extra.get("disable_tls_verification", False)),
+            max_retries=max_retries,
+        )
+
+
+def _base_url(conn_id: str, host: str | None, port: int | None, extra: Mapping[str, Any]) -> str:
+    """``host`` may be a full base URL or a bare host name (then ``extra.scheme``, default https)."""
+    host = (host or "").strip()
+    if not host:
+        url = DEFAULT_BASE_URL
+    elif "://" in host:
+        url = host
+    else:
+        url = f"{extra.get('scheme', 'https')}://{host}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OpenHandsConfigError(f"Connection {conn_id!r}: host {host!r} is not an http(s) base URL")
+    if port and not parts.port:
+        url = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
+    if (
+        parts.scheme == "http"
+        and not _is_loopback(parts.hostname)
+        and not _truthy(extra.get("allow_insecure_http", False))
+    ):
+        raise OpenHandsConfigError(
+            f"Connection {conn_id!r}: plain http to {parts.hostname} would send the API key in clear. "
+            f"Use https, or set extra allow_insecure_http: true if you really mean it."
+        )
+    return url.rstrip("/")
+
+
+class _WaitRetryAfter(tenacity.wait.wait_base):
+    """Honour the server's ``Retry-After``; otherwise exponential backoff with jitter."""
+
+    def __init__(self, initial: float, maximum: float):
+        self.maximum = maximum
+        self.fallback = tenacity.wait_exponential_jitter(initial=initial, max=maximum)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return min(float(retry_after), self.maximum)
+        return self.fallback(retry_state)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = DEFAULT_MAX_RETRIES
+    initial_wait: float = 1.0
+    max_wait: float = 60.0
+
+    def tenacity_kwargs(self, request: ApiRequest) -> dict[str, Any]:
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s %s failed (%s); retry %d of %d in %.1fs",
+                request.method,
+                request.path,
+                exc,
+                state.attempt_number,
+                self.max_retries,
+                state.upcoming_sleep,
+            )
+
+        return {
+            "retry": tenacity.retry_if_exception(lambda exc: is_retryable(exc, idempotent=request.idempotent)),
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1),
+            "wait": _WaitRetryAfter(self.initial_wait, self.max_wait),
+            "before_sleep": log_retry,
+            "reraise": True,
+        }
+
+
+def _transport_error(request: ApiRequest, exc: Exception, *, request_sent: bool) -> OpenHandsTransientError:
+    return OpenHandsTransientError(
+        f"{request.method} {request.path} failed: {type(exc).__name__}: {exc}",
+        method=request.method,
+        path=request.path,
+        request_sent=request_sent,
+    )
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when ``requests`` failed before the request left (refused or connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if type(current).__name__ in ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError"):
+            return True
+        pending.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
+        pending.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
+    return False
+
+
+class SyncTransport:
+    """Runs flows with ``requests``: one session per hook, reused across calls."""
+
+    def __init__(self, settings: ConnectionSettings, retry: RetryPolicy):
+        self.settings = settings
+        self.retry = retry
+        self.session = requests.Session()
+        self.session.headers.update(settings.headers)
+        self.session.verify = settings.verify
+
+    def _send_once(self, request: ApiRequest) -> Any:
+        try:
+            response = self.session.request(
+                request.method,
+                self.settings.base_url + request.path,
+                params=list(request.params),
+                json=request.json,
+                timeout=self.settings.timeout,
+            )
+        except requests.RequestException as exc:
+            raise _transport_error(request, exc, request_sent=not _never_connected(exc)) from None
+        return check_response(
+            request.method,
+            request.path,
+            response.status_code,
+            response.headers,
+            response.text,
+            self.settings.conn_id,
+        )
+
+    def send(self, request: ApiRequest) -> Any:
+        return tenacity.Retrying(**self.retry.tenacity_kwargs(request))(self._send_once, request)
+
+    def run(self, flow: Flow[Any]) -> Any:
+        return drive(flow, self.send)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class AsyncTransport:
+    """Runs flows with ``httpx``: one client per transport, reused for every poll."""
+
+    def __init__(self, settings: ConnectionSettings, retry: RetryPolicy):
+        self.settings = settings
+        self.retry = retry
+        self.client = httpx.AsyncClient(
+            base_url=settings.base_url, headers=settings.headers, timeout=settings.timeout, verify=settings.verify
+        )
+
+    async def _send_once(self, request: ApiRequest) -> Any:
+        try:
+            response = await self.client.request(
+                request.method, request.path, params=list(request.params), json=request.json
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise _transport_error(request, exc, request_sent=False) from None
+        except httpx.HTTPError as exc:
+            raise _transport_error(request, exc, request_sent=True) from None
+        return check_response(
+            request.method,
+            request.path,
+            response.status_code,
+            response.headers,
+            response.text,
+            self.settings.conn_id,
+        )
+
+    async def send(self, request: ApiRequest) -> Any:
+        return await tenacity.AsyncRetrying(**self.retry.tenacity_kwargs(request))(self._send_once, request)
+
+    async def run(self, flow: Flow[Any]) -> Any:
+        return await adrive(flow, self.send)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def drive(flow: Flow[Any], send: Callable[[ApiRequest], Any]) -> Any:
+    """Feed a flow the answers to its requests; an API error is thrown into it to handle."""
+    step: Callable[[Any], ApiRequest] = flow.send
+    value: Any = None
+    while True:
+        try:
+            request = step(value)
+        except StopIteration as done:
+            return done.value
+        try:
+            step, value = flow.send, send(request)
+        except OpenHandsApiError as exc:
+            step, value = flow.throw, exc
+
+
+async def adrive(flow: Flow[Any], send: Callable[[ApiRequest], Awaitable[Any]]) -> Any:
+    """:func:`drive` for the async transport."""
+    step: Callable[[Any], ApiRequest] = flow.send
+    value: Any = None
+    while True:
+        try:
+            request = step(value)
+        except StopIteration as done:
+            return done.value
+        try:
+            step, value = flow.send, await send(request)
+        except OpenHandsApiError as exc:
+            step, value = flow.throw, exc

@@ -1,0 +1,61 @@
+"""What a conversation's status means for a task, shared by the sensor, the operator and the trigger."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
+
+SUCCESS = "success"
+FAILURE = "failure"
+TIMEOUT = "timeout"
+ERROR = "error"
+
+
+def classify(status: str, success_statuses: Collection[str], failure_statuses: Collection[str]) -> str | None:
+    """``success``, ``failure``, or None while the conversation is still going."""
+    if status in success_statuses:
+        return SUCCESS
+    if status in failure_statuses:
+        return FAILURE
+    return None
+
+
+def describe(state: Mapping[str, Any]) -> str:
+    """A short human description of a state, for log lines and error messages."""
+    raw = state.get("execution_status") or state.get("agent_state") or state.get("conversation_status")
+    sandbox = state.get("sandbox_status")
+    parts = [f"status={state.get('status')}"]
+    if raw:
+        parts.append(f"agent={raw}")
+    if sandbox and sandbox != "RUNNING":
+        parts.append(f"sandbox={sandbox}")
+    return " ".join(parts)
+
+
+def summary_line(state: Mapping[str, Any], duration_seconds: float | None = None) -> str:
+    """One line that ends a task's log: status, duration, PRs, cost, link."""
+    metrics = state.get("metrics") or {}
+    cost = metrics.get("accumulated_cost")
+    prs = ", ".join(f"#{n}" for n in state.get("pr_number") or []) or "none"
+    duration = f"{duration_seconds:.0f}s" if duration_seconds is not None else "n/a"
+    cost_text = f"${cost:.4f}" if isinstance(cost, (int, float)) else "n/a"
+    return (
+        f"OpenHands conversation {state.get('conversation_id')}: {state.get('status')} | duration {duration} "
+        f"| PRs {prs} | cost {cost_text} | {state.get('url')}"
+    )
+
+
+class StatusLogger:
+    """Logs a conversation's status when it changes, not at every poll."""
+
+    def __init__(self, log: logging.Logger | Any, conversation_id: str):
+        self.log = log
+        self.conversation_id = conversation_id
+        self.last: str | None = None
+
+    def update(self, state: Mapping[str, Any]) -> None:
+        text = describe(state)
+        if text != self.last:
+            self.log.info("Conversation %s: %s", self.conversation_id, text)
+            self.last = text

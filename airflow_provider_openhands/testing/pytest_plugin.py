@@ -1,0 +1,38 @@
+"""pytest fixtures for testing DAGs against the emulator (registered as a pytest plugin).
+
+``openhands_emulator`` is a running :class:`Emulator` on a free loopback port, and
+``openhands_connection`` sets ``AIRFLOW_CONN_OPENHANDS_DEFAULT`` to point at it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_openhands.testing.emulator import Emulator
+
+
+@pytest.fixture
+def openhands_emulator() -> Iterator[Emulator]:
+    with Emulator(conversation_seconds=0.5, start_seconds=0.2) as emulator:
+        yield emulator
+
+
+def connection_json(emulator: Emulator, api_version: str = "v1", **extra: object) -> str:
+    """An ``openhands`` connection, as JSON for ``AIRFLOW_CONN_*``, that points at the emulator."""
+    return json.dumps(
+        {
+            "conn_type": "openhands",
+            "host": emulator.url,
+            "password": emulator.api_key,
+            "extra": {"api_version": api_version, **extra},
+        }
+    )
+
+
+@pytest.fixture
+def openhands_connection(openhands_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(openhands_emulator))
+    return openhands_emulator

@@ -1,0 +1,150 @@
+"""``OpenHandsConversationTrigger``: waits in the triggerer for a start task and/or a conversation.
+
+It serializes only ids, the connection id, the poll interval and a wall-clock deadline (epoch
+seconds, so a triggerer restart on another machine keeps the same deadline); the API key is read
+from the connection inside the triggerer. It yields exactly one event:
+
+``{"outcome": "success" | "failure" | "timeout" | "error", "conversation_id", "state", "message"}``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_openhands.api.state import (
+    DEFAULT_FAILURE_STATUSES,
+    DEFAULT_SUCCESS_STATUSES,
+    START_TASK_ERROR,
+    START_TASK_READY,
+    canonical_id,
+)
+from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsNotFoundError
+from airflow_provider_openhands.outcome import ERROR, FAILURE, SUCCESS, TIMEOUT, StatusLogger, classify, describe
+
+
+class OpenHandsConversationTrigger(BaseTrigger):
+    """Poll OpenHands until a conversation ends, or until a V1 start task is READY.
+
+    :param openhands_conn_id: the Airflow connection (read in the triggerer, never serialized).
+    :param conversation_id: the conversation to wait on; None while only a start task is known.
+    :param start_task_id: a V1 start task to wait on first, to learn the conversation id.
+    :param poll_interval: seconds between polls.
+    :param end_time: wall-clock deadline (epoch seconds); a ``timeout`` event is sent then.
+    :param wait_for_completion: False to fire as soon as the conversation id is known.
+    :param success_statuses: normalised statuses that end the wait successfully.
+    :param failure_statuses: normalised statuses that end it as a failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        openhands_conn_id: str,
+        end_time: float,
+        conversation_id: str | None = None,
+        start_task_id: str | None = None,
+        poll_interval: float = 10.0,
+        wait_for_completion: bool = True,
+        success_statuses: Collection[str] | None = None,
+        failure_statuses: Collection[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if not conversation_id and not start_task_id:
+            raise ValueError("OpenHandsConversationTrigger needs a conversation_id or a start_task_id")
+        self.openhands_conn_id = openhands_conn_id
+        self.end_time = float(end_time)
+        self.conversation_id = conversation_id
+        self.start_task_id = start_task_id
+        self.poll_interval = float(poll_interval)
+        self.wait_for_completion = wait_for_completion
+        self.success_statuses = sorted(success_statuses or DEFAULT_SUCCESS_STATUSES)
+        self.failure_statuses = sorted(failure_statuses or DEFAULT_FAILURE_STATUSES)
+        self._last_state: dict[str, Any] | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "openhands_conn_id": self.openhands_conn_id,
+                "end_time": self.end_time,
+                "conversation_id": self.conversation_id,
+                "start_task_id": self.start_task_id,
+                "poll_interval": self.poll_interval,
+                "wait_for_completion": self.wait_for_completion,
+                "success_statuses": self.success_statuses,
+                "failure_statuses": self.failure_statuses,
+            },
+        )
+
+    def _event(self, outcome: str, message: str, state: dict[str, Any] | None = None) -> TriggerEvent:
+        return TriggerEvent(
+            {"outcome": outcome, "conversation_id": self.conversation_id, "state": state, "message": message}
+        )
+
+    async def _sleep_or_timeout(self) -> bool:
+        """Sleep one interval, never past the deadline. True when the deadline has come."""
+        remaining = self.end_time - time.time()
+        if remaining <= 0:
+            return True
+        await asyncio.sleep(min(self.poll_interval, remaining))
+        return False
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+        hook = OpenHandsHook(self.openhands_conn_id)
+        try:
+            yield await self._wait(hook)
+        finally:
+            await hook.aclose()
+
+    async def _wait(self, hook: Any) -> TriggerEvent:
+        try:
+            if not self.conversation_id:
+                event = await self._wait_for_start_task(hook)
+                if event is not None:
+                    return event
+                if not self.wait_for_completion:
+                    return self._event(SUCCESS, f"Conversation {self.conversation_id} started")
+            return await self._wait_for_conversation(hook)
+        except OpenHandsError as exc:
+            return self._event(ERROR, str(exc), self._last_state)
+
+    async def _wait_for_start_task(self, hook: Any) -> TriggerEvent | None:
+        """Poll the start task until READY (sets ``conversation_id``); an event if it cannot be."""
+        last_status = None
+        while True:
+            tasks = await hook.aget_start_tasks([self.start_task_id])
+            task = tasks.get(canonical_id(self.start_task_id))
+            if task is None:
+                raise OpenHandsNotFoundError(f"OpenHands has no start task with id {self.start_task_id!r}")
+            if task["status"] != last_status:
+                self.log.info("Start task %s: %s", self.start_task_id, task["status"])
+                last_status = task["status"]
+            if task["status"] == START_TASK_READY and task["conversation_id"]:
+                self.conversation_id = task["conversation_id"]
+                return None
+            if task["status"] == START_TASK_ERROR:
+                from airflow_provider_openhands.hooks.openhands import start_error_message
+
+                return self._event(FAILURE, start_error_message(task))
+            if await self._sleep_or_timeout():
+                return self._event(TIMEOUT, f"Start task {self.start_task_id} was not READY in time ({last_status})")
+
+    async def _wait_for_conversation(self, hook: Any) -> TriggerEvent:
+        status_log = StatusLogger(self.log, str(self.conversation_id))
+        while True:
+            state = await hook.aget_conversation(self.conversation_id)
+            self._last_state = state
+            status_log.update(state)
+            outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+            if outcome is not None:
+                return self._event(outcome, f"Conversation {self.conversation_id} ended: {describe(state)}", state)
+            if await self._sleep_or_timeout():
+                return self._event(
+                    TIMEOUT, f"Conversation {self.conversation_id} still {describe(state)} at the deadline", state
+                )
