@@ -7,6 +7,7 @@ retry policy (tenacity) and one answer check, so they behave the same.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -124,7 +125,9 @@ class _WaitRetryAfter(tenacity.wait.wait_base):
 
     def __init__(self, initial: float, maximum: float):
         self.maximum = maximum
-        self.fallback = tenacity.wait_exponential_jitter(initial=initial, max=maximum)
+        # tenacity 9.1 renamed ``initial`` to ``multiplier``; jitter scales with the first wait.
+        scale = "multiplier" if "multiplier" in inspect.signature(tenacity.wait_exponential_jitter).parameters else "initial"
+        self.fallback = tenacity.wait_exponential_jitter(**{scale: initial}, max=maximum, jitter=initial)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None

@@ -1,0 +1,128 @@
+"""Test set-up: a private AIRFLOW_HOME, the emulator on loopback, and the official API contract.
+
+Airflow reads its configuration when first imported, so the environment is set here, before any
+test module imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_HOME = Path(tempfile.mkdtemp(prefix="openhands-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
+# Airflow 3 runs dag.test() from a DAG bundle: the examples and the tests' own DAGs are two bundles.
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+    [
+        {
+            "name": name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(path), "refresh_interval": 0},
+        }
+        for name, path in (("example_dags", REPO / "example_dags"), ("test_dags", REPO / "tests" / "dags"))
+    ]
+)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.pop("AIRFLOW_CONN_OPENHANDS_DEFAULT", None)
+
+from airflow_provider_openhands.hooks.transport import RetryPolicy  # noqa: E402
+from airflow_provider_openhands.testing import Emulator  # noqa: E402
+from airflow_provider_openhands.testing.pytest_plugin import connection_json  # noqa: E402
+
+#: Retries as in production, but with waits short enough for tests.
+FAST_RETRIES = RetryPolicy(max_retries=3, initial_wait=0.01, max_wait=0.2)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(conversation_seconds=0.6, start_seconds=0.2) as emu:
+        yield emu
+
+
+@pytest.fixture(params=["v1", "v0"])
+def api_version(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def connection(emulator: Emulator, api_version: str, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """``openhands_default`` pointing at the emulator, for the parametrised API version."""
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, api_version, max_retries=3))
+    return emulator
+
+
+@pytest.fixture
+def hook(connection: Emulator):
+    from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+    return OpenHandsHook(retry_policy=FAST_RETRIES)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated metadata DB in the private AIRFLOW_HOME, for ``dag.test()``."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env={**os.environ},
+    )
+    return _HOME
+
+
+class Contract:
+    """Validates bodies against the official OpenAPI documents (vendored in tests/openapi)."""
+
+    def __init__(self) -> None:
+        from jsonschema import Draft202012Validator
+
+        self._validator = Draft202012Validator
+        self.docs = {
+            "v1": json.loads((REPO / "tests/openapi/openhands-cloud-v1.openapi.json").read_text()),
+            "v0": json.loads((REPO / "tests/openapi/openhands-v0.openapi.json").read_text()),
+        }
+
+    def _validate(self, version: str, schema: dict, instance: object) -> None:
+        root = {**schema, "components": self.docs[version]["components"]}
+        self._validator(root).validate(instance)
+
+    def request_schema(self, version: str, method: str, path: str) -> dict:
+        operation = self.docs[version]["paths"][path][method.lower()]
+        return operation["requestBody"]["content"]["application/json"]["schema"]
+
+    def response_schema(self, version: str, method: str, path: str, status: int = 200) -> dict:
+        operation = self.docs[version]["paths"][path][method.lower()]
+        return operation["responses"][str(status)]["content"]["application/json"]["schema"]
+
+    def validate_request(self, version: str, method: str, path: str, body: object) -> None:
+        self._validate(version, self.request_schema(version, method, path), body)
+
+    def validate_response(self, version: str, method: str, path: str, body: object, status: int = 200) -> None:
+        self._validate(version, self.response_schema(version, method, path, status), body)
+
+    def template_for(self, version: str, method: str, path: str) -> str | None:
+        """The spec's path template (``/api/conversations/{conversation_id}``) for a concrete path."""
+        import re
+
+        if method.lower() in self.docs[version]["paths"].get(path, {}):
+            return path
+        for template, operations in self.docs[version]["paths"].items():
+            pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"
+            if method.lower() in operations and re.match(pattern, path):
+                return template
+        return None
+
+
+@pytest.fixture(scope="session")
+def contract() -> Contract:
+    return Contract()
