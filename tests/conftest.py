@@ -28,7 +28,7 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
             "kwargs": {"path": str(path), "refresh_interval": 0},
         }
-        for name, path in (("example_dags", REPO / "example_dags"), ("test_dags", REPO / "tests" / "dags"))
+        for name, path in (("openhands_examples", REPO / "example_dags"), ("openhands_tests", REPO / "tests" / "dags"))
     ]
 )
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"

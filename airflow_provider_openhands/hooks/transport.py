@@ -126,7 +126,11 @@ class _WaitRetryAfter(tenacity.wait.wait_base):
     def __init__(self, initial: float, maximum: float):
         self.maximum = maximum
         # tenacity 9.1 renamed ``initial`` to ``multiplier``; jitter scales with the first wait.
-        scale = "multiplier" if "multiplier" in inspect.signature(tenacity.wait_exponential_jitter).parameters else "initial"
+        scale = (
+            "multiplier"
+            if "multiplier" in inspect.signature(tenacity.wait_exponential_jitter).parameters
+            else "initial"
+        )
         self.fallback = tenacity.wait_exponential_jitter(**{scale: initial}, max=maximum, jitter=initial)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openhands.api.options import check_positive, check_statuses
 from airflow_provider_openhands.api.state import DEFAULT_FAILURE_STATUSES, DEFAULT_SUCCESS_STATUSES
-from airflow_provider_openhands.exceptions import OpenHandsConversationFailed, OpenHandsError
+from airflow_provider_openhands.exceptions import OpenHandsConfigError, OpenHandsConversationFailed, OpenHandsError
 from airflow_provider_openhands.links.openhands import CONVERSATION_ID_KEY, CONVERSATION_URL_KEY
 from airflow_provider_openhands.outcome import (
     ERROR,
@@ -55,7 +55,7 @@ class ConversationWaiter:
         self.failure_statuses = check_statuses(failure_statuses, "failure_statuses", DEFAULT_FAILURE_STATUSES)
         overlap = self.success_statuses & self.failure_statuses
         if overlap:
-            raise OpenHandsError(f"success_statuses and failure_statuses both contain {sorted(overlap)}")
+            raise OpenHandsConfigError(f"success_statuses and failure_statuses both contain {sorted(overlap)}")
 
     @cached_property
     def hook(self) -> OpenHandsHook:

@@ -1,0 +1,67 @@
+"""DAGs the tests run with dag.test(): each waits in a different way. Results go to a JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+
+from airflow.providers.common.compat.sdk import DAG, task
+
+from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
+from airflow_provider_openhands.sensors.openhands import OpenHandsConversationSensor
+
+POLL = 0.2
+
+
+@task
+def record(result, name: str) -> None:
+    """Write what the downstream task received, for the test to read."""
+    path = os.path.join(os.environ["OPENHANDS_TEST_RESULTS"], f"{name}.json")
+    with open(path, "w") as handle:
+        json.dump(result, handle)
+
+
+def split_dag(dag_id: str, *, deferrable: bool, mode: str = "poke", message: str = "Fix the README") -> DAG:
+    with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+        start = OpenHandsStartConversationOperator(
+            task_id="start",
+            initial_user_msg=message + " {{ dag_run.conf.get('suffix', '') }}",
+            repository="{{ dag_run.conf.get('repository', 'acme/website') }}",
+            deferrable=deferrable,
+            poll_interval=POLL,
+        )
+        wait = OpenHandsConversationSensor(
+            task_id="wait",
+            conversation_id=start.output,
+            deferrable=deferrable,
+            mode=mode,
+            poke_interval=POLL,
+            timeout=60,
+        )
+        record.override(task_id="record_id")(start.output, dag_id + "-id")
+        record.override(task_id="record_state")(wait.output, dag_id + "-state")
+    return dag
+
+
+deferrable_split = split_dag("oh_test_split_deferrable", deferrable=True)
+poke_split = split_dag("oh_test_split_poke", deferrable=False)
+reschedule_split = split_dag("oh_test_split_reschedule", deferrable=False, mode="reschedule")
+
+with DAG("oh_test_wait_in_operator", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as one_task:
+    run = OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="Fix the README {{ dag_run.conf.get('suffix', '') }}",
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+    )
+    record.override(task_id="record_state")(run.output, "oh_test_wait_in_operator-state")
+
+with DAG("oh_test_bad_templated_repo", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as bad:
+    OpenHandsStartConversationOperator(
+        task_id="start",
+        initial_user_msg="Fix it",
+        repository="{{ dag_run.conf.get('repository', 'https://github.com/acme/website') }}",
+    )
