@@ -60,6 +60,11 @@ class OpenHandsConcurrencyLimitError(OpenHandsApiError):
 class OpenHandsStartError(OpenHandsError):
     """The start task of a V1 conversation ended in ERROR; the message carries its ``detail``."""
 
+    def __init__(self, message: str, *, capacity: bool = False):
+        super().__init__(message)
+        #: True when the start failed for want of a free conversation slot: worth waiting for.
+        self.capacity = capacity
+
 
 class OpenHandsConversationFailed(OpenHandsError):
     """The conversation reached a failure status (error, stuck, sandbox missing, ...)."""

@@ -39,6 +39,12 @@ def start_error_message(task: Mapping[str, Any]) -> str:
     return f"OpenHands could not start the conversation (start task {task['id']}): {detail}"
 
 
+def is_capacity_error(task: Mapping[str, Any]) -> bool:
+    """A start task that failed because the account already runs as many conversations as it may."""
+    detail = str(task.get("detail") or "").lower()
+    return "concurrency" in detail or "concurrent conversations" in detail
+
+
 class OpenHandsHook(BaseHook):
     """Talks to OpenHands Cloud (V1) or a legacy self-hosted server (V0).
 
@@ -153,7 +159,7 @@ class OpenHandsHook(BaseHook):
             if task["status"] == START_TASK_READY and task["conversation_id"]:
                 return task["conversation_id"]
             if task["status"] == START_TASK_ERROR:
-                raise OpenHandsStartError(start_error_message(task))
+                raise OpenHandsStartError(start_error_message(task), capacity=is_capacity_error(task))
             if time.time() >= deadline:
                 raise OpenHandsError(f"Start task {task_id} was not READY after {timeout:.0f}s (last: {last_status})")
             time.sleep(min(poll_interval, max(0.0, deadline - time.time())))

@@ -34,6 +34,13 @@ class ConversationTimeout(OpenHandsError):
     """The conversation did not end before the task's ``timeout``."""
 
 
+def still_running(state: dict[str, Any]) -> bool:
+    """Whether an ended conversation still holds a sandbox (V1) or runtime (V0)."""
+    if state.get("api_version") == "v1":
+        return state.get("sandbox_status") in ("RUNNING", "STARTING")
+    return state.get("conversation_status") in ("RUNNING", "STARTING")
+
+
 def default_deferrable() -> bool:
     from airflow.providers.common.compat.sdk import conf
 
@@ -46,6 +53,8 @@ class ConversationWaiter:
     openhands_conn_id: str
     poll_interval: float
     stop_on_timeout: bool
+    cancel_on_kill: bool
+    pause_when_done: bool
     log: Any
 
     def _init_statuses(
@@ -88,12 +97,17 @@ class ConversationWaiter:
             wait_for_completion=wait_for_completion,
             success_statuses=self.success_statuses,
             failure_statuses=self.failure_statuses,
+            cancel_on_kill=self.cancel_on_kill,
         )
 
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:
         """Return the final state of a successful conversation; raise for a failed one."""
         self.log.info(summary_line(state))
-        if classify(state["status"], self.success_statuses, self.failure_statuses) == FAILURE:
+        outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+        if outcome is not None and self.pause_when_done and still_running(state):
+            self.log.info("Conversation ended: freeing its slot (pause_when_done)")
+            self.stop_quietly(state["conversation_id"], state.get("sandbox_id"))
+        if outcome == FAILURE:
             raise OpenHandsConversationFailed(
                 f"Conversation {state['conversation_id']} failed: {describe(state)} ({state.get('url')})"
             )
@@ -104,10 +118,10 @@ class ConversationWaiter:
             self.stop_quietly(conversation_id)
         raise ConversationTimeout(message)
 
-    def stop_quietly(self, conversation_id: str) -> None:
+    def stop_quietly(self, conversation_id: str, sandbox_id: str | None = None) -> None:
         """Stop a conversation; a failure to stop is logged, never raised over the real error."""
         try:
-            stopped = self.hook.stop_conversation(conversation_id)
+            stopped = self.hook.stop_conversation(conversation_id, sandbox_id)
             self.log.info("Stopped conversation %s" if stopped else "Conversation %s was already gone", conversation_id)
         except Exception as exc:
             self.log.warning("Could not stop conversation %s: %s", conversation_id, exc)

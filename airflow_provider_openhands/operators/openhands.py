@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
+import time
+import uuid
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +19,7 @@ from airflow_provider_openhands.api.options import (
     check_repository,
     is_templated,
 )
+from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsStartError
 from airflow_provider_openhands.links.openhands import OpenHandsConversationLink
 from airflow_provider_openhands.operators._waiting import ConversationWaiter, default_deferrable
 
@@ -22,6 +27,8 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 DEFAULT_CONN_ID = "openhands_default"
+#: Where the conversation's ids are kept in the task state store (Airflow >= 3.3) across retries.
+STATE_STORE_KEY = "openhands_conversation"
 
 
 class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
@@ -47,7 +54,14 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     :param success_statuses: normalised statuses that count as success (default ``{"finished"}``).
     :param failure_statuses: normalised statuses that fail the task.
     :param stop_on_timeout: stop the conversation when ``timeout`` passes.
-    :param cancel_on_kill: stop the conversation when the task is killed.
+    :param cancel_on_kill: stop the conversation when the task is killed (worker ``on_kill``, and the
+        trigger's ``on_kill`` on Airflow >= 3.3; never on a triggerer restart).
+    :param pause_when_done: once the conversation ended, pause its sandbox (V1) or stop it (V0): a
+        finished conversation's sandbox keeps running, and so keeps one of the account's slots.
+    :param capacity_timeout: seconds to keep waiting for a free slot when the account already runs
+        as many conversations as it may (HTTP 429 CONCURRENCY_LIMIT_REACHED) before failing.
+    :param deterministic_conversation_id: derive the conversation id from the task instance, so a
+        retry finds the conversation an earlier try started instead of starting a second one.
     """
 
     template_fields = ("initial_user_msg", "repository", "selected_branch", "title", "extra_body")
@@ -74,6 +88,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         failure_statuses: Collection[str] | None = None,
         stop_on_timeout: bool = True,
         cancel_on_kill: bool = True,
+        pause_when_done: bool = True,
+        capacity_timeout: float = 6 * 3600.0,
+        deterministic_conversation_id: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,6 +108,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self.timeout = check_positive(timeout, "timeout")
         self.stop_on_timeout = stop_on_timeout
         self.cancel_on_kill = cancel_on_kill
+        self.pause_when_done = pause_when_done
+        self.capacity_timeout = check_positive(capacity_timeout, "capacity_timeout")
+        self.deterministic_conversation_id = deterministic_conversation_id
         self._init_statuses(success_statuses, failure_statuses)
         self._conversation_id: str | None = None
         self._check_static_inputs()
@@ -113,12 +133,35 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             extra_body=dict(self.extra_body or {}),
         )
 
+    # -- run -------------------------------------------------------------------------------------
+
     def execute(self, context: Context) -> Any:
         options = self._options()  # rendered values, checked before any request
-        started = self.hook.submit_conversation(options)
+        resumed = self._reconnect(context)
+        if resumed is not None:
+            return resumed
+        return self._start(context, options, capacity_deadline=time.time() + self.capacity_timeout, attempt=0)
+
+    def _start(self, context: Context, options: StartOptions, *, capacity_deadline: float, attempt: int) -> Any:
+        """Send the start request; on a full account, wait for a free slot and try again."""
+        from airflow_provider_openhands.exceptions import OpenHandsApiError, OpenHandsConcurrencyLimitError
+
+        client_id = self._fresh_id(context)
+        options = dataclasses.replace(options, conversation_id=client_id)
+        try:
+            started = self.hook.submit_conversation(options)
+        except OpenHandsConcurrencyLimitError as exc:
+            return self._wait_for_capacity(context, capacity_deadline, attempt, exc.limit, exc.current)
+        except OpenHandsApiError as exc:
+            if exc.status_code != 409 or not client_id:
+                raise
+            self.log.info("Conversation %s already exists (HTTP 409): waiting on it", client_id)
+            return self._started(context, client_id)
+        self.log.info("Start request sent%s", f" (conversation id {client_id})" if client_id else "")
         conversation_id = started["conversation_id"]
         if conversation_id is None:
             task_id = started["start_task"]["id"]
+            self._remember(context, start_task_id=task_id)
             self.log.info("Start task %s created; waiting for the sandbox to be READY", task_id)
             if self.deferrable:
                 timeout = self.start_timeout + (self.timeout if self.wait_for_completion else 0)
@@ -127,18 +170,66 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
                         timeout=timeout, start_task_id=task_id, wait_for_completion=self.wait_for_completion
                     ),
                     method_name="execute_complete",
+                    kwargs={"capacity_deadline": capacity_deadline, "attempt": attempt},
                 )
-            conversation_id = self.hook.wait_for_start_task(
-                task_id, poll_interval=self.poll_interval, timeout=self.start_timeout
-            )
+            try:
+                conversation_id = self.hook.wait_for_start_task(
+                    task_id, poll_interval=self.poll_interval, timeout=self.start_timeout
+                )
+            except OpenHandsStartError as exc:
+                if not exc.capacity:
+                    raise
+                return self._wait_for_capacity(context, capacity_deadline, attempt, None, None)
+        self._check_client_id(client_id, conversation_id)
         return self._started(context, conversation_id)
+
+    def _wait_for_capacity(
+        self, context: Context, deadline: float, attempt: int, limit: int | None, current: int | None
+    ) -> Any:
+        """No free conversation slot: wait (deferred when possible) with backoff, then start again."""
+        now = time.time()
+        waited = now - (deadline - self.capacity_timeout)
+        if now >= deadline:
+            raise OpenHandsError(
+                f"No free OpenHands conversation slot after {waited:.0f}s (capacity_timeout); "
+                f"the service reports {current} running of a limit of {limit}"
+            )
+        delay = min(self.poll_interval * 2**attempt, max(self.poll_interval, 300.0), deadline - now)
+        delay *= random.uniform(0.8, 1.0)
+        self.log.warning(
+            "The account runs as many conversations as it may (limit %s, running %s); waited %.0fs so far, "
+            "trying again in %.0fs. Cap concurrency with the 'openhands' pool to avoid this.",
+            limit,
+            current,
+            waited,
+            delay,
+        )
+        if self.deferrable:
+            from airflow_provider_openhands.triggers.openhands import OpenHandsCapacityWaitTrigger
+
+            self.defer(
+                trigger=OpenHandsCapacityWaitTrigger(wake_time=now + delay),
+                method_name="execute_after_capacity_wait",
+                kwargs={"capacity_deadline": deadline, "attempt": attempt + 1},
+            )
+        time.sleep(delay)
+        return self._start(context, self._options(), capacity_deadline=deadline, attempt=attempt + 1)
+
+    def execute_after_capacity_wait(
+        self, context: Context, event: dict[str, Any], capacity_deadline: float, attempt: int
+    ) -> Any:
+        return self._start(context, self._options(), capacity_deadline=capacity_deadline, attempt=attempt)
 
     def _started(self, context: Context, conversation_id: str) -> Any:
         self._conversation_id = conversation_id
+        self._remember(context, conversation_id=conversation_id)
         self.push_conversation(context, conversation_id)
         self.log.info("Conversation %s started: %s", conversation_id, self.hook.conversation_url(conversation_id))
         if not self.wait_for_completion:
             return conversation_id
+        return self._wait(context, conversation_id)
+
+    def _wait(self, context: Context, conversation_id: str) -> Any:
         if self.deferrable:
             self.defer(
                 trigger=self.make_trigger(timeout=self.timeout, conversation_id=conversation_id),
@@ -146,13 +237,106 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             )
         return self.wait_in_worker(conversation_id, self.timeout)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any],
+        capacity_deadline: float | None = None,
+        attempt: int = 0,
+    ) -> Any:
         """Resume after the trigger fired: the conversation started (and ended, if waited on)."""
         self._conversation_id = event.get("conversation_id")
+        if event.get("capacity") and capacity_deadline is not None:
+            return self._wait_for_capacity(context, capacity_deadline, attempt, None, None)
+        if self._conversation_id:
+            self._remember(context, conversation_id=self._conversation_id)
         result = self.result_from_event(context, event)
         if not self.wait_for_completion:
             return self._conversation_id
         return result
+
+    # -- no duplicates ---------------------------------------------------------------------------
+
+    def _id_for_try(self, context: Context, try_number: int) -> str:
+        """A conversation id derived from the task instance: the same on every retry of one try."""
+        ti = context["ti"]
+        key = f"airflow-provider-openhands:{ti.dag_id}:{ti.task_id}:{ti.run_id}:{getattr(ti, 'map_index', -1)}"
+        if try_number > 1:
+            key += f":{try_number}"
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+
+    def _fresh_id(self, context: Context) -> str | None:
+        if not self.deterministic_conversation_id:
+            return None
+        return self._id_for_try(context, int(getattr(context["ti"], "try_number", 1) or 1))
+
+    def _remember(self, context: Context, **ids: str) -> None:
+        """Airflow >= 3.3: keep the ids in the task state store, so a retry finds them."""
+        store = context.get("task_state_store")
+        if store is None:
+            return
+        try:
+            saved = dict(store.get(STATE_STORE_KEY) or {})
+            saved.update(ids)
+            store.set(STATE_STORE_KEY, saved)
+        except Exception as exc:
+            self.log.warning("Could not save the conversation id in the task state store: %s", exc)
+
+    def _check_client_id(self, client_id: str | None, conversation_id: str) -> None:
+        from airflow_provider_openhands.api.state import canonical_id
+
+        if client_id and canonical_id(client_id) != canonical_id(conversation_id):
+            self.log.warning(
+                "The server ignored the client-chosen conversation id %s (it made %s): a retry of this task "
+                "can only find the conversation through the task state store (Airflow >= 3.3).",
+                client_id,
+                conversation_id,
+            )
+
+    def _reconnect(self, context: Context) -> Any:
+        """Before starting, find a conversation an earlier try of this task already started.
+
+        Alive: wait on it again. Finished: return its result. Failed: start a fresh one.
+        """
+        from airflow_provider_openhands.api.state import START_TASK_READY, canonical_id
+        from airflow_provider_openhands.outcome import FAILURE, SUCCESS, classify
+
+        store = context.get("task_state_store")
+        saved = dict((store.get(STATE_STORE_KEY) if store is not None else None) or {})
+        candidates: list[str] = []
+        if saved.get("conversation_id"):
+            candidates.append(saved["conversation_id"])
+        elif saved.get("start_task_id") and self.hook.api_version == "v1":
+            task = self.hook.get_start_task(saved["start_task_id"])
+            if task["status"] == START_TASK_READY and task["conversation_id"]:
+                candidates.append(task["conversation_id"])
+        if self.deterministic_conversation_id:
+            tries = int(getattr(context["ti"], "try_number", 1) or 1)
+            candidates += [self._id_for_try(context, n) for n in range(1, tries + 1)]
+        if not candidates:
+            return None
+        states = self.hook.get_conversations(list(dict.fromkeys(candidates)))
+        for conversation_id in reversed(list(dict.fromkeys(candidates))):
+            state = states.get(canonical_id(conversation_id))
+            if state is None:
+                continue
+            outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+            if outcome == FAILURE:
+                self.log.info(
+                    "An earlier try's conversation %s ended %s: starting a fresh one", conversation_id, state["status"]
+                )
+                continue
+            self.log.info(
+                "Reconnecting to conversation %s started by an earlier try (%s)", conversation_id, state["status"]
+            )
+            self._conversation_id = state["conversation_id"]
+            self.push_conversation(context, self._conversation_id)
+            if not self.wait_for_completion:
+                return self._conversation_id
+            if outcome == SUCCESS:
+                return self.finish(state)
+            return self._wait(context, self._conversation_id)
+        return None
 
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._conversation_id:

@@ -39,6 +39,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     :param stop_on_timeout: stop the conversation when the sensor's ``timeout`` passes.
     :param cancel_on_kill: stop the conversation when the task is killed.
+    :param pause_when_done: once it ended, pause its sandbox (V1) / stop it (V0), freeing the slot.
 
     ``poke_interval``, ``timeout``, ``mode`` and ``soft_fail`` are Airflow's own sensor options.
     """
@@ -57,6 +58,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         deferrable: bool | None = None,
         stop_on_timeout: bool = False,
         cancel_on_kill: bool = False,
+        pause_when_done: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", 30.0)
@@ -66,6 +68,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.stop_on_timeout = stop_on_timeout
         self.cancel_on_kill = cancel_on_kill
+        self.pause_when_done = pause_when_done
         self._init_statuses(success_statuses, failure_statuses)
         check_positive(self.poke_interval, "poke_interval")
         check_positive(self.timeout, "timeout")

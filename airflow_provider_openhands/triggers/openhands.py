@@ -51,6 +51,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         wait_for_completion: bool = True,
         success_statuses: Collection[str] | None = None,
         failure_statuses: Collection[str] | None = None,
+        cancel_on_kill: bool = False,
     ) -> None:
         super().__init__()
         if not conversation_id and not start_task_id:
@@ -63,6 +64,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         self.wait_for_completion = wait_for_completion
         self.success_statuses = sorted(success_statuses or DEFAULT_SUCCESS_STATUSES)
         self.failure_statuses = sorted(failure_statuses or DEFAULT_FAILURE_STATUSES)
+        self.cancel_on_kill = cancel_on_kill
         self._last_state: dict[str, Any] | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -77,13 +79,33 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 "wait_for_completion": self.wait_for_completion,
                 "success_statuses": self.success_statuses,
                 "failure_statuses": self.failure_statuses,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
 
-    def _event(self, outcome: str, message: str, state: dict[str, Any] | None = None) -> TriggerEvent:
+    def _event(self, outcome: str, message: str, state: dict[str, Any] | None = None, **extra: Any) -> TriggerEvent:
         return TriggerEvent(
-            {"outcome": outcome, "conversation_id": self.conversation_id, "state": state, "message": message}
+            {"outcome": outcome, "conversation_id": self.conversation_id, "state": state, "message": message, **extra}
         )
+
+    async def on_kill(self) -> None:
+        """A user killed the deferred task (Airflow >= 3.3): stop the conversation, it costs money.
+
+        Not done in ``cleanup()``, which also runs when the triggerer restarts or hands the
+        trigger to another triggerer: the conversation must survive those.
+        """
+        if not (self.cancel_on_kill and self.conversation_id):
+            return
+        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+        hook = OpenHandsHook(self.openhands_conn_id)
+        try:
+            stopped = await hook.astop_conversation(self.conversation_id)
+            self.log.info("Task killed: stopped conversation %s (%s)", self.conversation_id, stopped)
+        except Exception as exc:
+            self.log.warning("Task killed, but conversation %s could not be stopped: %s", self.conversation_id, exc)
+        finally:
+            await hook.aclose()
 
     async def _sleep_or_timeout(self) -> bool:
         """Sleep one interval, never past the deadline. True when the deadline has come."""
@@ -129,9 +151,9 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 self.conversation_id = task["conversation_id"]
                 return None
             if task["status"] == START_TASK_ERROR:
-                from airflow_provider_openhands.hooks.openhands import start_error_message
+                from airflow_provider_openhands.hooks.openhands import is_capacity_error, start_error_message
 
-                return self._event(FAILURE, start_error_message(task))
+                return self._event(FAILURE, start_error_message(task), capacity=is_capacity_error(task))
             if await self._sleep_or_timeout():
                 return self._event(TIMEOUT, f"Start task {self.start_task_id} was not READY in time ({last_status})")
 
@@ -148,3 +170,22 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 return self._event(
                     TIMEOUT, f"Conversation {self.conversation_id} still {describe(state)} at the deadline", state
                 )
+
+
+class OpenHandsCapacityWaitTrigger(BaseTrigger):
+    """Sleep in the triggerer until ``wake_time`` (epoch seconds), then fire once.
+
+    Used while the account runs as many conversations as it may: the task waits for a free slot
+    without holding a worker slot, then tries to start again.
+    """
+
+    def __init__(self, *, wake_time: float) -> None:
+        super().__init__()
+        self.wake_time = float(wake_time)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", {"wake_time": self.wake_time}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        await asyncio.sleep(max(0.0, self.wake_time - time.time()))
+        yield TriggerEvent({"outcome": SUCCESS, "wake_time": self.wake_time})
