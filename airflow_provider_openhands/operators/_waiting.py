@@ -85,6 +85,7 @@ class ConversationWaiter:
         conversation_id: str | None = None,
         start_task_id: str | None = None,
         wait_for_completion: bool = True,
+        wait_timeout: float | None = None,
     ) -> Any:
         from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
 
@@ -98,6 +99,7 @@ class ConversationWaiter:
             success_statuses=self.success_statuses,
             failure_statuses=self.failure_statuses,
             cancel_on_kill=self.cancel_on_kill,
+            wait_timeout=wait_timeout,
         )
 
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:

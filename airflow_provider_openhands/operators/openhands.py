@@ -164,13 +164,14 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             self._remember(context, start_task_id=task_id)
             self.log.info("Start task %s created; waiting for the sandbox to be READY", task_id)
             if self.deferrable:
-                timeout = self.start_timeout + (self.timeout if self.wait_for_completion else 0)
                 self.defer(
                     trigger=self.make_trigger(
-                        timeout=timeout, start_task_id=task_id, wait_for_completion=self.wait_for_completion
+                        timeout=self.start_timeout,
+                        start_task_id=task_id,
+                        wait_for_completion=self.wait_for_completion,
+                        wait_timeout=self.timeout,
                     ),
                     method_name="execute_complete",
-                    kwargs={"capacity_deadline": capacity_deadline, "attempt": attempt},
                 )
             try:
                 conversation_id = self.hook.wait_for_start_task(
@@ -208,17 +209,18 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             from airflow_provider_openhands.triggers.openhands import OpenHandsCapacityWaitTrigger
 
             self.defer(
-                trigger=OpenHandsCapacityWaitTrigger(wake_time=now + delay),
+                trigger=OpenHandsCapacityWaitTrigger(
+                    wake_time=now + delay, capacity_deadline=deadline, attempt=attempt + 1
+                ),
                 method_name="execute_after_capacity_wait",
-                kwargs={"capacity_deadline": deadline, "attempt": attempt + 1},
             )
         time.sleep(delay)
         return self._start(context, self._options(), capacity_deadline=deadline, attempt=attempt + 1)
 
-    def execute_after_capacity_wait(
-        self, context: Context, event: dict[str, Any], capacity_deadline: float, attempt: int
-    ) -> Any:
-        return self._start(context, self._options(), capacity_deadline=capacity_deadline, attempt=attempt)
+    def execute_after_capacity_wait(self, context: Context, event: dict[str, Any]) -> Any:
+        return self._start(
+            context, self._options(), capacity_deadline=event["capacity_deadline"], attempt=event["attempt"]
+        )
 
     def _started(self, context: Context, conversation_id: str) -> Any:
         self._conversation_id = conversation_id
@@ -237,17 +239,11 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             )
         return self.wait_in_worker(conversation_id, self.timeout)
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any],
-        capacity_deadline: float | None = None,
-        attempt: int = 0,
-    ) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: the conversation started (and ended, if waited on)."""
         self._conversation_id = event.get("conversation_id")
-        if event.get("capacity") and capacity_deadline is not None:
-            return self._wait_for_capacity(context, capacity_deadline, attempt, None, None)
+        if event.get("capacity"):  # the start task failed for want of a slot: a fresh capacity wait
+            return self._wait_for_capacity(context, time.time() + self.capacity_timeout, 0, None, None)
         if self._conversation_id:
             self._remember(context, conversation_id=self._conversation_id)
         result = self.result_from_event(context, event)

@@ -81,6 +81,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     reset: bool = False  # close the connection mid-answer
+    after: bool = False  # with reset: act on the request first (the client never hears the answer)
     passthrough: bool = False  # only delay, then answer normally
 
     def matches(self, method: str, path: str) -> bool:
@@ -601,6 +602,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.reset:
+                if fault.after and emu.authorized(self.headers):
+                    emu.route(self.command, path, query, body)
                 entry.update(status=None, response=None, fault="reset")
                 emu.log_request(entry)
                 self._reset()

@@ -36,6 +36,9 @@ class OpenHandsConversationTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param end_time: wall-clock deadline (epoch seconds); a ``timeout`` event is sent then.
     :param wait_for_completion: False to fire as soon as the conversation id is known.
+    :param wait_timeout: seconds to wait for the end once a start task turned READY (the
+        ``end_time`` deadline then covers only the start).
+    :param cancel_on_kill: stop the conversation if a user kills the task (Airflow >= 3.3).
     :param success_statuses: normalised statuses that end the wait successfully.
     :param failure_statuses: normalised statuses that end it as a failure.
     """
@@ -52,6 +55,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         success_statuses: Collection[str] | None = None,
         failure_statuses: Collection[str] | None = None,
         cancel_on_kill: bool = False,
+        wait_timeout: float | None = None,
     ) -> None:
         super().__init__()
         if not conversation_id and not start_task_id:
@@ -65,6 +69,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         self.success_statuses = sorted(success_statuses or DEFAULT_SUCCESS_STATUSES)
         self.failure_statuses = sorted(failure_statuses or DEFAULT_FAILURE_STATUSES)
         self.cancel_on_kill = cancel_on_kill
+        self.wait_timeout = wait_timeout
         self._last_state: dict[str, Any] | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -80,6 +85,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 "success_statuses": self.success_statuses,
                 "failure_statuses": self.failure_statuses,
                 "cancel_on_kill": self.cancel_on_kill,
+                "wait_timeout": self.wait_timeout,
             },
         )
 
@@ -132,6 +138,8 @@ class OpenHandsConversationTrigger(BaseTrigger):
                     return event
                 if not self.wait_for_completion:
                     return self._event(SUCCESS, f"Conversation {self.conversation_id} started")
+                if self.wait_timeout is not None:  # the wait for the end has its own deadline
+                    self.end_time = time.time() + self.wait_timeout
             return await self._wait_for_conversation(hook)
         except OpenHandsError as exc:
             return self._event(ERROR, str(exc), self._last_state)
@@ -179,13 +187,19 @@ class OpenHandsCapacityWaitTrigger(BaseTrigger):
     without holding a worker slot, then tries to start again.
     """
 
-    def __init__(self, *, wake_time: float) -> None:
+    def __init__(self, *, wake_time: float, capacity_deadline: float, attempt: int) -> None:
         super().__init__()
         self.wake_time = float(wake_time)
+        self.capacity_deadline = float(capacity_deadline)
+        self.attempt = int(attempt)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return f"{type(self).__module__}.{type(self).__qualname__}", {"wake_time": self.wake_time}
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"wake_time": self.wake_time, "capacity_deadline": self.capacity_deadline, "attempt": self.attempt},
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         await asyncio.sleep(max(0.0, self.wake_time - time.time()))
-        yield TriggerEvent({"outcome": SUCCESS, "wake_time": self.wake_time})
+        # The event carries the wait's own bookkeeping back to the task: it resumes from it alone.
+        yield TriggerEvent({"outcome": SUCCESS, "capacity_deadline": self.capacity_deadline, "attempt": self.attempt})

@@ -65,3 +65,35 @@ with DAG("oh_test_bad_templated_repo", schedule=None, start_date=datetime(2026, 
         initial_user_msg="Fix it",
         repository="{{ dag_run.conf.get('repository', 'https://github.com/acme/website') }}",
     )
+
+with DAG("oh_test_fan_out", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as fan_out:
+    runs = OpenHandsStartConversationOperator.partial(
+        task_id="run",
+        initial_user_msg="Nightly maintenance",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+    ).expand(repository=[f"acme/repo-{n:02d}" for n in range(25)])
+
+with DAG("oh_test_retry_after_crash", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as crash:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="Fix the README",
+        repository="acme/website",
+        deferrable=False,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        retries=1,
+        retry_delay=0,
+    )
+
+with DAG("oh_test_timeout", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as slow:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="A long task [emulator duration=60]",
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        timeout=1.5,
+    )
