@@ -37,6 +37,7 @@ with DAG(
         title="README check for {{ params.repository }}",
         deferrable=True,
         poll_interval=POLL_SECONDS,
+        pool="openhands",  # slots = the account's concurrent-conversation limit (see README)
     )
     wait = OpenHandsConversationSensor(
         task_id="wait",
@@ -44,6 +45,7 @@ with DAG(
         deferrable=True,
         poke_interval=POLL_SECONDS,
         timeout=6 * 3600,
+        pool="openhands",
     )
 
     @task

@@ -44,6 +44,38 @@ def prepare_airflow_env() -> None:
     )
     print(f"[demo] Airflow home {home}: migrating the metadata DB ...", flush=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    print("[demo] creating the 'openhands' pool (10 slots, deferred tasks included) ...", flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "airflow",
+            "pools",
+            "set",
+            "openhands",
+            "10",
+            "OpenHands conversations",
+            "--include-deferred",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def final_state(dag_run, task_id: str) -> dict | None:
+    """The task's XCom return value (the conversation's final state), as downstream tasks see it."""
+    try:
+        from airflow.models.xcom import XComModel  # Airflow 3
+    except ImportError:  # Airflow 2
+        from airflow.models.xcom import XCom
+
+        return XCom.get_one(run_id=dag_run.run_id, dag_id=dag_run.dag_id, task_id=task_id, key="return_value")
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key="return_value")
+        row = session.scalars(query).first()
+        return XComModel.deserialize_value(row) if row is not None else None
 
 
 def main() -> int:
@@ -72,20 +104,19 @@ def main() -> int:
         dag_run = dag.test(run_conf={"repository": args.repository})
         elapsed = time.monotonic() - started
 
-        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
-
-        hook = OpenHandsHook()
         states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
         print("\n" + "=" * 78)
         print(f"DAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.1f}s  tasks: {states}")
-        for conversation_id in list(emulator.conversations):
-            state = hook.get_conversation(conversation_id)
+        state = final_state(dag_run, "wait")
+        if state:
             prs = ", ".join(f"#{n}" for n in state["pr_number"]) or "none"
             print(f"conversation {state['conversation_id']}")
             print(f"  repository  {state['selected_repository']}")
             print(f"  status      {state['status']}")
             print(f"  PRs         {prs}")
             print(f"  link        {state['url']}")
+            print(f"  cost        {(state.get('metrics') or {}).get('accumulated_cost')}")
+        print(f"emulator: {emulator.stats()}")
         print("=" * 78)
         ok = str(getattr(dag_run.state, "value", dag_run.state)) == "success"
         return 0 if ok else 1

@@ -77,6 +77,12 @@ def airflow_db() -> Path:
         capture_output=True,
         env={**os.environ},
     )
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "pools", "set", "openhands", "10", "OpenHands", "--include-deferred"],
+        check=True,
+        capture_output=True,
+        env={**os.environ},
+    )
     return _HOME
 
 

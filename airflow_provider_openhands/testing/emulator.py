@@ -339,8 +339,10 @@ class Emulator:
     def _v1_conversation_json(self, conversation: Conversation, now: float) -> dict[str, Any]:
         sandbox = self._v1_sandbox_status(conversation, now)
         execution = conversation.agent_status(now) if sandbox == "RUNNING" else None
-        done = execution in ("finished", "error", "stuck")
-        ran = max(0.0, min(now, conversation.finished_at()) - conversation.ready_at)
+        # What the agent did stays on record when the sandbox is paused afterwards.
+        done_by = conversation.paused_at if conversation.paused_at is not None else now
+        done = conversation.agent_status(done_by) == "finished"
+        ran = max(0.0, min(done_by, conversation.finished_at()) - conversation.ready_at)
         return {
             "id": conversation.id,
             "created_by_user_id": USER_ID,
@@ -350,7 +352,7 @@ class Emulator:
             "git_provider": conversation.git_provider,
             "title": conversation.title,
             "trigger": "openhands_api",
-            "pr_number": [1000 + int(conversation.id[:4], 16) % 9000] if done and execution == "finished" else [],
+            "pr_number": [1000 + int(conversation.id[:4], 16) % 9000] if done else [],
             "llm_model": "emulated-model",
             "agent_kind": "openhands",
             "metrics": {
