@@ -19,7 +19,7 @@ from airflow_provider_openhands.api.options import (
     check_repository,
     is_templated,
 )
-from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsStartError
+from airflow_provider_openhands.exceptions import OpenHandsConfigError, OpenHandsError, OpenHandsStartError
 from airflow_provider_openhands.links.openhands import OpenHandsConversationLink
 from airflow_provider_openhands.operators._waiting import ConversationWaiter, default_deferrable
 
@@ -44,6 +44,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     :param git_provider: ``github``, ``gitlab``, ``bitbucket``, ...
     :param title: conversation title (templated; V1 only, ignored with a warning on V0).
     :param extra_body: other documented fields of the start request, passed through (templated).
+    :param secrets: secrets for the agent's sandbox (V1 ``secrets``): masked in logs, not templated.
     :param openhands_conn_id: the ``openhands`` connection.
     :param deferrable: wait in the triggerer instead of holding a worker slot (the V1 start task
         alone can take minutes while the sandbox starts).
@@ -78,6 +79,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         git_provider: str | None = None,
         title: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
         openhands_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
         wait_for_completion: bool = False,
@@ -100,6 +102,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self.git_provider = git_provider
         self.title = title
         self.extra_body = extra_body
+        self.secrets = self._masked(secrets)
         self.openhands_conn_id = openhands_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.wait_for_completion = wait_for_completion
@@ -115,6 +118,17 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self._conversation_id: str | None = None
         self._check_static_inputs()
 
+    @staticmethod
+    def _masked(secrets: Mapping[str, str] | None) -> dict[str, str]:
+        """Secrets for the agent's sandbox: masked in every log, and never a template field."""
+        from airflow.providers.common.compat.sdk import mask_secret
+
+        if secrets is not None and not isinstance(secrets, Mapping):
+            raise OpenHandsConfigError("secrets must be a dict of secret name -> value")
+        for value in (secrets or {}).values():
+            mask_secret(value)
+        return dict(secrets or {})
+
     def _check_static_inputs(self) -> None:
         """Fail at DAG parse time for values that are not templated (a bad DAG never runs)."""
         if not is_templated(self.initial_user_msg):
@@ -124,13 +138,18 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         check_git_provider(self.git_provider)
 
     def _options(self) -> StartOptions:
+        extra_body = dict(self.extra_body or {})
+        if "secrets" in extra_body:
+            raise OpenHandsConfigError("pass secrets with the operator's secrets= parameter, not in extra_body")
+        if self.secrets:
+            extra_body["secrets"] = self.secrets
         return StartOptions(
             initial_user_msg=check_message(self.initial_user_msg),
             repository=check_repository(self.repository),
             selected_branch=self.selected_branch or None,
             git_provider=self.git_provider,
             title=self.title or None,
-            extra_body=dict(self.extra_body or {}),
+            extra_body=extra_body,
         )
 
     # -- run -------------------------------------------------------------------------------------

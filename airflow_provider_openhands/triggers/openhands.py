@@ -21,6 +21,7 @@ from airflow_provider_openhands.api.state import (
     DEFAULT_SUCCESS_STATUSES,
     START_TASK_ERROR,
     START_TASK_READY,
+    STATUS_PAUSED,
     canonical_id,
 )
 from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsNotFoundError
@@ -167,10 +168,18 @@ class OpenHandsConversationTrigger(BaseTrigger):
 
     async def _wait_for_conversation(self, hook: Any) -> TriggerEvent:
         status_log = StatusLogger(self.log, str(self.conversation_id))
+        warned_paused = False
         while True:
             state = await hook.aget_conversation(self.conversation_id)
             self._last_state = state
             status_log.update(state)
+            if state["status"] == STATUS_PAUSED and not warned_paused and STATUS_PAUSED not in self.failure_statuses:
+                self.log.warning(
+                    "Conversation %s is paused (by a user, or by the service for capacity); waiting for it to be "
+                    "resumed until the deadline.",
+                    self.conversation_id,
+                )
+                warned_paused = True
             outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
             if outcome is not None:
                 return self._event(outcome, f"Conversation {self.conversation_id} ended: {describe(state)}", state)
