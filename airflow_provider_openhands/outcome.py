@@ -47,15 +47,28 @@ def summary_line(state: Mapping[str, Any], duration_seconds: float | None = None
 
 
 class StatusLogger:
-    """Logs a conversation's status when it changes, not at every poll."""
+    """Logs a conversation's status when it changes, not at every poll.
+
+    A paused conversation that the task keeps waiting on gets one warning: it only goes on if
+    someone resumes it, so the wait may well end at the deadline.
+    """
 
     def __init__(self, log: logging.Logger | Any, conversation_id: str):
         self.log = log
         self.conversation_id = conversation_id
         self.last: str | None = None
+        self.warned_paused = False
 
-    def update(self, state: Mapping[str, Any]) -> None:
+    def update(self, state: Mapping[str, Any], outcome: str | None = None) -> None:
+        """Log ``state`` if it changed; ``outcome`` is what :func:`classify` made of it."""
         text = describe(state)
         if text != self.last:
             self.log.info("Conversation %s: %s", self.conversation_id, text)
             self.last = text
+        if outcome is None and state.get("status") == "paused" and not self.warned_paused:
+            self.log.warning(
+                "Conversation %s is paused (by a user, or by the service for capacity); waiting for it to be "
+                "resumed until the deadline.",
+                self.conversation_id,
+            )
+            self.warned_paused = True

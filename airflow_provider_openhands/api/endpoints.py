@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from airflow_provider_openhands.api.options import StartOptions
 from airflow_provider_openhands.api.state import (
+    START_TASK_ERROR,
+    START_TASK_READY,
     V0,
     V1,
     ResponseShapeError,
@@ -25,7 +27,12 @@ from airflow_provider_openhands.api.state import (
     normalise_v1,
     parse_start_task,
 )
-from airflow_provider_openhands.exceptions import OpenHandsApiError, OpenHandsConfigError, OpenHandsNotFoundError
+from airflow_provider_openhands.exceptions import (
+    OpenHandsApiError,
+    OpenHandsConfigError,
+    OpenHandsNotFoundError,
+    OpenHandsStartError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +159,37 @@ def start_tasks(task_ids: Sequence[str]) -> Flow[dict[str, dict[str, Any] | None
         except ResponseShapeError as exc:
             raise _shape_error(request, exc) from None
     return found
+
+
+def start_task(task_id: str) -> Flow[dict[str, Any]]:
+    """One start task; :class:`OpenHandsNotFoundError` naming the id if it does not exist."""
+    tasks = yield from start_tasks([task_id])
+    task = tasks.get(canonical_id(task_id))
+    if task is None:
+        raise OpenHandsNotFoundError(f"OpenHands has no start task with id {task_id!r}")
+    return task
+
+
+def is_capacity_error(task: dict[str, Any]) -> bool:
+    """A start task that failed because the account already runs as many conversations as it may."""
+    detail = str(task.get("detail") or "").lower()
+    return "concurrency" in detail or "concurrent conversations" in detail
+
+
+def started_conversation_id(task: dict[str, Any]) -> str | None:
+    """The conversation id once the start task is READY, None while it works.
+
+    Raises :class:`OpenHandsStartError` with the task's ``detail`` when it ended in ERROR.
+    """
+    if task["status"] == START_TASK_READY and task["conversation_id"]:
+        return task["conversation_id"]
+    if task["status"] == START_TASK_ERROR:
+        detail = task.get("detail") or "no detail given"
+        raise OpenHandsStartError(
+            f"OpenHands could not start the conversation (start task {task['id']}): {detail}",
+            capacity=is_capacity_error(task),
+        )
+    return None
 
 
 def _match_batch(body: Any, ids: Sequence[str], parse: Any) -> dict[str, Any]:

@@ -12,18 +12,13 @@ from airflow.providers.common.compat.sdk import BaseHook
 from airflow_provider_openhands.api import endpoints
 from airflow_provider_openhands.api.options import StartOptions, check_positive
 from airflow_provider_openhands.api.state import (
-    START_TASK_ERROR,
-    START_TASK_READY,
     V0,
-    canonical_id,
     conversation_page_url,
 )
 from airflow_provider_openhands.exceptions import (
     OpenHandsApiError,
     OpenHandsConfigError,
     OpenHandsError,
-    OpenHandsNotFoundError,
-    OpenHandsStartError,
 )
 from airflow_provider_openhands.hooks.transport import (
     DEFAULT_BASE_URL,
@@ -32,17 +27,6 @@ from airflow_provider_openhands.hooks.transport import (
     RetryPolicy,
     SyncTransport,
 )
-
-
-def start_error_message(task: Mapping[str, Any]) -> str:
-    detail = task.get("detail") or "no detail given"
-    return f"OpenHands could not start the conversation (start task {task['id']}): {detail}"
-
-
-def is_capacity_error(task: Mapping[str, Any]) -> bool:
-    """A start task that failed because the account already runs as many conversations as it may."""
-    detail = str(task.get("detail") or "").lower()
-    return "concurrency" in detail or "concurrent conversations" in detail
 
 
 class OpenHandsHook(BaseHook):
@@ -139,11 +123,7 @@ class OpenHandsHook(BaseHook):
         return self._sync.run(endpoints.start(self.api_version, options.checked(self.api_version)))
 
     def get_start_task(self, task_id: str) -> dict[str, Any]:
-        tasks = self._sync.run(endpoints.start_tasks([task_id]))
-        task = tasks.get(canonical_id(task_id))
-        if task is None:
-            raise OpenHandsNotFoundError(f"OpenHands has no start task with id {task_id!r}")
-        return task
+        return self._sync.run(endpoints.start_task(task_id))
 
     def wait_for_start_task(self, task_id: str, *, poll_interval: float = 2.0, timeout: float = 900.0) -> str:
         """Block until the V1 start task is READY; return the conversation id."""
@@ -156,10 +136,9 @@ class OpenHandsHook(BaseHook):
             if task["status"] != last_status:
                 self.log.info("Start task %s: %s", task_id, task["status"])
                 last_status = task["status"]
-            if task["status"] == START_TASK_READY and task["conversation_id"]:
-                return task["conversation_id"]
-            if task["status"] == START_TASK_ERROR:
-                raise OpenHandsStartError(start_error_message(task), capacity=is_capacity_error(task))
+            conversation_id = endpoints.started_conversation_id(task)
+            if conversation_id:
+                return conversation_id
             if time.time() >= deadline:
                 raise OpenHandsError(f"Start task {task_id} was not READY after {timeout:.0f}s (last: {last_status})")
             time.sleep(min(poll_interval, max(0.0, deadline - time.time())))
@@ -217,6 +196,9 @@ class OpenHandsHook(BaseHook):
 
     async def aget_start_tasks(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         return await (await self._async()).run(endpoints.start_tasks(task_ids))
+
+    async def aget_start_task(self, task_id: str) -> dict[str, Any]:
+        return await (await self._async()).run(endpoints.start_task(task_id))
 
     async def aget_conversations(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         transport = await self._async()

@@ -151,8 +151,9 @@ class ConversationWaiter:
         status_log = StatusLogger(self.log, conversation_id)
         while True:
             state = self.hook.get_conversation(conversation_id)
-            status_log.update(state)
-            if classify(state["status"], self.success_statuses, self.failure_statuses) is not None:
+            outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+            status_log.update(state, outcome)
+            if outcome is not None:
                 return self.finish(state)
             if time.time() >= deadline:
                 self.on_timeout(

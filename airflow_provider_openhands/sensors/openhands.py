@@ -83,8 +83,9 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         if self._status_log is None:
             self._status_log = StatusLogger(self.log, self.conversation_id)
             self.push_conversation(context, self.conversation_id)
-        self._status_log.update(state)
-        if classify(state["status"], self.success_statuses, self.failure_statuses) is None:
+        outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+        self._status_log.update(state, outcome)
+        if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.finish(state))
 

@@ -16,15 +16,12 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_openhands.api.endpoints import started_conversation_id
 from airflow_provider_openhands.api.state import (
     DEFAULT_FAILURE_STATUSES,
     DEFAULT_SUCCESS_STATUSES,
-    START_TASK_ERROR,
-    START_TASK_READY,
-    STATUS_PAUSED,
-    canonical_id,
 )
-from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsNotFoundError
+from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsStartError
 from airflow_provider_openhands.outcome import ERROR, FAILURE, SUCCESS, TIMEOUT, StatusLogger, classify, describe
 
 
@@ -149,38 +146,26 @@ class OpenHandsConversationTrigger(BaseTrigger):
         """Poll the start task until READY (sets ``conversation_id``); an event if it cannot be."""
         last_status = None
         while True:
-            tasks = await hook.aget_start_tasks([self.start_task_id])
-            task = tasks.get(canonical_id(self.start_task_id))
-            if task is None:
-                raise OpenHandsNotFoundError(f"OpenHands has no start task with id {self.start_task_id!r}")
+            task = await hook.aget_start_task(self.start_task_id)
             if task["status"] != last_status:
                 self.log.info("Start task %s: %s", self.start_task_id, task["status"])
                 last_status = task["status"]
-            if task["status"] == START_TASK_READY and task["conversation_id"]:
-                self.conversation_id = task["conversation_id"]
+            try:
+                self.conversation_id = started_conversation_id(task)
+            except OpenHandsStartError as exc:
+                return self._event(FAILURE, str(exc), capacity=exc.capacity)
+            if self.conversation_id:
                 return None
-            if task["status"] == START_TASK_ERROR:
-                from airflow_provider_openhands.hooks.openhands import is_capacity_error, start_error_message
-
-                return self._event(FAILURE, start_error_message(task), capacity=is_capacity_error(task))
             if await self._sleep_or_timeout():
                 return self._event(TIMEOUT, f"Start task {self.start_task_id} was not READY in time ({last_status})")
 
     async def _wait_for_conversation(self, hook: Any) -> TriggerEvent:
         status_log = StatusLogger(self.log, str(self.conversation_id))
-        warned_paused = False
         while True:
             state = await hook.aget_conversation(self.conversation_id)
             self._last_state = state
-            status_log.update(state)
-            if state["status"] == STATUS_PAUSED and not warned_paused and STATUS_PAUSED not in self.failure_statuses:
-                self.log.warning(
-                    "Conversation %s is paused (by a user, or by the service for capacity); waiting for it to be "
-                    "resumed until the deadline.",
-                    self.conversation_id,
-                )
-                warned_paused = True
             outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+            status_log.update(state, outcome)
             if outcome is not None:
                 return self._event(outcome, f"Conversation {self.conversation_id} ended: {describe(state)}", state)
             if await self._sleep_or_timeout():
