@@ -257,3 +257,11 @@ def test_default_host_is_the_cloud(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", '{"conn_type": "openhands", "password": "k"}')
     hook = OpenHandsHook()
     assert hook.base_url == "https://app.all-hands.dev" and hook.api_version == "v1"
+
+
+def test_missing_connection_is_named(monkeypatch):
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+    monkeypatch.delenv("AIRFLOW_CONN_OPENHANDS_NOWHERE", raising=False)
+    with pytest.raises(AirflowNotFoundException, match="openhands_nowhere"):
+        OpenHandsHook("openhands_nowhere").get_conversation("a" * 32)

@@ -193,14 +193,14 @@ def started_conversation_id(task: dict[str, Any]) -> str | None:
 
 
 def _match_batch(body: Any, ids: Sequence[str], parse: Any) -> dict[str, Any]:
-    """Pair a batch answer with the ids asked for: by id where given, by position for ``null``."""
+    """Pair a batch answer with the ids asked for: by id where given, else by position."""
     if not isinstance(body, list):
         raise ResponseShapeError(f"expected a JSON list, got {type(body).__name__}")
     result: dict[str, Any] = {canonical_id(i): None for i in ids}
     for position, item in enumerate(body):
         if item is None:
             continue
-        parsed = parse(item)
+        parsed = parse(item, ids[position] if position < len(ids) else None)
         key = canonical_id(parsed.get("id") or parsed.get("conversation_id"))
         if key not in result and position < len(ids):
             key = canonical_id(ids[position])
@@ -220,7 +220,7 @@ def conversations(api_version: str, conversation_ids: Sequence[str], base_url: s
             request = ApiRequest("GET", "/api/v1/app-conversations", params=tuple(("ids", i) for i in batch))
             body = yield request
             try:
-                found.update(_match_batch(body, batch, lambda item: normalise_v1(item, base_url)))
+                found.update(_match_batch(body, batch, lambda item, asked: normalise_v1(item, base_url, asked)))
             except ResponseShapeError as exc:
                 raise _shape_error(request, exc) from None
         return found
@@ -250,7 +250,7 @@ def _v0_conversation(conversation_id: str, base_url: str) -> Flow[dict[str, Any]
         except ResponseShapeError as exc:
             raise _shape_error(events_request, exc) from None
     try:
-        return normalise_v0(info, agent_state, base_url)
+        return normalise_v0(info, agent_state, base_url, conversation_id)
     except ResponseShapeError as exc:
         raise _shape_error(request, exc) from None
 

@@ -168,10 +168,13 @@ def v1_status(sandbox_status: str | None, execution_status: str | None) -> str:
     return _unknown("sandbox_status", str(sandbox_status))
 
 
-def normalise_v1(body: Any, base_url: str) -> dict[str, Any]:
-    """``AppConversation`` -> normalised state."""
+def normalise_v1(body: Any, base_url: str, fallback_id: str | None = None) -> dict[str, Any]:
+    """``AppConversation`` -> normalised state.
+
+    The schema does not require ``id``; in a batch answer the id asked for stands in for it.
+    """
     conv = _require_mapping(body, "AppConversation")
-    conversation_id = _opt_str(conv, "id", "AppConversation")
+    conversation_id = _opt_str(conv, "id", "AppConversation") or fallback_id
     if not conversation_id:
         raise ResponseShapeError("AppConversation has no id")
     sandbox_status = _opt_str(conv, "sandbox_status", "AppConversation") or "MISSING"
@@ -231,10 +234,10 @@ def v0_status(conversation_status: str | None, runtime_status: str | None, agent
     return _unknown("conversation status", str(conversation_status))
 
 
-def normalise_v0(info: Any, agent_state: str | None, base_url: str) -> dict[str, Any]:
+def normalise_v0(info: Any, agent_state: str | None, base_url: str, fallback_id: str | None = None) -> dict[str, Any]:
     """``ConversationInfo`` plus the agent state from its events -> normalised state."""
     conv = _require_mapping(info, "ConversationInfo")
-    conversation_id = _opt_str(conv, "conversation_id", "ConversationInfo")
+    conversation_id = _opt_str(conv, "conversation_id", "ConversationInfo") or fallback_id
     if not conversation_id:
         raise ResponseShapeError("ConversationInfo has no conversation_id")
     conversation_status = _opt_str(conv, "status", "ConversationInfo")
@@ -257,10 +260,10 @@ def normalise_v0(info: Any, agent_state: str | None, base_url: str) -> dict[str,
     }
 
 
-def parse_start_task(body: Any) -> dict[str, Any]:
+def parse_start_task(body: Any, fallback_id: str | None = None) -> dict[str, Any]:
     """``AppConversationStartTask`` -> ``{id, status, detail, conversation_id, sandbox_id}``."""
     task = _require_mapping(body, "AppConversationStartTask")
-    task_id = _opt_str(task, "id", "AppConversationStartTask")
+    task_id = _opt_str(task, "id", "AppConversationStartTask") or fallback_id
     if not task_id:
         raise ResponseShapeError("AppConversationStartTask has no id")
     status = _opt_str(task, "status", "AppConversationStartTask") or "WORKING"
