@@ -21,7 +21,7 @@ from airflow_provider_openhands.api.state import (
     DEFAULT_FAILURE_STATUSES,
     DEFAULT_SUCCESS_STATUSES,
 )
-from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsStartError
+from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsNotFoundError, OpenHandsStartError
 from airflow_provider_openhands.outcome import ERROR, FAILURE, SUCCESS, TIMEOUT, StatusLogger, classify, describe
 
 
@@ -37,6 +37,8 @@ class OpenHandsConversationTrigger(BaseTrigger):
     :param wait_timeout: seconds to wait for the end once a start task turned READY (the
         ``end_time`` deadline then covers only the start).
     :param cancel_on_kill: stop the conversation if a user kills the task (Airflow >= 3.3).
+    :param coalesce: share one poller (one batched request per interval) with the other OpenHands
+        triggers of this triggerer on the same connection; False polls on its own.
     :param success_statuses: normalised statuses that end the wait successfully.
     :param failure_statuses: normalised statuses that end it as a failure.
     """
@@ -54,6 +56,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         failure_statuses: Collection[str] | None = None,
         cancel_on_kill: bool = False,
         wait_timeout: float | None = None,
+        coalesce: bool = True,
     ) -> None:
         super().__init__()
         if not conversation_id and not start_task_id:
@@ -68,6 +71,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         self.failure_statuses = sorted(failure_statuses or DEFAULT_FAILURE_STATUSES)
         self.cancel_on_kill = cancel_on_kill
         self.wait_timeout = wait_timeout
+        self.coalesce = coalesce
         self._last_state: dict[str, Any] | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -84,6 +88,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 "failure_statuses": self.failure_statuses,
                 "cancel_on_kill": self.cancel_on_kill,
                 "wait_timeout": self.wait_timeout,
+                "coalesce": self.coalesce,
             },
         )
 
@@ -111,67 +116,79 @@ class OpenHandsConversationTrigger(BaseTrigger):
         finally:
             await hook.aclose()
 
-    async def _sleep_or_timeout(self) -> bool:
-        """Sleep one interval, never past the deadline. True when the deadline has come."""
-        remaining = self.end_time - time.time()
-        if remaining <= 0:
-            return True
-        await asyncio.sleep(min(self.poll_interval, remaining))
-        return False
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+        from airflow_provider_openhands.triggers.poller import SharedPoller
 
-        hook = OpenHandsHook(self.openhands_conn_id)
-        try:
-            yield await self._wait(hook)
-        finally:
-            await hook.aclose()
-
-    async def _wait(self, hook: Any) -> TriggerEvent:
+        poller = SharedPoller.for_connection(self.openhands_conn_id, shared=self.coalesce)
         try:
             if not self.conversation_id:
-                event = await self._wait_for_start_task(hook)
+                event = await self._wait_for_start_task(poller)
                 if event is not None:
-                    return event
+                    yield event
+                    return
                 if not self.wait_for_completion:
-                    return self._event(SUCCESS, f"Conversation {self.conversation_id} started")
+                    yield self._event(SUCCESS, f"Conversation {self.conversation_id} started")
+                    return
                 if self.wait_timeout is not None:  # the wait for the end has its own deadline
                     self.end_time = time.time() + self.wait_timeout
-            return await self._wait_for_conversation(hook)
+            event = await self._wait_for_conversation(poller)
         except OpenHandsError as exc:
-            return self._event(ERROR, str(exc), self._last_state)
+            event = self._event(ERROR, str(exc), self._last_state)
+        yield event
 
-    async def _wait_for_start_task(self, hook: Any) -> TriggerEvent | None:
-        """Poll the start task until READY (sets ``conversation_id``); an event if it cannot be."""
+    async def _next_answer(self, subscription: Any) -> tuple[bool, Any]:
+        """The next polled answer, or ``(True, None)`` once the deadline has come."""
+        remaining = self.end_time - time.time()
+        if remaining <= 0:
+            return True, None
+        try:
+            return False, await asyncio.wait_for(subscription.next(), remaining)
+        except asyncio.TimeoutError:
+            return True, None
+
+    async def _wait_for_start_task(self, poller: Any) -> TriggerEvent | None:
+        """Wait for the start task to be READY (sets ``conversation_id``); an event if it cannot be."""
+        from airflow_provider_openhands.triggers.poller import START_TASK
+
         last_status = None
-        while True:
-            task = await hook.aget_start_task(self.start_task_id)
-            if task["status"] != last_status:
-                self.log.info("Start task %s: %s", self.start_task_id, task["status"])
-                last_status = task["status"]
-            try:
-                self.conversation_id = started_conversation_id(task)
-            except OpenHandsStartError as exc:
-                return self._event(FAILURE, str(exc), capacity=exc.capacity)
-            if self.conversation_id:
-                return None
-            if await self._sleep_or_timeout():
-                return self._event(TIMEOUT, f"Start task {self.start_task_id} was not READY in time ({last_status})")
+        async with poller.subscribe(START_TASK, self.start_task_id, self.poll_interval) as subscription:
+            while True:
+                timed_out, task = await self._next_answer(subscription)
+                if timed_out:
+                    return self._event(
+                        TIMEOUT, f"Start task {self.start_task_id} was not READY in time ({last_status})"
+                    )
+                if task is None:
+                    raise OpenHandsNotFoundError(f"OpenHands has no start task with id {self.start_task_id!r}")
+                if task["status"] != last_status:
+                    self.log.info("Start task %s: %s", self.start_task_id, task["status"])
+                    last_status = task["status"]
+                try:
+                    self.conversation_id = started_conversation_id(task)
+                except OpenHandsStartError as exc:
+                    return self._event(FAILURE, str(exc), capacity=exc.capacity)
+                if self.conversation_id:
+                    return None
 
-    async def _wait_for_conversation(self, hook: Any) -> TriggerEvent:
+    async def _wait_for_conversation(self, poller: Any) -> TriggerEvent:
+        from airflow_provider_openhands.triggers.poller import CONVERSATION
+
         status_log = StatusLogger(self.log, str(self.conversation_id))
-        while True:
-            state = await hook.aget_conversation(self.conversation_id)
-            self._last_state = state
-            outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
-            status_log.update(state, outcome)
-            if outcome is not None:
-                return self._event(outcome, f"Conversation {self.conversation_id} ended: {describe(state)}", state)
-            if await self._sleep_or_timeout():
-                return self._event(
-                    TIMEOUT, f"Conversation {self.conversation_id} still {describe(state)} at the deadline", state
-                )
+        async with poller.subscribe(CONVERSATION, str(self.conversation_id), self.poll_interval) as subscription:
+            while True:
+                timed_out, state = await self._next_answer(subscription)
+                if timed_out:
+                    last = describe(self._last_state) if self._last_state else "not read yet"
+                    return self._event(
+                        TIMEOUT, f"Conversation {self.conversation_id} still {last} at the deadline", self._last_state
+                    )
+                if state is None:
+                    raise OpenHandsNotFoundError(f"OpenHands has no conversation with id {self.conversation_id!r}")
+                self._last_state = state
+                outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+                status_log.update(state, outcome)
+                if outcome is not None:
+                    return self._event(outcome, f"Conversation {self.conversation_id} ended: {describe(state)}", state)
 
 
 class OpenHandsCapacityWaitTrigger(BaseTrigger):

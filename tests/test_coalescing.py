@@ -1,0 +1,119 @@
+"""Coalesced polling: the OpenHands triggers of one event loop share one poller per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
+
+INTERVAL = 0.2
+
+
+def make(conversation_id: str, seconds: float = 20, **kwargs) -> OpenHandsConversationTrigger:
+    return OpenHandsConversationTrigger(
+        openhands_conn_id="openhands_default",
+        conversation_id=conversation_id,
+        poll_interval=INTERVAL,
+        end_time=time.time() + seconds,
+        **kwargs,
+    )
+
+
+async def first_event(trigger: OpenHandsConversationTrigger) -> dict:
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("no event")
+
+
+def start_many(count: int, outcome_of=lambda n: "finished") -> list[str]:
+    hook = OpenHandsHook()
+    return [
+        hook.start_conversation(
+            f"Task {n} [emulator outcome={outcome_of(n)} duration={0.5 + 0.1 * n}]", "acme/app", poll_interval=0.05
+        )
+        for n in range(count)
+    ]
+
+
+def reads(emulator) -> list[dict]:
+    return emulator.requests_to("GET", r"^/api/v1/app-conversations$")
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_one_batched_request_per_interval_for_all_triggers(connection, api_version):
+    connection.concurrency_limit = 50
+    ids = start_many(12, outcome_of=lambda n: "error" if n % 4 == 0 else "finished")
+    connection.requests.clear()
+    started = time.monotonic()
+
+    async def all_of_them() -> list[dict]:
+        return await asyncio.gather(*(first_event(make(i)) for i in ids))
+
+    events = asyncio.run(all_of_them())
+    elapsed = time.monotonic() - started
+    # each trigger got its own answer
+    assert [e["conversation_id"] for e in events] == ids
+    assert [e["outcome"] for e in events] == ["failure" if n % 4 == 0 else "success" for n in range(12)]
+    rounds = elapsed / INTERVAL + 2
+    assert len(reads(connection)) <= rounds, (len(reads(connection)), rounds)
+    assert max(len(r["query"]["ids"]) for r in reads(connection)) == 12  # one request held them all
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_without_coalescing_each_trigger_polls_alone(connection, api_version):
+    ids = start_many(4)
+    connection.requests.clear()
+
+    async def all_of_them() -> list[dict]:
+        return await asyncio.gather(*(first_event(make(i, coalesce=False)) for i in ids))
+
+    events = asyncio.run(all_of_them())
+    assert {e["outcome"] for e in events} == {"success"}
+    assert all(len(r["query"]["ids"]) == 1 for r in reads(connection))
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_cancelled_trigger_leaves_the_batch_at_once(connection, api_version):
+    hook = OpenHandsHook()
+    long_id = hook.start_conversation("Long [emulator duration=600]", "acme/app", poll_interval=0.05)
+    short_id = hook.start_conversation("Short [emulator duration=2]", "acme/app", poll_interval=0.05)
+
+    async def scenario() -> dict:
+        leaving = asyncio.ensure_future(first_event(make(long_id)))
+        staying = asyncio.ensure_future(first_event(make(short_id)))
+        await asyncio.sleep(3 * INTERVAL)
+        leaving.cancel()
+        connection.requests.clear()
+        return await staying
+
+    event = asyncio.run(scenario())
+    assert event["outcome"] == "success"
+    asked = [r["query"]["ids"] for r in reads(connection)]
+    assert asked and all(ids == [short_id] for ids in asked)
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_slow_batch_does_not_stall_deadlines(connection, api_version):
+    (conversation_id,) = start_many(1)
+    connection.conversation(conversation_id).duration = 600
+    connection.add_fault(method="GET", path=r"app-conversations$", delay=3, passthrough=True, times=1)
+    started = time.monotonic()
+    event = asyncio.run(first_event(make(conversation_id, seconds=0.8)))
+    assert event["outcome"] == "timeout"
+    assert time.monotonic() - started < 2  # the deadline, not the slow request, ended the wait
+
+
+@pytest.mark.parametrize("api_version", ["v0"])
+def test_v0_polls_each_conversation_over_one_client(connection, api_version):
+    ids = start_many(3)
+
+    async def all_of_them() -> list[dict]:
+        return await asyncio.gather(*(first_event(make(i)) for i in ids))
+
+    events = asyncio.run(all_of_them())
+    assert {e["outcome"] for e in events} == {"success"}
+    assert {e["state"]["agent_state"] for e in events} == {"awaiting_user_input"}
