@@ -6,7 +6,7 @@ exception text ends up in task logs and in the UI.
 
 from __future__ import annotations
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class OpenHandsError(AirflowException):
@@ -66,5 +66,10 @@ class OpenHandsStartError(OpenHandsError):
         self.capacity = capacity
 
 
-class OpenHandsConversationFailed(OpenHandsError):
-    """The conversation reached a failure status (error, stuck, sandbox missing, ...)."""
+class OpenHandsConversationFailed(OpenHandsError, AirflowFailException):
+    """The conversation reached a failure status (error, stuck, sandbox missing, ...).
+
+    Fails the task without retries: a retry would only find the same failed conversation (or pay
+    for a new one that likely fails alike). Task retries stay for what they are good at: a worker
+    that died, a service that was down.
+    """

@@ -46,5 +46,8 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
+        "task-decorators": [
+            {"name": "openhands", "class-name": "airflow_provider_openhands.decorators.openhands.openhands_task"}
+        ],
         "extra-links": ["airflow_provider_openhands.links.openhands.OpenHandsConversationLink"],
     }

@@ -1,125 +1,103 @@
-"""The main job, offline: the bundled OpenHands emulator on loopback, and the example DAG run end to end.
+"""The main job, offline: the bundled OpenHands emulator and a real local Airflow running the
+``openhands_nightly_maintenance`` example DAG over a dozen repositories, then a summary table.
 
-    .venv/bin/python scripts/run_demo.py [--api-version v0] [--repository owner/repo]
+    .venv/bin/python scripts/run_demo.py [--repositories 12] [--api-version v0]
 
-It uses a private AIRFLOW_HOME (.airflow-home/ in the repository), migrates its metadata DB on
-first use, runs ``openhands_readme_check`` with ``dag.test()`` (deferrable tasks wait in an
-in-process triggerer), then prints the conversation id, its final status and its link.
+It brings up ``airflow standalone`` (scheduler, triggerer, DAG processor, API server) in a
+temporary AIRFLOW_HOME with an ``openhands`` pool of 10 slots, triggers the DAG, shows progress
+while the conversations run (at most 10 at once, waiting in the triggerer), prints one row per
+repository (status, PRs, duration, link), and stops everything it started. About 2 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DAG_FILE = REPO / "example_dags" / "openhands_readme_check.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from airflow_provider_openhands.testing import Emulator
+from scripts.local_airflow import LocalAirflow
+
+DAG_ID = "openhands_nightly_maintenance"
 
 
-def prepare_airflow_env() -> None:
-    """Configure Airflow before it is imported: it reads its settings once, at import."""
-    home = REPO / ".airflow-home"
-    home.mkdir(exist_ok=True)
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "example_dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
-                [
-                    {
-                        "name": "openhands_examples",
-                        "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                        "kwargs": {"path": str(REPO / "example_dags"), "refresh_interval": 0},
-                    }
-                ]
-            ),
-            "OPENHANDS_EXAMPLE_POLL_SECONDS": "1",
-        }
-    )
-    print(f"[demo] Airflow home {home}: migrating the metadata DB ...", flush=True)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
-    print("[demo] creating the 'openhands' pool (10 slots, deferred tasks included) ...", flush=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "airflow",
-            "pools",
-            "set",
-            "openhands",
-            "10",
-            "OpenHands conversations",
-            "--include-deferred",
-        ],
-        check=True,
-        capture_output=True,
-    )
+def say(line: str) -> None:
+    print(f"[demo] {line}", flush=True)
 
 
-def final_state(dag_run, task_id: str) -> dict | None:
-    """The task's XCom return value (the conversation's final state), as downstream tasks see it."""
-    try:
-        from airflow.models.xcom import XComModel  # Airflow 3
-    except ImportError:  # Airflow 2
-        from airflow.models.xcom import XCom
-
-        return XCom.get_one(run_id=dag_run.run_id, dag_id=dag_run.dag_id, task_id=task_id, key="return_value")
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key="return_value")
-        row = session.scalars(query).first()
-        return XComModel.deserialize_value(row) if row is not None else None
+def table(rows: list[dict]) -> str:
+    header = ("repository", "status", "PRs", "duration", "link")
+    lines = [
+        (
+            str(r.get("repository")),
+            str(r.get("status")),
+            ", ".join(f"#{n}" for n in r.get("pr_number") or []) or "-",
+            f"{r['duration_s']:.0f}s" if isinstance(r.get("duration_s"), (int, float)) else "n/a",
+            str(r.get("url")),
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    render = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return "\n".join([render(header), render(["-" * w for w in widths]), *(render(line) for line in lines)])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repositories", type=int, default=12, help="how many repositories to maintain")
     parser.add_argument("--api-version", choices=["v1", "v0"], default="v1")
-    parser.add_argument("--repository", default="acme/website")
     args = parser.parse_args()
+    repositories = [f"acme/service-{n:02d}" for n in range(args.repositories)]
 
-    prepare_airflow_env()
-    from airflow_provider_openhands.testing import Emulator
-
-    with Emulator(conversation_seconds=4, start_seconds=1.5) as emulator:
-        os.environ["AIRFLOW_CONN_OPENHANDS_DEFAULT"] = json.dumps(
-            {
+    with Emulator(concurrency_limit=10, conversation_seconds=5, start_seconds=1) as emulator:
+        say(f"OpenHands emulator ({args.api_version}, limit 10 concurrent conversations) on {emulator.url}")
+        airflow = LocalAirflow(
+            connection={
                 "conn_type": "openhands",
                 "host": emulator.url,
                 "password": emulator.api_key,
                 "extra": {"api_version": args.api_version},
-            }
+            },
+            pool_slots=10,
+            extra_env={"OPENHANDS_EXAMPLE_POLL_SECONDS": "2"},
+            log=say,
         )
-        print(f"[demo] OpenHands emulator ({args.api_version}) on {emulator.url}", flush=True)
-        import runpy
+        try:
+            airflow.start()
+            airflow.wait_for_dag(DAG_ID)
+            say(f"Triggering {DAG_ID} over {len(repositories)} repositories")
+            started = time.monotonic()
+            run_id = airflow.trigger(DAG_ID, {"repositories": repositories})
 
-        dag = runpy.run_path(str(DAG_FILE))["dag"]
-        started = time.monotonic()
-        dag_run = dag.test(run_conf={"repository": args.repository})
-        elapsed = time.monotonic() - started
+            def progress(counts: dict[str, int]) -> None:
+                stats = emulator.stats()
+                say(
+                    f"{time.monotonic() - started:5.0f}s  tasks {counts}  "
+                    f"conversations: {stats['alive']} running, {stats['created']} started"
+                )
 
-        states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()}
-        print("\n" + "=" * 78)
-        print(f"DAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.1f}s  tasks: {states}")
-        state = final_state(dag_run, "wait")
-        if state:
-            prs = ", ".join(f"#{n}" for n in state["pr_number"]) or "none"
-            print(f"conversation {state['conversation_id']}")
-            print(f"  repository  {state['selected_repository']}")
-            print(f"  status      {state['status']}")
-            print(f"  PRs         {prs}")
-            print(f"  link        {state['url']}")
-            print(f"  cost        {(state.get('metrics') or {}).get('accumulated_cost')}")
-        print(f"emulator: {emulator.stats()}")
-        print("=" * 78)
-        ok = str(getattr(dag_run.state, "value", dag_run.state)) == "success"
-        return 0 if ok else 1
+            state = airflow.wait_for_run(DAG_ID, run_id, timeout=900, progress=progress)
+            elapsed = time.monotonic() - started
+            report = airflow.xcom(DAG_ID, run_id, "report") or []
+        finally:
+            airflow.stop()
+            say("Airflow stopped")
+        stats = emulator.stats()
+    if state != "success":
+        print(airflow.standalone_log(8000))
+    airflow.cleanup()
+
+    print()
+    print(table(report))
+    print()
+    say(
+        f"DAG run {state} in {elapsed:.0f}s: {len(report)} conversations, at most {stats['max_alive']} at once, "
+        f"{len(airflow.deferred_seen)} tasks waited in the triggerer"
+    )
+    return 0 if state == "success" else 1
 
 
 if __name__ == "__main__":

@@ -109,3 +109,18 @@ def test_worker_on_kill_stops_the_conversation(connection, api_version):
     connection.reset()
     operator.on_kill()
     assert connection.requests == []
+
+
+def test_retry_after_the_end_reads_the_paused_conversation(airflow_db, connection, api_version, tmp_path, monkeypatch):
+    """The first try finished and paused the sandbox (pause_when_done), then its worker was lost:
+    the retry must find that conversation, resume it to read the agent's state, and succeed."""
+    import json
+
+    monkeypatch.setenv("OPENHANDS_TEST_RESULTS", str(tmp_path))
+    dag_run = run_dag("oh_test_retry_after_the_end")
+    assert task_states(dag_run) == {"run": "success", "record_state": "success"}
+    state = json.loads((tmp_path / "oh_test_retry_after_the_end-state.json").read_text())
+    assert state["status"] == "finished"
+    stats = connection.stats()
+    assert stats["created"] == 1 and stats["resumes"] == 1
+    assert stats["alive"] == 0  # paused again once read

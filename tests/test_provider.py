@@ -108,3 +108,13 @@ def test_parsing_a_dag_file_does_not_import_http_clients():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+def test_task_openhands_decorator_is_registered():
+    info = get_provider_info()
+    (decorator,) = info["task-decorators"]
+    module, _, name = decorator["class-name"].rpartition(".")
+    assert decorator["name"] == "openhands" and callable(getattr(importlib.import_module(module), name))
+    from airflow.providers.common.compat.sdk import task
+
+    assert callable(task.openhands)

@@ -289,6 +289,17 @@ def stop(api_version: str, conversation_id: str, sandbox_id: str | None = None) 
     return True
 
 
+def resume(api_version: str, sandbox_id: str) -> Flow[bool]:
+    """Resume a paused V1 sandbox, so its agent's state can be read (and go on). False on V0."""
+    if api_version != V1:
+        return False
+    try:
+        yield ApiRequest("POST", f"/api/v1/sandboxes/{sandbox_id}/resume")
+    except OpenHandsNotFoundError:
+        return False
+    return True
+
+
 def check_auth(api_version: str) -> Flow[None]:
     """The cheapest authenticated call: list at most one conversation."""
     if api_version == V0:

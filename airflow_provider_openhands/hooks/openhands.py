@@ -183,6 +183,10 @@ class OpenHandsHook(BaseHook):
         """Stop (V0) or pause the sandbox of (V1) a conversation. False if it no longer exists."""
         return self._sync.run(endpoints.stop(self.api_version, conversation_id, sandbox_id))
 
+    def resume_conversation(self, sandbox_id: str) -> bool:
+        """Resume a paused V1 sandbox. False if it is gone, or on V0."""
+        return self._sync.run(endpoints.resume(self.api_version, sandbox_id))
+
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call; the message says what is wrong."""
         try:

@@ -11,6 +11,8 @@ from collections.abc import Collection
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import AirflowFailException
+
 from airflow_provider_openhands.api.options import check_positive, check_statuses
 from airflow_provider_openhands.api.state import DEFAULT_FAILURE_STATUSES, DEFAULT_SUCCESS_STATUSES
 from airflow_provider_openhands.exceptions import OpenHandsConfigError, OpenHandsConversationFailed, OpenHandsError
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
     from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 
 
-class ConversationTimeout(OpenHandsError):
-    """The conversation did not end before the task's ``timeout``."""
+class ConversationTimeout(OpenHandsError, AirflowFailException):
+    """The conversation did not end before the task's ``timeout``; not retried, as a retry would
+    only wait on the same (by then stopped) conversation."""
 
 
 def still_running(state: dict[str, Any]) -> bool:

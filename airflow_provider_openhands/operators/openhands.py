@@ -131,7 +131,10 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
 
     def _check_static_inputs(self) -> None:
         """Fail at DAG parse time for values that are not templated (a bad DAG never runs)."""
-        if not is_templated(self.initial_user_msg):
+        from airflow.providers.common.compat.sdk import SET_DURING_EXECUTION
+
+        # @task.openhands sets the message when the task runs: nothing to check before
+        if self.initial_user_msg is not SET_DURING_EXECUTION and not is_templated(self.initial_user_msg):
             check_message(self.initial_user_msg)
         if not is_templated(self.repository):
             check_repository(self.repository)
@@ -350,6 +353,12 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
                 return self._conversation_id
             if outcome == SUCCESS:
                 return self.finish(state)
+            if state["status"] == "paused" and state.get("sandbox_id"):
+                # Paused by the earlier try once it ended (pause_when_done), by a user, or by the
+                # service: a paused sandbox hides the agent's state. Resume it to read that state
+                # (and let an unfinished agent go on); it is paused again once it has ended.
+                self.log.info("Resuming its sandbox %s to read the agent's state", state["sandbox_id"])
+                self.hook.resume_conversation(state["sandbox_id"])
             return self._wait(context, self._conversation_id)
         return None
 

@@ -17,6 +17,9 @@ Behaviour a test can steer:
   connection, for requests matching a method and path pattern, a given number of times.
 * Every request is logged (method, path, query, JSON body, answer); ``stats()`` gives the peak of
   live conversations, how many were created and stopped.
+* Control endpoints (no auth, loopback only): ``GET /_emulator/stats``, ``GET /_emulator/requests``,
+  ``POST /_emulator/faults``, ``/config``, ``/reset``, ``/seed`` (``{"durations": [...]}``: running
+  conversations at once), and ``GET /_emulator/done/{id}`` (404 until the agent finished).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -156,6 +160,8 @@ class Emulator:
         self.conversation_seconds = conversation_seconds
         self.start_seconds = start_seconds
         self.latency = latency
+        #: ``{"owner/repo": "error"}``: the agent's outcome for conversations on that repository.
+        self.outcomes_by_repository: dict[str, str] = {}
         self.lock = threading.RLock()
         self.conversations: dict[str, Conversation] = {}
         self.start_tasks: dict[str, str] = {}  # start task id -> conversation id
@@ -164,6 +170,7 @@ class Emulator:
         self.max_alive = 0
         self.created = 0
         self.stops = 0
+        self.resumes = 0
         self.refused_for_capacity = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -172,8 +179,7 @@ class Emulator:
 
     def start(self) -> Emulator:
         handler = type("EmulatorHandler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
+        self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="openhands-emulator", daemon=True)
         self._thread.start()
@@ -209,7 +215,7 @@ class Emulator:
             self.start_tasks.clear()
             self.requests.clear()
             self.faults.clear()
-            self.max_alive = self.created = self.stops = self.refused_for_capacity = 0
+            self.max_alive = self.created = self.stops = self.resumes = self.refused_for_capacity = 0
 
     def alive_count(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -222,6 +228,7 @@ class Emulator:
                 "alive": self.alive_count(),
                 "max_alive": self.max_alive,
                 "stops": self.stops,
+                "resumes": self.resumes,
                 "refused_for_capacity": self.refused_for_capacity,
                 "requests": len(self.requests),
                 "concurrency_limit": self.concurrency_limit,
@@ -251,7 +258,9 @@ class Emulator:
             created=now,
             ready_at=now + self.start_seconds,
             duration=float(directives.get("duration", self.conversation_seconds)),
-            outcome=directives.get("outcome", "finished"),
+            outcome=directives.get("outcome")
+            or self.outcomes_by_repository.get(body.get("selected_repository") or body.get("repository") or "")
+            or "finished",
             start_error=directives.get("start") == "error",
             request={k: v for k, v in body.items() if k != "secrets"},
         )
@@ -409,6 +418,38 @@ class Emulator:
                 return 200, {"success": True}
         return 404, {"detail": "Item not found"}
 
+    def seed(self, durations: list[float]) -> list[dict[str, Any]]:
+        """Create running V1 conversations at once (no start phase), for benchmarks and load tests."""
+        now = time.time()
+        created = []
+        with self.lock:
+            for duration in durations:
+                conversation = self._new_conversation("v1", {}, "seeded [emulator]")
+                conversation.ready_at = now
+                conversation.duration = float(duration)
+                created.append({"id": conversation.id, "finishes_at": conversation.finished_at()})
+        return created
+
+    def done(self, conversation_id: str) -> tuple[int, Any]:
+        """404 until the agent finished, then 200: a status endpoint a plain HTTP sensor can poll."""
+        conversation = self.conversations.get(_hex(conversation_id) or conversation_id)
+        if conversation is None or conversation.agent_status(time.time()) in (None, "running"):
+            return 404, {"detail": "not finished"}
+        return 200, {"finished_at": conversation.finished_at()}
+
+    def v1_resume(self, sandbox_id: str) -> tuple[int, Any]:
+        for conversation in self.conversations.values():
+            if conversation.sandbox_id == sandbox_id:
+                if conversation.paused_at is not None:
+                    refusal = self._capacity_refusal()
+                    if refusal:
+                        return refusal
+                    conversation.paused_at = None
+                    self.resumes += 1
+                    self.max_alive = max(self.max_alive, self.alive_count())
+                return 200, {"success": True}
+        return 404, {"detail": "Item not found"}
+
     # -- V0 --------------------------------------------------------------------------------------
 
     def v0_start(self, body: Any) -> tuple[int, Any]:
@@ -530,9 +571,10 @@ class Emulator:
                 return self.v1_start_tasks(query.get("ids", []))
             if method == "GET" and path == "/api/v1/app-conversations/search":
                 return self.v1_search(int((query.get("limit") or ["100"])[0]))
-            match = re.fullmatch(r"/api/v1/sandboxes/([^/]+)/pause", path)
+            match = re.fullmatch(r"/api/v1/sandboxes/([^/]+)/(pause|resume)", path)
             if method == "POST" and match:
-                return self.v1_pause(match.group(1))
+                sandbox_id, action = match.groups()
+                return self.v1_pause(sandbox_id) if action == "pause" else self.v1_resume(sandbox_id)
             if method == "POST" and path == "/api/conversations":
                 return self.v0_start(body)
             if method == "GET" and path == "/api/conversations":
@@ -570,6 +612,17 @@ class Emulator:
             self.requests.append(entry)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # load tests open hundreds of connections at once
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up is no error of the server's: stay quiet about it."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     emulator: Emulator
     protocol_version = "HTTP/1.1"
@@ -587,6 +640,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        if path.startswith("/_emulator/done/"):
+            emu.log_request({"method": self.command, "path": path, "query": query, "body": None, "at": time.time()})
+            status, answer = emu.done(path.rsplit("/", 1)[-1])
+            self._send(status, json.dumps(answer), {})
+            return
         if path.startswith("/_emulator/"):
             self._control(path, body)
             return
@@ -639,6 +697,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if key in (body or {}):
                     setattr(emu, key, body[key])
             self._send(200, json.dumps({"ok": True}), {})
+        elif path == "/_emulator/seed" and self.command == "POST":
+            self._send(200, json.dumps(emu.seed(list((body or {}).get("durations", [])))), {})
         elif path == "/_emulator/reset" and self.command == "POST":
             emu.reset()
             self._send(200, json.dumps({"ok": True}), {})

@@ -97,3 +97,29 @@ with DAG("oh_test_timeout", schedule=None, start_date=datetime(2026, 1, 1), catc
         poll_interval=POLL,
         timeout=1.5,
     )
+
+
+class DiesAfterTheEnd(OpenHandsStartConversationOperator):
+    """Its first try dies after the conversation ended and was paused, before Airflow heard of it
+    (what a lost task-state report looks like: Airflow retries a task that had done its work)."""
+
+    def execute_complete(self, context, event):
+        result = super().execute_complete(context, event)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("worker lost after the conversation ended")
+        return result
+
+
+with DAG("oh_test_retry_after_the_end", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as lost:
+    after_end = DiesAfterTheEnd(
+        task_id="run",
+        initial_user_msg="Fix the README",
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        retries=1,
+        retry_delay=0,
+        timeout=30,  # bounded: without the fix the retry would wait on a paused conversation
+    )
+    record.override(task_id="record_state")(after_end.output, "oh_test_retry_after_the_end-state")

@@ -1,0 +1,366 @@
+"""Benchmark: waiting on many conversations at once, and the parse-time cost of the operator modules.
+
+    .venv/bin/pip install -e ".[bench]"
+    .venv/bin/python benchmarks/polling.py            # N = 10, 100, 1000 (about 8 minutes)
+    .venv/bin/python benchmarks/polling.py --quick    # N = 10, 100
+
+Everything runs here, against the bundled emulator on loopback (in its own process). For each N,
+N conversations are seeded that finish at staggered times, and one child process waits on all of
+them in one asyncio loop, as a triggerer does, with a poll interval of 5 s, using:
+
+* ``coalesced``: this provider's trigger (one shared poller per connection, batched requests);
+* ``per-trigger``: the same trigger with coalescing turned off (one client and one request per
+  trigger per interval: the dbt Cloud provider's pattern);
+* ``HttpSensorTrigger``: apache-airflow-providers-http's deferrable sensor trigger. It cannot read
+  a JSON status (it fires on the first non-404 answer), so it polls the emulator's
+  ``/_emulator/done/{id}``, which answers 404 until the conversation finished.
+
+Measured: requests per minute seen by the emulator, CPU seconds and peak RSS of the waiting process
+(above its idle RSS once its imports are done), and detection latency (finish -> event). The table
+is printed and written to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+INTERVAL = 5.0
+API_KEY = "bench-key"
+VARIANTS = ("coalesced", "per-trigger", "HttpSensorTrigger")
+
+
+# -- the waiting child process -------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def waiter(variant: str, ids_file: str) -> None:
+    """Wait on every id in one asyncio loop; print a JSON line with the figures."""
+    conversations = json.loads(Path(ids_file).read_text())
+    from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
+
+    if variant == "HttpSensorTrigger":
+        from airflow.providers.http.triggers.http import HttpSensorTrigger
+
+        def make(conversation: dict):
+            return HttpSensorTrigger(
+                endpoint=f"/_emulator/done/{conversation['id']}", http_conn_id="oh_bench_http", poke_interval=INTERVAL
+            )
+    else:
+
+        def make(conversation: dict):
+            return OpenHandsConversationTrigger(
+                openhands_conn_id="openhands_default",
+                conversation_id=conversation["id"],
+                poll_interval=INTERVAL,
+                end_time=time.time() + 600,
+                coalesce=variant == "coalesced",
+            )
+
+    triggers = [make(c) for c in conversations]
+    idle_rss = rss_mb()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    latencies: list[float] = []
+    outcomes: list[str] = []
+
+    async def wait_one(conversation: dict, trigger) -> None:
+        async for event in trigger.run():
+            latencies.append(time.time() - conversation["finishes_at"])
+            payload = event.payload
+            outcomes.append(payload["outcome"] if isinstance(payload, dict) else str(payload))
+            return
+
+    async def wait_all() -> None:
+        await asyncio.wait_for(
+            asyncio.gather(*(wait_one(c, t) for c, t in zip(conversations, triggers, strict=True))), 900
+        )
+
+    started = time.time()
+    asyncio.run(wait_all())
+    wall = time.time() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    peak_rss = cpu_after.ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "idle_rss": idle_rss,
+                "peak_rss": peak_rss,
+                "latency_max": max(latencies),
+                "latency_median": statistics.median(latencies),
+                "outcomes": sorted(set(outcomes)),
+                "events": len(outcomes),
+            }
+        )
+    )
+
+
+# -- the driver ----------------------------------------------------------------------------------
+
+
+def control(base: str, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
+
+
+def start_emulator(port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_openhands.testing",
+            "--port",
+            str(port),
+            "--api-key",
+            API_KEY,
+            "--concurrency-limit",
+            "100000",
+            "--start-seconds",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.readline()  # "listening on ..."
+    return process
+
+
+def run_case(base: str, variant: str, n: int, spread: float, workdir: Path) -> dict:
+    control(base, "/_emulator/reset", {})
+    # finishes staggered over [INTERVAL, INTERVAL + spread] seconds after the waiter starts
+    lead = 3.0
+    durations = [lead + INTERVAL + spread * k / max(1, n - 1) for k in range(n)]
+    conversations = control(base, "/_emulator/seed", {"durations": durations})
+    ids_file = workdir / f"ids-{variant}-{n}.json"
+    ids_file.write_text(json.dumps(conversations))
+    requests_before = control(base, "/_emulator/stats")["requests"]
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT": json.dumps(
+            {"conn_type": "openhands", "host": base, "password": API_KEY, "extra": {"api_version": "v1"}}
+        ),
+        "AIRFLOW_CONN_OH_BENCH_HTTP": json.dumps({"conn_type": "http", "host": base}),
+    }
+    child = subprocess.run(
+        [sys.executable, __file__, "--waiter", variant, "--ids", str(ids_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        raise SystemExit(f"waiter {variant} N={n} failed:\n{child.stderr[-3000:]}")
+    figures = json.loads(lines[-1])
+    requests = control(base, "/_emulator/stats")["requests"] - requests_before
+    figures.update(variant=variant, n=n, requests=requests, rpm=requests / (figures["wall"] / 60))
+    return figures
+
+
+def import_cost(modules: list[str], runs: int = 9) -> float:
+    """Median ms to import ``modules`` in a fresh interpreter that has already imported airflow.sdk."""
+    code = (
+        "import time\n"
+        "try:\n    import airflow.sdk\nexcept ImportError:\n    import airflow.models.baseoperator\n"
+        "t = time.perf_counter()\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "print((time.perf_counter() - t) * 1000)\n"
+    )
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        samples.append(float(out.strip().splitlines()[-1]))
+    return statistics.median(samples)
+
+
+def makespan(conversations: int = 30, seconds: float = 30.0, limit: int = 10) -> dict:
+    """Real Airflow (``airflow standalone``): the nightly example DAG mapped over ``conversations``
+    repositories of ``seconds`` each, with an account limit and pool of ``limit``."""
+    sys.path.insert(0, str(REPO))
+    from airflow_provider_openhands.testing import Emulator
+    from scripts.local_airflow import LocalAirflow
+
+    repositories = [f"acme/bench-{n:02d}" for n in range(conversations)]
+    with Emulator(concurrency_limit=limit, conversation_seconds=seconds, start_seconds=1) as emulator:
+        airflow = LocalAirflow(
+            connection={"conn_type": "openhands", "host": emulator.url, "password": emulator.api_key},
+            pool_slots=limit,
+            extra_env={"OPENHANDS_EXAMPLE_POLL_SECONDS": "2"},
+            log=lambda line: print(f"[makespan] {line}", flush=True),
+        )
+        try:
+            airflow.start()
+            airflow.wait_for_dag("openhands_nightly_maintenance")
+            run_id = airflow.trigger("openhands_nightly_maintenance", {"repositories": repositories})
+            state = airflow.wait_for_run("openhands_nightly_maintenance", run_id, timeout=1200)
+            times = airflow.query(
+                "SELECT min(start_date), max(end_date) FROM task_instance WHERE run_id = ? AND task_id = 'maintain'",
+                run_id,
+            )[0]
+        finally:
+            airflow.stop()
+            airflow.cleanup()
+        stats = emulator.stats()
+    from datetime import datetime
+
+    first, last = (datetime.fromisoformat(str(t).replace("Z", "+00:00")) for t in times)
+    ideal = seconds * -(-conversations // limit)
+    return {
+        "state": state,
+        "makespan": (last - first).total_seconds(),
+        "ideal": ideal,
+        "max_alive": stats["max_alive"],
+        "conversations": conversations,
+        "seconds": seconds,
+        "limit": limit,
+    }
+
+
+def machine() -> str:
+    import airflow
+
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"Airflow {airflow.__version__}, {platform.system()} {platform.release()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N = 10 and 100 only")
+    parser.add_argument("--spread", type=float, default=30.0, help="seconds over which conversations finish")
+    parser.add_argument("--port", type=int, default=18123)
+    parser.add_argument("--no-makespan", action="store_true", help="skip the real-Airflow makespan run")
+    parser.add_argument("--waiter", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--ids", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.waiter:
+        waiter(args.waiter, args.ids)
+        return
+
+    sizes = (10, 100) if args.quick else (10, 100, 1000)
+    workdir = REPO / ".bench"
+    workdir.mkdir(exist_ok=True)
+    base = f"http://127.0.0.1:{args.port}"
+    emulator = start_emulator(args.port)
+    rows = []
+    try:
+        for n in sizes:
+            for variant in VARIANTS:
+                figures = run_case(base, variant, n, args.spread, workdir)
+                rows.append(figures)
+                print(
+                    f"N={n:<5} {variant:<18} {figures['rpm']:8.1f} req/min  cpu {figures['cpu']:6.2f}s "
+                    f"({100 * figures['cpu'] / figures['wall']:4.1f}% of a core)  "
+                    f"rss +{figures['peak_rss'] - figures['idle_rss']:6.1f} MB  "
+                    f"latency max {figures['latency_max']:5.2f}s  events {figures['events']} {figures['outcomes']}",
+                    flush=True,
+                )
+    finally:
+        emulator.terminate()
+        emulator.wait()
+
+    imports = {
+        "airflow-provider-openhands": import_cost(
+            ["airflow_provider_openhands.operators.openhands", "airflow_provider_openhands.sensors.openhands"]
+        ),
+        "dbt Cloud provider": import_cost(
+            ["airflow.providers.dbt.cloud.operators.dbt", "airflow.providers.dbt.cloud.sensors.dbt"]
+        ),
+        "HTTP provider": import_cost(["airflow.providers.http.operators.http", "airflow.providers.http.sensors.http"]),
+    }
+    span = None if args.no_makespan or args.quick else makespan()
+    write_report(rows, imports, args.spread, span)
+
+
+def write_report(rows: list[dict], imports: dict[str, float], spread: float, span: dict | None = None) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {machine()}. Run: `.venv/bin/python benchmarks/polling.py` on {time.strftime('%Y-%m-%d')}.",
+        "",
+        "## Waiting on N conversations at once",
+        "",
+        f"One asyncio loop (as in the triggerer), poll interval {INTERVAL:.0f} s, conversations finishing "
+        f"evenly over {spread:.0f} s; the emulator runs in its own process on loopback. CPU and RSS are "
+        "the waiting process's; RSS is the peak above its idle RSS after imports.",
+        "",
+        "| N | waiter | requests/min | CPU s | % of a core | RSS + MB | latency median s | latency max s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']} | {r['variant']} | {r['rpm']:.1f} | {r['cpu']:.2f} | {100 * r['cpu'] / r['wall']:.1f} "
+            f"| {r['peak_rss'] - r['idle_rss']:.1f} | {r['latency_median']:.2f} | {r['latency_max']:.2f} |"
+        )
+    lines += ["", "Ratios (requests/min, per-trigger and HttpSensorTrigger over coalesced):", ""]
+    for n in sorted({r["n"] for r in rows}):
+        by = {r["variant"]: r for r in rows if r["n"] == n}
+        base = by["coalesced"]["rpm"]
+        lines.append(
+            f"- N={n}: per-trigger {by['per-trigger']['rpm'] / base:.1f}x, "
+            f"HttpSensorTrigger {by['HttpSensorTrigger']['rpm'] / base:.1f}x"
+        )
+    lines += [
+        "",
+        "## Parse-time cost of the operator and sensor modules",
+        "",
+        "Median of 9 fresh interpreters: milliseconds to import the provider's operator and sensor "
+        "modules after `import airflow.sdk`.",
+        "",
+        "| provider | ms |",
+        "|---|---|",
+        *(f"| {name} | {ms:.1f} |" for name, ms in imports.items()),
+        "",
+    ]
+    if span:
+        lines += [
+            "## Makespan in a real Airflow",
+            "",
+            f"`airflow standalone` (LocalExecutor, SQLite), the `openhands_nightly_maintenance` example mapped over "
+            f"{span['conversations']} repositories, conversations of {span['seconds']:.0f} s, account limit and "
+            f"`openhands` pool of {span['limit']}, poll interval 2 s: first task start to last task end.",
+            "",
+            "| run | makespan s | ideal s | ratio | max alive |",
+            "|---|---|---|---|---|",
+            f"| {span['state']} | {span['makespan']:.1f} | {span['ideal']:.0f} "
+            f"| {span['makespan'] / span['ideal']:.2f} | {span['max_alive']} |",
+            "",
+        ]
+    report = "\n".join(lines)
+    (REPO / "docs").mkdir(exist_ok=True)
+    (REPO / "docs" / "benchmarks.md").write_text(report)
+    print("\n" + report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The nightly fan-out in a real Airflow: scheduler, triggerer, DAG processor, pool, LocalExecutor.
+
+``dag.test()`` runs tasks one at a time and triggers inline; this proves the rest: that the waits
+really run in the triggerer, that the ``openhands`` pool caps a fan-out of 25 at the account's
+limit of 10, and that an example DAG works as a user would deploy it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from airflow_provider_openhands.testing import Emulator
+from scripts.local_airflow import LocalAirflow
+
+pytestmark = pytest.mark.airflow_e2e
+
+REPOSITORIES = [f"acme/repo-{n:02d}" for n in range(25)]
+
+
+def test_nightly_fan_out_of_25_with_a_limit_of_10():
+    with Emulator(concurrency_limit=10, conversation_seconds=3, start_seconds=0.5) as emulator:
+        airflow = LocalAirflow(
+            connection={"conn_type": "openhands", "host": emulator.url, "password": emulator.api_key},
+            pool_slots=10,
+            extra_env={"OPENHANDS_EXAMPLE_POLL_SECONDS": "1"},
+            log=lambda line: print(f"[e2e] {line}", flush=True),
+        )
+        try:
+            airflow.start()
+            airflow.wait_for_dag("openhands_nightly_maintenance")
+            started = time.monotonic()
+            run_id = airflow.trigger("openhands_nightly_maintenance", {"repositories": REPOSITORIES})
+            state = airflow.wait_for_run("openhands_nightly_maintenance", run_id, timeout=600)
+            elapsed = time.monotonic() - started
+            tasks = airflow.task_states("openhands_nightly_maintenance", run_id)
+            report = airflow.xcom("openhands_nightly_maintenance", run_id, "report")
+        finally:
+            airflow.stop()
+        stats = emulator.stats()
+        deferred = {key for key in airflow.deferred_seen if key[0] == "maintain"}
+        print(f"\n[e2e] run {state} in {elapsed:.0f}s; emulator {stats}; maintain tasks seen deferred: {len(deferred)}")
+        if state != "success":
+            print(airflow.standalone_log(8000))
+        airflow.cleanup()
+
+    assert state == "success", tasks
+    assert [t for t in tasks if t[2] != "success"] == []
+    assert len([t for t in tasks if t[0] == "maintain"]) == 25
+    assert len(deferred) == 25  # every wait ran in the triggerer
+    assert stats["max_alive"] <= 10  # the pool kept the fan-out within the account's limit
+    assert stats["created"] == 25
+    assert stats["refused_for_capacity"] == 0  # ... so the service never had to refuse a start
+    assert sorted(row["repository"] for row in report) == REPOSITORIES
+    assert {row["status"] for row in report} == {"finished"}
