@@ -96,12 +96,13 @@ def test_templated_fields_and_link():
 
 
 def test_parsing_a_dag_file_does_not_import_http_clients():
-    """DAG files are parsed again and again: the operator and sensor modules stay light."""
+    """DAG files are parsed again and again: the operator, sensor and decorator modules stay light."""
     code = (
         "import sys\n"
         "try:\n    import airflow.sdk\nexcept ImportError:  # Airflow 2\n    import airflow.models.baseoperator\n"
         "before = set(sys.modules)\n"
         "import airflow_provider_openhands.operators.openhands, airflow_provider_openhands.sensors.openhands\n"
+        "import airflow_provider_openhands.decorators.openhands\n"
         "heavy = ('requests', 'httpx', 'tenacity', 'airflow_provider_openhands.hooks',\n"
         "         'airflow_provider_openhands.triggers', 'airflow_provider_openhands.testing')\n"
         "print(sorted(m for m in set(sys.modules) - before if m.startswith(heavy)))\n"
