@@ -117,3 +117,11 @@ def test_v0_polls_each_conversation_over_one_client(connection, api_version):
     events = asyncio.run(all_of_them())
     assert {e["outcome"] for e in events} == {"success"}
     assert {e["state"]["agent_state"] for e in events} == {"awaiting_user_input"}
+
+
+def test_an_unreadable_connection_fails_the_triggers_at_once(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", '{"conn_type": "openhands", "password": ""}')
+    started = time.monotonic()
+    event = asyncio.run(first_event(make("a" * 32, seconds=30)))
+    assert event["outcome"] == "error" and "no API key" in event["message"]
+    assert time.monotonic() - started < 5  # not at the 30 s deadline

@@ -101,7 +101,11 @@ class SharedPoller:
         try:
             while self.subscriptions:
                 started = loop.time()
-                await self._poll_once()
+                try:
+                    await self._poll_once()
+                except Exception as exc:  # e.g. the connection cannot be read: every waiter must hear it
+                    for subscription in list(self.subscriptions):
+                        subscription.deliver(exc)
                 if not self.subscriptions:
                     break
                 interval = min(s.interval for s in self.subscriptions)
