@@ -40,8 +40,9 @@ with DAG(
         """The repositories to maintain tonight."""
         from airflow.providers.common.compat.sdk import AirflowSkipException, Variable
 
+        # default passed by position: Airflow 2 calls it default_var, Airflow 3 default
         chosen = (params or {}).get("repositories") or Variable.get(
-            "openhands_nightly_repositories", default=[], deserialize_json=True
+            "openhands_nightly_repositories", [], deserialize_json=True
         )
         if not chosen:
             raise AirflowSkipException("Nothing to maintain: no 'repositories' param and no Variable")
