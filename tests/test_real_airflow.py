@@ -45,7 +45,8 @@ def test_nightly_fan_out_of_25_with_a_limit_of_10():
         stats = emulator.stats()
         deferred = {key for key in airflow.deferred_seen if key[0] == "maintain"}
         print(
-            f"\n[e2e] run {state} in {elapsed:.0f}s; emulator {stats}; maintain tasks seen deferred: {len(deferred)}; retried: {retried}"
+            f"\n[e2e] run {state} in {elapsed:.0f}s; emulator {stats}; "
+            f"maintain tasks seen deferred: {len(deferred)}; retried: {retried}"
         )
         if state != "success":
             print(airflow.standalone_log(8000))
