@@ -13,8 +13,9 @@ class OpenHandsError(AirflowException):
     """Base class of every error the provider raises."""
 
 
-class OpenHandsConfigError(OpenHandsError, ValueError):
-    """Bad input: a parameter or connection setting that cannot work. Raised before any request."""
+class OpenHandsConfigError(OpenHandsError, AirflowFailException, ValueError):
+    """Bad input: a parameter or connection setting that cannot work. Raised before any request,
+    and not retried: the same input fails the same way."""
 
 
 class OpenHandsApiError(OpenHandsError):
@@ -27,12 +28,27 @@ class OpenHandsApiError(OpenHandsError):
         self.path = path
 
 
-class OpenHandsAuthError(OpenHandsApiError):
+class OpenHandsPermanentError(OpenHandsApiError, AirflowFailException):
+    """An answer that asking again cannot change (401/403/404/422, a spent quota).
+
+    Fails the task at once, and Airflow does not retry it either: a retry would meet the same answer.
+    """
+
+
+class OpenHandsAuthError(OpenHandsPermanentError):
     """401/403: the API key is wrong, revoked or its account unverified. Never retried."""
 
 
-class OpenHandsNotFoundError(OpenHandsApiError):
+class OpenHandsNotFoundError(OpenHandsPermanentError):
     """The conversation or start task does not exist (404 or a ``null`` answer)."""
+
+
+class OpenHandsValidationError(OpenHandsPermanentError):
+    """422: the server rejected the request as invalid; the message carries its ``detail``."""
+
+
+class OpenHandsQuotaError(OpenHandsPermanentError):
+    """429 DAILY_SANDBOX_LIMIT_REACHED: the account's daily sandbox quota is spent until midnight UTC."""
 
 
 class OpenHandsTransientError(OpenHandsApiError):
@@ -64,6 +80,20 @@ class OpenHandsStartError(OpenHandsError):
         super().__init__(message)
         #: True when the start failed for want of a free conversation slot: worth waiting for.
         self.capacity = capacity
+
+
+class OpenHandsStartTimeout(OpenHandsError, AirflowFailException):
+    """The V1 start task was not READY before ``start_timeout``; whatever had started was stopped.
+
+    Not retried, like a conversation timeout: the same in the worker and in the triggerer.
+    """
+
+
+class OpenHandsUnreachableError(OpenHandsError):
+    """The service kept failing transiently (5xx, 429, timeouts, refused) for ``unreachable_timeout``.
+
+    An ordinary failure: Airflow's task retries are for a service that was down.
+    """
 
 
 class OpenHandsConversationFailed(OpenHandsError, AirflowFailException):

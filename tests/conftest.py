@@ -28,7 +28,11 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
             "kwargs": {"path": str(path), "refresh_interval": 0},
         }
-        for name, path in (("openhands_examples", REPO / "example_dags"), ("openhands_tests", REPO / "tests" / "dags"))
+        for name, path in (
+            ("openhands_examples", REPO / "example_dags"),
+            ("openhands_tests", REPO / "tests" / "dags"),
+            ("openhands_real_tests", REPO / "tests" / "dags_real"),  # DAGs for the real OpenHands server
+        )
     ]
 )
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -57,7 +61,11 @@ def api_version(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def connection(emulator: Emulator, api_version: str, monkeypatch: pytest.MonkeyPatch) -> Emulator:
     """``openhands_default`` pointing at the emulator, for the parametrised API version."""
-    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, api_version, max_retries=3))
+    # A budget far above what tests send at 0.05 s intervals: the budget has its own tests.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT",
+        connection_json(emulator, api_version, max_retries=3, max_requests_per_minute=100_000),
+    )
     return emulator
 
 

@@ -110,7 +110,7 @@ def test_unknown_status_is_not_terminal_and_logged_once(connection, started, cap
     connection.conversation(conversation_id).status_override = "pondering"
     connection.conversation(conversation_id).ready_at = 0  # sandbox running
     event = run_trigger(conversation_id, 0.6)
-    assert event["outcome"] == "timeout" and event["state"]["status"] == "unknown"
+    assert event["outcome"] == "timeout" and "status=unknown" in event["message"]
     assert times_logged(caplog, capfd, "unknown execution_status 'pondering'") == 1
     assert len(connection.requests) <= 0.6 / 0.05 + 3  # one request per poll, no more
 
@@ -119,7 +119,7 @@ def test_paused_mid_run_keeps_waiting_with_one_warning(connection, started, capl
     hook, conversation_id = started
     hook.stop_conversation(conversation_id)  # someone paused the sandbox in the UI
     event = run_trigger(conversation_id, 0.6)
-    assert event["outcome"] == "timeout" and event["state"]["status"] == "paused"
+    assert event["outcome"] == "timeout" and "status=paused" in event["message"]
     assert times_logged(caplog, capfd, "is paused") == 1
 
 
@@ -127,7 +127,7 @@ def test_sandbox_missing_mid_run_fails(connection, started):
     _hook, conversation_id = started
     connection.conversation(conversation_id).sandbox_override = "MISSING"
     event = run_trigger(conversation_id, 5)
-    assert event["outcome"] == "failure" and event["state"]["status"] == "missing"
+    assert event["outcome"] == "failure" and event["status"] == "missing"
 
 
 def test_null_in_a_batch_answer_names_the_id(connection, started):

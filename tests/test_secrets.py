@@ -22,17 +22,28 @@ def test_no_key_in_logs_or_xcom_of_a_whole_run(airflow_db, connection, tmp_path,
     assert "session-" not in everything  # the emulator's sandbox credentials start with this
 
 
-def test_secrets_option_is_masked_and_not_templated(connection):
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_secrets_option_is_masked_sent_and_never_carried(airflow_db, connection, capfd, caplog):
+    """The sandbox secrets reach the start request, and nothing else: not the lifecycle the trigger
+    and the task state store carry, not the logs."""
+    from airflow.providers.common.compat.sdk import redact
+
     from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
 
     operator = OpenHandsStartConversationOperator(
         task_id="t", initial_user_msg="Deploy", repository="acme/web", secrets={"DEPLOY_TOKEN": "tok-s3cr3t-value"}
     )
     assert "secrets" not in operator.template_fields
-    from airflow.providers.common.compat.sdk import redact
-
     assert "tok-s3cr3t-value" not in str(redact("token is tok-s3cr3t-value"))
-    assert operator._options().extra_body["secrets"] == {"DEPLOY_TOKEN": "tok-s3cr3t-value"}
+    run_dag("oh_test_secrets")
+    (post,) = connection.requests_to("POST", "app-conversations$")
+    assert post["body"]["secrets"] == {"DEPLOY_TOKEN": "tok-s3cr3t-value"}
+    out, err = capfd.readouterr()
+    assert "tok-s3cr3t-value" not in out + err + caplog.text
+    from airflow_provider_openhands.lifecycle import Lifecycle
+
+    trigger = operator.make_trigger(Lifecycle(options=operator._options()))
+    assert "tok-s3cr3t-value" not in repr(trigger.serialize())
 
 
 def test_secrets_in_extra_body_are_refused(connection):

@@ -1,15 +1,22 @@
-"""The trigger, run to its one event in an asyncio loop as the triggerer would, against the emulator."""
+"""The trigger, run to its one event in an asyncio loop as the triggerer would, against the emulator.
+
+Restarts are driven as Airflow drives them: the kwargs Airflow stored when the task deferred
+(``serialize()`` at that moment) rebuild the trigger after the first run's task was cancelled.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 
 import pytest
 
 from airflow_provider_openhands.api.options import StartOptions
 from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+from airflow_provider_openhands.lifecycle import PHASE_STARTING, Lifecycle
 from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
+from tests.test_faults import times_logged
 
 
 async def collect(trigger: OpenHandsConversationTrigger) -> list[dict]:
@@ -19,12 +26,35 @@ async def collect(trigger: OpenHandsConversationTrigger) -> list[dict]:
 def make(**kwargs) -> OpenHandsConversationTrigger:
     kwargs.setdefault("openhands_conn_id", "openhands_default")
     kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("end_time", time.time() + 20)
+    if "lifecycle" not in kwargs:
+        kwargs.setdefault("end_time", time.time() + 20)
     return OpenHandsConversationTrigger(**kwargs)
+
+
+def rebuild(serialized: tuple[str, dict]) -> OpenHandsConversationTrigger:
+    classpath, kwargs = serialized
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**kwargs)
 
 
 def start(connection, message="Fix the README", **fields) -> str:
     return OpenHandsHook().start_conversation(message, "acme/web", poll_interval=0.05, **fields)
+
+
+def submit(message: str = "Fix it") -> str:
+    started = OpenHandsHook().submit_conversation(StartOptions(message, "acme/web"))
+    assert started["conversation_id"] is None
+    return started["start_task"]["id"]
+
+
+async def run_then_cancel(trigger: OpenHandsConversationTrigger, seconds: float) -> None:
+    """What a triggerer shutdown does to a running trigger: cancel its task."""
+    task = asyncio.ensure_future(trigger.run().__anext__())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await trigger.cleanup()
 
 
 def test_waits_for_the_conversation_to_finish(connection):
@@ -33,7 +63,14 @@ def test_waits_for_the_conversation_to_finish(connection):
     assert len(events) == 1
     event = events[0]
     assert event["outcome"] == "success" and event["conversation_id"] == conversation_id
-    assert event["state"]["status"] == "finished"
+    assert event["status"] == "finished"
+
+
+def test_the_event_is_small_and_holds_no_state(connection):
+    """Airflow logs the event it fires: ids and what happened, not a 1 KB state."""
+    conversation_id = start(connection)
+    (event,) = asyncio.run(collect(make(conversation_id=conversation_id)))
+    assert "state" not in event and len(repr(event)) < 400
 
 
 @pytest.mark.parametrize("outcome", ["error", "stuck"])
@@ -41,42 +78,33 @@ def test_failure_event(connection, api_version, outcome):
     conversation_id = start(connection, f"Go [emulator outcome={outcome}]")
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id)))
     assert event["outcome"] == "failure"
-    assert event["state"]["status"] in ("error", "stuck")
+    assert event["status"] in ("error", "stuck")
 
 
-def test_timeout_event_keeps_the_last_state(connection):
+def test_timeout_event(connection):
     connection.conversation_seconds = 30
     conversation_id = start(connection)
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id, end_time=time.time() + 0.5)))
-    assert event["outcome"] == "timeout"
-    assert event["state"]["status"] in ("starting", "running")
+    assert event["outcome"] == "timeout" and "still status=" in event["message"]
 
 
 def test_start_task_then_conversation(connection, api_version):
     if api_version == "v0":
         pytest.skip("V0 has no start tasks")
-    started = OpenHandsHook().submit_conversation(
-        __import__("airflow_provider_openhands.api.options", fromlist=["StartOptions"]).StartOptions(
-            "Fix it", "acme/web"
-        )
-    )
-    assert started["conversation_id"] is None
-    (event,) = asyncio.run(collect(make(start_task_id=started["start_task"]["id"], wait_for_completion=False)))
-    assert event["outcome"] == "success" and event["conversation_id"]
-    assert event["state"] is None
+    (event,) = asyncio.run(collect(make(start_task_id=submit(), wait_for_completion=False)))
+    assert event["outcome"] == "ready" and event["conversation_id"]
 
 
 def test_start_task_error_is_a_failure_with_detail(connection, api_version):
     if api_version == "v0":
         pytest.skip("V0 has no start tasks")
-    started = OpenHandsHook().submit_conversation(StartOptions("Go [emulator start=error]", "acme/web"))
-    (event,) = asyncio.run(collect(make(start_task_id=started["start_task"]["id"])))
-    assert event["outcome"] == "failure" and "repository clone failed" in event["message"]
+    (event,) = asyncio.run(collect(make(start_task_id=submit("Go [emulator start=error]"))))
+    assert event["outcome"] == "start_failed" and "repository clone failed" in event["message"]
 
 
-def test_unknown_conversation_is_an_error_event(connection):
+def test_unknown_conversation_is_a_permanent_error_event(connection):
     (event,) = asyncio.run(collect(make(conversation_id="a" * 32)))
-    assert event["outcome"] == "error" and "a" * 32 in event["message"]
+    assert event["outcome"] == "error" and event["permanent"] and "a" * 32 in event["message"]
 
 
 def test_serialize_holds_no_secret_and_rebuilds(connection):
@@ -84,31 +112,121 @@ def test_serialize_holds_no_secret_and_rebuilds(connection):
     connection.conversation_seconds = 1.0
     conversation_id = start(connection)
     first = make(conversation_id=conversation_id)
-    classpath, kwargs = first.serialize()
-    assert connection.api_key not in repr((classpath, kwargs)) and connection.api_key not in repr(first)
-
-    async def interrupted() -> None:
-        run = first.run().__aiter__()
-        task = asyncio.ensure_future(run.__anext__())
-        await asyncio.sleep(0.2)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(interrupted())
-    module, _, name = classpath.rpartition(".")
-    rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
-    assert rebuilt.serialize() == (classpath, kwargs)
+    serialized = first.serialize()
+    assert connection.api_key not in repr(serialized) and connection.api_key not in repr(first)
+    asyncio.run(run_then_cancel(first, 0.2))
+    rebuilt = rebuild(serialized)
+    assert rebuilt.serialize() == serialized
     (event,) = asyncio.run(collect(rebuilt))
     assert event["outcome"] == "success" and event["conversation_id"] == conversation_id
     assert connection.stats()["created"] == 1
 
 
-def test_transient_errors_are_retried_inside_the_trigger(connection):
+def starting_lifecycle(task_id: str, *, start_timeout: float, wait_timeout: float) -> dict:
+    now = time.time()
+    lifecycle = Lifecycle(
+        phase=PHASE_STARTING,
+        start_task_id=task_id,
+        start_timeout=start_timeout,
+        wait_timeout=wait_timeout,
+        start_deadline=now + start_timeout,
+    )
+    return lifecycle.for_trigger()
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_restart_after_ready_later_than_start_timeout_goes_on_waiting(connection, api_version):
+    """Item 1: the trigger saw READY, then the triggerer restarted after ``start_timeout`` had
+    passed. The rebuilt trigger (from the kwargs stored at deferral) must go on waiting for the
+    conversation, not fire a false ``timeout``."""
+    connection.conversation_seconds = 2.5
+    task_id = submit()
+    first = make(lifecycle=starting_lifecycle(task_id, start_timeout=1.0, wait_timeout=30))
+    stored_at_deferral = first.serialize()
+    asyncio.run(run_then_cancel(first, 0.8))
+    assert first.lifecycle.conversation_id  # READY was seen before the restart
+    time.sleep(0.5)  # the restart happens after the start deadline
+    (event,) = asyncio.run(collect(rebuild(stored_at_deferral)))
+    assert event["outcome"] == "success", event
+    assert connection.stats()["created"] == 1 and connection.stats()["stops"] == 0
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_restart_keeps_the_conversation_deadline_absolute(connection, api_version):
+    """The conversation's deadline counts from when its start task became READY, so a restart
+    neither shortens nor extends it."""
+    connection.conversation_seconds = 30
+    task_id = submit()
+    first = make(lifecycle=starting_lifecycle(task_id, start_timeout=10, wait_timeout=1.5))
+    stored_at_deferral = first.serialize()
+    asyncio.run(run_then_cancel(first, 0.8))
+    deadline = first.lifecycle.deadline
+    assert deadline is not None
+    time.sleep(1.2)
+    started = time.time()
+    rebuilt = rebuild(stored_at_deferral)
+    (event,) = asyncio.run(collect(rebuilt))
+    assert event["outcome"] == "timeout"
+    assert abs(rebuilt.lifecycle.deadline - deadline) < 0.3
+    assert time.time() - started < 1.0  # not a fresh 1.5 s from the restart
+
+
+def test_many_triggers_in_one_loop_each_get_their_own_event(connection):
+    ids = [start(connection, f"Task {n} [emulator duration={0.3 + n * 0.2}]") for n in range(5)]
+
+    async def all_of_them() -> list[dict]:
+        results = await asyncio.gather(*(collect(make(conversation_id=i)) for i in ids))
+        return [events[0] for events in results]
+
+    events = asyncio.run(all_of_them())
+    assert [e["conversation_id"] for e in events] == ids
+    assert {e["outcome"] for e in events} == {"success"}
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_short_outage_is_ridden_out(connection, api_version, caplog, capfd):
+    """Item 7: a 503 outage longer than the hook's own retries does not fail the wait."""
+    connection.conversation_seconds = 1.0
     conversation_id = start(connection)
-    connection.add_fault(status=502, method="GET", times=2)
+    connection.add_fault(status=503, method="GET", path="app-conversations$", times=10**6, headers={"Retry-After": "0"})
+
+    async def outage_then_recovery() -> list[dict]:
+        waiting = asyncio.ensure_future(collect(make(conversation_id=conversation_id)))
+        await asyncio.sleep(1.5)
+        connection.faults.clear()
+        return await waiting
+
+    (event,) = asyncio.run(outage_then_recovery())
+    assert event["outcome"] == "success", event
+    assert times_logged(caplog, capfd, "OpenHands is not answering") == 1  # once per failure streak
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_an_outage_longer_than_unreachable_timeout_fails_the_wait(connection, api_version):
+    conversation_id = start(connection)
+    connection.add_fault(status=502, method="GET", path="app-conversations$", times=10**6, headers={"Retry-After": "0"})
+    (event,) = asyncio.run(collect(make(conversation_id=conversation_id, unreachable_timeout=0.5)))
+    assert event["outcome"] == "error" and event.get("unreachable") and not event.get("permanent")
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_permanent_error_fails_the_wait_at_once(connection, api_version):
+    conversation_id = start(connection)
+    connection.add_fault(status=401, method="GET", times=10**6, body={"error": "failed to authenticate"})
+    started = time.time()
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id)))
-    assert event["outcome"] == "success"
+    assert event["outcome"] == "error" and event["permanent"] and "openhands_default" in event["message"]
+    assert time.time() - started < 2
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_conversation_paused_after_it_ended_reads_as_ended(connection, api_version):
+    """Item 12: pause_when_done paused it; a later wait learns from its events that it finished."""
+    conversation_id = start(connection, "Quick [emulator duration=0.2]")
+    time.sleep(0.6)
+    OpenHandsHook().stop_conversation(conversation_id)
+    (event,) = asyncio.run(collect(make(conversation_id=conversation_id, end_time=time.time() + 5)))
+    assert event["outcome"] == "success" and event["status"] == "finished"
 
 
 def test_needs_an_id():

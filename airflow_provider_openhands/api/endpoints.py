@@ -26,6 +26,7 @@ from airflow_provider_openhands.api.state import (
     normalise_v0,
     normalise_v1,
     parse_start_task,
+    status_from_events,
 )
 from airflow_provider_openhands.exceptions import (
     OpenHandsApiError,
@@ -168,6 +169,58 @@ def start_task(task_id: str) -> Flow[dict[str, Any]]:
     if task is None:
         raise OpenHandsNotFoundError(f"OpenHands has no start task with id {task_id!r}")
     return task
+
+
+def start_tasks_for_conversation(conversation_id: str) -> Flow[list[dict[str, Any]]]:
+    """V1 start tasks that asked for ``conversation_id``, newest first.
+
+    Before its start task is READY a conversation does not exist (its id reads ``null``): this is
+    how a retry finds an earlier try's start that is still working.
+    """
+    request = ApiRequest(
+        "GET",
+        "/api/v1/app-conversations/start-tasks/search",
+        params=(("conversation_id__eq", conversation_id), ("sort_order", "CREATED_AT_DESC"), ("limit", "10")),
+    )
+    body = yield request
+    try:
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise ResponseShapeError("AppConversationStartTaskPage has no items list")
+        return [parse_start_task(item) for item in body["items"] if item is not None]
+    except ResponseShapeError as exc:
+        raise _shape_error(request, exc) from None
+
+
+#: How many of the newest events to read to learn how a paused conversation's last turn ended.
+EVENTS_PAGE = 50
+
+
+def ended_status(conversation_id: str) -> Flow[str | None]:
+    """V1: how the newest turn ended (``finished``/``error``/``stuck``), from the events; None if it
+    did not. Readable while the sandbox is paused, when ``execution_status`` is not."""
+    request = ApiRequest(
+        "GET",
+        f"/api/v1/conversation/{conversation_id}/events/search",
+        params=(("sort_order", "TIMESTAMP_DESC"), ("limit", str(EVENTS_PAGE))),
+    )
+    body = yield request
+    try:
+        return status_from_events(body)
+    except ResponseShapeError as exc:
+        raise _shape_error(request, exc) from None
+
+
+def stop_start_task(task_id: str) -> Flow[bool]:
+    """Pause the sandbox of a V1 start task, if it has one yet. False when there is nothing to pause."""
+    tasks = yield from start_tasks([task_id])
+    task = tasks.get(canonical_id(task_id))
+    if task is None or not task.get("sandbox_id"):
+        return False
+    try:
+        yield ApiRequest("POST", f"/api/v1/sandboxes/{task['sandbox_id']}/pause")
+    except OpenHandsNotFoundError:
+        return False
+    return True
 
 
 def is_capacity_error(task: dict[str, Any]) -> bool:

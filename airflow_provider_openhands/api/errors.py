@@ -6,6 +6,7 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_openhands.exceptions import (
@@ -13,7 +14,9 @@ from airflow_provider_openhands.exceptions import (
     OpenHandsAuthError,
     OpenHandsConcurrencyLimitError,
     OpenHandsNotFoundError,
+    OpenHandsQuotaError,
     OpenHandsTransientError,
+    OpenHandsValidationError,
 )
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -79,15 +82,7 @@ def check_response(method: str, path: str, status: int, headers: Mapping[str, st
             **kwargs,
         )
     if status == 429:
-        detail = body.get("detail") if isinstance(body, dict) else None
-        if isinstance(detail, dict) and detail.get("error") == "CONCURRENCY_LIMIT_REACHED":
-            raise OpenHandsConcurrencyLimitError(
-                f"{where}: the account already runs {detail.get('current')} of its "
-                f"{detail.get('limit')} concurrent conversations (CONCURRENCY_LIMIT_REACHED)",
-                limit=detail.get("limit") if isinstance(detail.get("limit"), int) else None,
-                current=detail.get("current") if isinstance(detail.get("current"), int) else None,
-                **kwargs,
-            )
+        _raise_for_429(where, body, kwargs)
     if status in TRANSIENT_STATUSES:
         raise OpenHandsTransientError(
             f"{where} answered HTTP {status}: {_short(text)!r}",
@@ -96,11 +91,49 @@ def check_response(method: str, path: str, status: int, headers: Mapping[str, st
         )
     if status == 404:
         raise OpenHandsNotFoundError(f"{where} answered HTTP 404: not found", **kwargs)
-    if status == 422 and isinstance(body, dict) and "detail" in body:
-        raise OpenHandsApiError(
-            f"{where} was rejected as invalid (HTTP 422): {_short(json.dumps(body['detail']))}", **kwargs
-        )
+    if status in (400, 422):
+        detail = json.dumps(body["detail"]) if isinstance(body, dict) and "detail" in body else text
+        raise OpenHandsValidationError(f"{where} was rejected as invalid (HTTP {status}): {_short(detail)}", **kwargs)
     raise OpenHandsApiError(f"{where} answered HTTP {status}: {_short(text)!r}", **kwargs)
+
+
+def _quota_detail(body: Any) -> dict[str, Any] | None:
+    """The error object of a 429 body: nested under ``detail`` (usual) or flat (also seen)."""
+    if not isinstance(body, dict):
+        return None
+    detail = body.get("detail")
+    if isinstance(detail, dict) and isinstance(detail.get("error"), str):
+        return detail
+    return body if isinstance(body.get("error"), str) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _raise_for_429(where: str, body: Any, kwargs: dict[str, Any]) -> None:
+    """Account limits are no rate limit: waiting seconds cannot lift them (the caller decides)."""
+    detail = _quota_detail(body)
+    error = detail.get("error") if detail else None
+    if error == "CONCURRENCY_LIMIT_REACHED":
+        raise OpenHandsConcurrencyLimitError(
+            f"{where}: the account already runs {detail.get('current')} of its "
+            f"{detail.get('limit')} concurrent conversations (CONCURRENCY_LIMIT_REACHED)",
+            limit=_int_or_none(detail.get("limit")),
+            current=_int_or_none(detail.get("current")),
+            **kwargs,
+        )
+    if error == "DAILY_SANDBOX_LIMIT_REACHED":
+        now = datetime.now(timezone.utc)
+        reset = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        hours, rest = divmod(int((reset - now).total_seconds()), 3600)
+        limit = _int_or_none(detail.get("limit"))
+        raise OpenHandsQuotaError(
+            f"{where}: the account's daily sandbox quota{f' of {limit}' if limit else ''} is spent "
+            f"(DAILY_SANDBOX_LIMIT_REACHED). It resets at midnight UTC ({reset:%Y-%m-%d %H:%M} UTC, in "
+            f"{hours}h{rest // 60:02d}m); starting again before then cannot succeed.",
+            **kwargs,
+        )
 
 
 def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:

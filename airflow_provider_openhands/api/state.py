@@ -267,10 +267,65 @@ def parse_start_task(body: Any, fallback_id: str | None = None) -> dict[str, Any
     if not task_id:
         raise ResponseShapeError("AppConversationStartTask has no id")
     status = _opt_str(task, "status", "AppConversationStartTask") or "WORKING"
+    request = task.get("request") if isinstance(task.get("request"), dict) else {}
     return {
         "id": task_id,
         "status": status,
         "detail": _opt_str(task, "detail", "AppConversationStartTask"),
         "conversation_id": _opt_str(task, "app_conversation_id", "AppConversationStartTask"),
         "sandbox_id": _opt_str(task, "sandbox_id", "AppConversationStartTask"),
+        # The id the client asked for: how a retry recognises its own earlier start.
+        "requested_id": request.get("conversation_id") if isinstance(request.get("conversation_id"), str) else None,
+        "updated_at": _opt_str(task, "updated_at", "AppConversationStartTask"),
     }
+
+
+def parse_time(value: Any) -> float | None:
+    """An ISO timestamp as epoch seconds; one without a time zone is UTC (the start-task reads)."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+#: ``execution_status`` values that end a turn, as the agent reports them in its events.
+_ENDED_EXECUTION = {"finished": STATUS_FINISHED, "error": STATUS_ERROR, "stuck": STATUS_STUCK}
+_LIVE_EXECUTION = frozenset({"idle", "running", "waiting_for_confirmation"})
+
+
+def status_from_events(page: Any) -> str | None:
+    """How the newest turn ended, from an events page sorted newest first; None if it did not.
+
+    A paused sandbox hides ``execution_status``, but the events stay readable: the newest decisive
+    event tells a conversation that had ended (then was paused to free its slot) from one paused
+    mid-run. Decisive: a state update of ``execution_status``, a conversation error, the agent's
+    ``finish`` action or its closing message (ended), a user message (a new turn began).
+    """
+    body = _require_mapping(page, "EventPage")
+    items = body.get("items") or []
+    if not isinstance(items, list):
+        raise ResponseShapeError("EventPage.items should be a list")
+    for event in items:
+        if not isinstance(event, dict):
+            continue
+        kind, source = event.get("kind"), event.get("source")
+        if kind == "ConversationStateUpdateEvent" and event.get("key") == "execution_status":
+            value = event.get("value")
+            if value in _ENDED_EXECUTION:
+                return _ENDED_EXECUTION[value]
+            if value in _LIVE_EXECUTION:
+                return None
+        elif kind == "ConversationErrorEvent":
+            return STATUS_ERROR
+        elif kind == "ActionEvent" and source == "agent":
+            action = event.get("action") if isinstance(event.get("action"), dict) else {}
+            if event.get("tool_name") == "finish" or action.get("kind") == "FinishAction":
+                return STATUS_FINISHED
+        elif kind == "MessageEvent":
+            return STATUS_FINISHED if source == "agent" else None
+    return None

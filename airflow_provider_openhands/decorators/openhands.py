@@ -59,6 +59,12 @@ class _OpenHandsDecoratedOperator(DecoratedOperator, OpenHandsStartConversationO
         super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
 
     def execute(self, context: Context) -> Any:
+        """Call the function, take what it returns as data (never rendered as a template: a prompt
+        may hold ``{{`` and an upstream value must not reach Airflow's Jinja), then start.
+
+        The options travel with the task's lifecycle through deferrals and retries, so a resumed
+        task never needs the function again.
+        """
         context_merge(context, self.op_kwargs)
         result = self.python_callable(*self.op_args, **determine_kwargs(self.python_callable, self.op_args, context))
         if isinstance(result, str):
@@ -77,7 +83,6 @@ class _OpenHandsDecoratedOperator(DecoratedOperator, OpenHandsStartConversationO
                 f"@task.openhands function must return the task text (str) or a dict of start options, "
                 f"got {type(result).__name__}"
             )
-        self.render_template_fields(context)
         return OpenHandsStartConversationOperator.execute(self, context)
 
 

@@ -183,6 +183,22 @@ class OpenHandsHook(BaseHook):
         """Stop (V0) or pause the sandbox of (V1) a conversation. False if it no longer exists."""
         return self._sync.run(endpoints.stop(self.api_version, conversation_id, sandbox_id))
 
+    def find_start_tasks(self, conversation_id: str) -> list[dict[str, Any]]:
+        """V1 start tasks that asked for ``conversation_id``, newest first (none on V0)."""
+        if self.api_version == V0:
+            return []
+        return self._sync.run(endpoints.start_tasks_for_conversation(conversation_id))
+
+    def get_ended_status(self, conversation_id: str) -> str | None:
+        """V1: how the newest turn ended according to the events (``finished``, ``error``, ...), or None."""
+        if self.api_version == V0:
+            return None
+        return self._sync.run(endpoints.ended_status(conversation_id))
+
+    def stop_start_task(self, task_id: str) -> bool:
+        """Pause the sandbox a V1 start task has made so far. False if it has none (yet)."""
+        return self._sync.run(endpoints.stop_start_task(task_id))
+
     def resume_conversation(self, sandbox_id: str) -> bool:
         """Resume a paused V1 sandbox. False if it is gone, or on V0."""
         return self._sync.run(endpoints.resume(self.api_version, sandbox_id))
@@ -217,6 +233,15 @@ class OpenHandsHook(BaseHook):
     async def astop_conversation(self, conversation_id: str, sandbox_id: str | None = None) -> bool:
         transport = await self._async()
         return await transport.run(endpoints.stop(transport.settings.api_version, conversation_id, sandbox_id))
+
+    async def aget_ended_status(self, conversation_id: str) -> str | None:
+        transport = await self._async()
+        if transport.settings.api_version == V0:
+            return None
+        return await transport.run(endpoints.ended_status(conversation_id))
+
+    async def astop_start_task(self, task_id: str) -> bool:
+        return await (await self._async()).run(endpoints.stop_start_task(task_id))
 
     async def aclose(self) -> None:
         if self._async_transport is not None:

@@ -1,7 +1,8 @@
-"""Waiting on a conversation: shared by the start operator (``wait_for_completion``) and the sensor.
+"""Waiting on a conversation: shared by the start operator and the sensor.
 
-Kept free of HTTP imports: the hook and the trigger are imported when a task runs, not when a DAG
-file is parsed.
+The worker-side wait feeds the same :class:`~airflow_provider_openhands.watch.Watch` as the
+trigger, so a task waits the same way in both places. Kept free of HTTP imports: the hook and the
+trigger are imported when a task runs, not when a DAG file is parsed.
 """
 
 from __future__ import annotations
@@ -13,23 +14,22 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_openhands.api.options import check_positive, check_statuses
+from airflow_provider_openhands.api.options import check_statuses
 from airflow_provider_openhands.api.state import DEFAULT_FAILURE_STATUSES, DEFAULT_SUCCESS_STATUSES
-from airflow_provider_openhands.exceptions import OpenHandsConfigError, OpenHandsConversationFailed, OpenHandsError
-from airflow_provider_openhands.links.openhands import CONVERSATION_ID_KEY, CONVERSATION_URL_KEY
-from airflow_provider_openhands.outcome import (
-    ERROR,
-    FAILURE,
-    SUCCESS,
-    TIMEOUT,
-    StatusLogger,
-    classify,
-    describe,
-    summary_line,
+from airflow_provider_openhands.exceptions import (
+    OpenHandsConfigError,
+    OpenHandsConversationFailed,
+    OpenHandsError,
+    OpenHandsPermanentError,
+    OpenHandsUnreachableError,
 )
+from airflow_provider_openhands.lifecycle import PHASE_STARTING, Lifecycle
+from airflow_provider_openhands.links.openhands import CONVERSATION_ID_KEY, CONVERSATION_URL_KEY
+from airflow_provider_openhands.outcome import FAILURE, classify, describe, summary_line
 
 if TYPE_CHECKING:
     from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+    from airflow_provider_openhands.watch import Watch
 
 
 class ConversationTimeout(OpenHandsError, AirflowFailException):
@@ -50,6 +50,16 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
+def raise_for_error_event(event: dict[str, Any]) -> None:
+    """An ``error`` event as the exception it stands for: permanent ones are not retried."""
+    message = event.get("message") or "OpenHands wait failed"
+    if event.get("permanent"):
+        raise OpenHandsPermanentError(message)
+    if event.get("unreachable"):
+        raise OpenHandsUnreachableError(message)
+    raise OpenHandsError(message)
+
+
 class ConversationWaiter:
     """Mixin for operators that wait on a conversation, in the worker or in the triggerer."""
 
@@ -58,6 +68,7 @@ class ConversationWaiter:
     stop_on_timeout: bool
     cancel_on_kill: bool
     pause_when_done: bool
+    unreachable_timeout: float
     log: Any
 
     def _init_statuses(
@@ -78,49 +89,90 @@ class ConversationWaiter:
     def push_conversation(self, context: Any, conversation_id: str) -> None:
         """Publish the id and page link as soon as they exist (the extra link reads the URL)."""
         ti = context["ti"]
+        url = self.hook.conversation_url(conversation_id)
         ti.xcom_push(key=CONVERSATION_ID_KEY, value=conversation_id)
-        ti.xcom_push(key=CONVERSATION_URL_KEY, value=self.hook.conversation_url(conversation_id))
+        ti.xcom_push(key=CONVERSATION_URL_KEY, value=url)
+        self.log.info("OpenHands conversation %s: %s", conversation_id, url)
 
-    def make_trigger(
-        self,
-        *,
-        timeout: float,
-        conversation_id: str | None = None,
-        start_task_id: str | None = None,
-        wait_for_completion: bool = True,
-        wait_timeout: float | None = None,
-    ) -> Any:
+    def make_watch(self, lifecycle: Lifecycle, *, wait_for_completion: bool = True) -> Watch:
+        from airflow_provider_openhands.watch import Watch
+
+        return Watch(
+            lifecycle,
+            success_statuses=self.success_statuses,
+            failure_statuses=self.failure_statuses,
+            wait_for_completion=wait_for_completion,
+            unreachable_timeout=self.unreachable_timeout,
+            log=self.log,
+        )
+
+    def make_trigger(self, lifecycle: Lifecycle, *, wait_for_completion: bool = True) -> Any:
         from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
 
         return OpenHandsConversationTrigger(
             openhands_conn_id=self.openhands_conn_id,
-            conversation_id=conversation_id,
-            start_task_id=start_task_id,
+            lifecycle=lifecycle.for_trigger(),
             poll_interval=self.poll_interval,
-            end_time=time.time() + timeout,
             wait_for_completion=wait_for_completion,
             success_statuses=self.success_statuses,
             failure_statuses=self.failure_statuses,
             cancel_on_kill=self.cancel_on_kill,
-            wait_timeout=wait_timeout,
+            unreachable_timeout=self.unreachable_timeout,
         )
+
+    def wait_in_worker(self, watch: Watch) -> dict[str, Any]:
+        """Poll from the worker until the watch decides; the same decisions as the trigger's."""
+        from airflow_provider_openhands.watch import NEED_EVENTS
+
+        lc = watch.lc
+        while True:
+            event = watch.expired(time.time())
+            if event is not None:
+                return event
+            phase = lc.phase
+            try:
+                if phase == PHASE_STARTING:
+                    event = watch.on_start_task(self.hook.get_start_task(str(lc.start_task_id)), time.time())
+                else:
+                    event = watch.on_conversation(self.hook.get_conversation(str(lc.conversation_id)), time.time())
+                    if event == NEED_EVENTS:
+                        event = watch.on_events(self.hook.get_ended_status(str(lc.conversation_id)), time.time())
+            except OpenHandsError as exc:
+                event = watch.on_error(exc, time.time())
+            if event is not None:
+                return event
+            if lc.phase != phase:
+                continue
+            wake_in = watch.wake_in(time.time())
+            time.sleep(self.poll_interval if wake_in is None else min(self.poll_interval, wake_in))
 
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:
         """Return the final state of a successful conversation; raise for a failed one."""
         self.log.info(summary_line(state))
         outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
         if outcome is not None and self.pause_when_done and still_running(state):
-            self.log.info("Conversation ended: freeing its slot (pause_when_done)")
-            self.stop_quietly(state["conversation_id"], state.get("sandbox_id"))
+            try:
+                self.hook.stop_conversation(state["conversation_id"], state.get("sandbox_id"))
+                self.log.info("Paused the sandbox of conversation %s to free its slot", state["conversation_id"])
+            except Exception as exc:
+                self.log.warning("Could not pause the sandbox of conversation %s: %s", state["conversation_id"], exc)
         if outcome == FAILURE:
             raise OpenHandsConversationFailed(
                 f"Conversation {state['conversation_id']} failed: {describe(state)} ({state.get('url')})"
             )
         return state
 
-    def on_timeout(self, conversation_id: str | None, message: str) -> None:
+    def final_state(self, conversation_id: str, status: str | None) -> dict[str, Any]:
+        """Read the conversation once it ended. A sandbox paused since reads ``paused``: the status
+        the wait saw (or remembered) stands."""
+        state = self.hook.get_conversation(conversation_id)
+        if status and classify(state["status"], self.success_statuses, self.failure_statuses) is None:
+            state["status"] = status
+        return state
+
+    def on_timeout(self, conversation_id: str | None, message: str, sandbox_id: str | None = None) -> None:
         if conversation_id and self.stop_on_timeout:
-            self.stop_quietly(conversation_id)
+            self.stop_quietly(conversation_id, sandbox_id)
         raise ConversationTimeout(message)
 
     def stop_quietly(self, conversation_id: str, sandbox_id: str | None = None) -> None:
@@ -130,36 +182,3 @@ class ConversationWaiter:
             self.log.info("Stopped conversation %s" if stopped else "Conversation %s was already gone", conversation_id)
         except Exception as exc:
             self.log.warning("Could not stop conversation %s: %s", conversation_id, exc)
-
-    def result_from_event(self, context: Any, event: dict[str, Any]) -> dict[str, Any] | None:
-        """Turn the trigger's one event into the task's result (the final state) or its error."""
-        conversation_id = event.get("conversation_id")
-        if conversation_id:
-            self.push_conversation(context, conversation_id)
-        outcome, message, state = event.get("outcome"), event.get("message", ""), event.get("state")
-        if outcome == TIMEOUT:
-            self.on_timeout(conversation_id, message)
-        if outcome == ERROR:
-            raise OpenHandsError(message)
-        if outcome == FAILURE and state is None:
-            raise OpenHandsConversationFailed(message)
-        if outcome not in (SUCCESS, FAILURE):
-            raise OpenHandsError(f"Unexpected event from the OpenHands trigger: {event!r}")
-        return self.finish(state) if state is not None else None
-
-    def wait_in_worker(self, conversation_id: str, timeout: float) -> dict[str, Any]:
-        """Poll from the worker (non-deferrable mode) until the conversation ends."""
-        check_positive(timeout, "timeout")
-        deadline = time.time() + timeout
-        status_log = StatusLogger(self.log, conversation_id)
-        while True:
-            state = self.hook.get_conversation(conversation_id)
-            outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
-            status_log.update(state, outcome)
-            if outcome is not None:
-                return self.finish(state)
-            if time.time() >= deadline:
-                self.on_timeout(
-                    conversation_id, f"Conversation {conversation_id} still {describe(state)} after {timeout:.0f}s"
-                )
-            time.sleep(min(self.poll_interval, max(0.0, deadline - time.time())))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-import uuid
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from airflow_provider_openhands.api.options import (
     StartOptions,
@@ -19,16 +18,42 @@ from airflow_provider_openhands.api.options import (
     check_repository,
     is_templated,
 )
-from airflow_provider_openhands.exceptions import OpenHandsConfigError, OpenHandsError, OpenHandsStartError
+from airflow_provider_openhands.exceptions import (
+    OpenHandsConfigError,
+    OpenHandsError,
+    OpenHandsStartError,
+    OpenHandsStartTimeout,
+)
+from airflow_provider_openhands.lifecycle import (
+    MAX_GENERATIONS,
+    PHASE_CAPACITY,
+    PHASE_DONE,
+    PHASE_RUNNING,
+    PHASE_START,
+    PHASE_STARTING,
+    STATE_STORE_KEY,
+    Lifecycle,
+    client_id,
+    conversation_key,
+    series_start,
+)
 from airflow_provider_openhands.links.openhands import OpenHandsConversationLink
-from airflow_provider_openhands.operators._waiting import ConversationWaiter, default_deferrable
+from airflow_provider_openhands.operators._waiting import (
+    ConversationWaiter,
+    default_deferrable,
+    raise_for_error_event,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 DEFAULT_CONN_ID = "openhands_default"
-#: Where the conversation's ids are kept in the task state store (Airflow >= 3.3) across retries.
-STATE_STORE_KEY = "openhands_conversation"
+#: Start options a task carries through deferrals and retries (secrets are not among them).
+CARRIED_OPTIONS = ("initial_user_msg", "repository", "selected_branch", "git_provider", "title", "extra_body")
+
+
+class OpenHandsCapacityTimeout(OpenHandsError, AirflowFailException):
+    """No free conversation slot within ``capacity_timeout``."""
 
 
 class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
@@ -38,31 +63,48 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     ``conversation_url``. With ``wait_for_completion=True`` it also waits for the conversation to
     end, in the same task, and returns its final normalised state instead.
 
+    The task's lifecycle (phase, ids, absolute deadlines, rendered options) is one serializable
+    state (:class:`~airflow_provider_openhands.lifecycle.Lifecycle`): deferrals carry it, the task
+    state store keeps it (Airflow >= 3.3), and a retry rebuilds it from deterministic ids. Deferrable
+    and worker modes wait with the same logic and fail the same way:
+
+    * conversation failed, ``timeout`` or ``start_timeout`` passed, no slot within
+      ``capacity_timeout``, a permanent API error (401/403/404/422, daily quota): the task fails
+      without retries (after stopping what it started, for timeouts);
+    * a start task that failed, or a service unreachable for ``unreachable_timeout``: an ordinary
+      failure, which Airflow retries; a retry reconnects to what the earlier try started;
+    * a clear by a person starts a new conversation.
+
     :param initial_user_msg: what the agent should do (templated).
     :param repository: ``owner/repo`` the agent works on (templated).
     :param selected_branch: branch to check out (templated).
     :param git_provider: ``github``, ``gitlab``, ``bitbucket``, ...
     :param title: conversation title (templated; V1 only, ignored with a warning on V0).
     :param extra_body: other documented fields of the start request, passed through (templated).
-    :param secrets: secrets for the agent's sandbox (V1 ``secrets``): masked in logs, not templated.
+    :param secrets: secrets for the agent's sandbox (V1 ``secrets``): masked in logs, not templated,
+        never stored in trigger kwargs or the task state store.
     :param openhands_conn_id: the ``openhands`` connection.
-    :param deferrable: wait in the triggerer instead of holding a worker slot (the V1 start task
-        alone can take minutes while the sandbox starts).
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param wait_for_completion: also wait for the conversation to end.
     :param poll_interval: seconds between status polls.
-    :param start_timeout: seconds to wait for the start task to become READY.
-    :param timeout: seconds to wait for the conversation to end (``wait_for_completion``).
+    :param start_timeout: seconds for the V1 start task to become READY.
+    :param timeout: seconds for the conversation to end, counted from when it was ready.
     :param success_statuses: normalised statuses that count as success (default ``{"finished"}``).
     :param failure_statuses: normalised statuses that fail the task.
-    :param stop_on_timeout: stop the conversation when ``timeout`` passes.
-    :param cancel_on_kill: stop the conversation when the task is killed (worker ``on_kill``, and the
-        trigger's ``on_kill`` on Airflow >= 3.3; never on a triggerer restart).
+    :param stop_on_timeout: stop the conversation when ``timeout`` (or Airflow's
+        ``execution_timeout``, which the deadline is folded into) passes.
+    :param cancel_on_kill: stop the conversation (or pause its start task's sandbox) when the task
+        is killed (worker ``on_kill``, and the trigger's ``on_kill`` on Airflow >= 3.3; never on a
+        triggerer restart).
     :param pause_when_done: once the conversation ended, pause its sandbox (V1) or stop it (V0): a
         finished conversation's sandbox keeps running, and so keeps one of the account's slots.
     :param capacity_timeout: seconds to keep waiting for a free slot when the account already runs
         as many conversations as it may (HTTP 429 CONCURRENCY_LIMIT_REACHED) before failing.
+    :param unreachable_timeout: seconds of transient failures (5xx, 429, timeouts, refused
+        connections) a wait rides out before it fails (default 30 min).
     :param deterministic_conversation_id: derive the conversation id from the task instance, so a
         retry finds the conversation an earlier try started instead of starting a second one.
+    :param id_namespace: salt for those ids besides the connection id, e.g. ``"staging"``.
     """
 
     template_fields = ("initial_user_msg", "repository", "selected_branch", "title", "extra_body")
@@ -92,7 +134,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         cancel_on_kill: bool = True,
         pause_when_done: bool = True,
         capacity_timeout: float = 6 * 3600.0,
+        unreachable_timeout: float = 30 * 60.0,
         deterministic_conversation_id: bool = True,
+        id_namespace: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,9 +157,11 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.pause_when_done = pause_when_done
         self.capacity_timeout = check_positive(capacity_timeout, "capacity_timeout")
+        self.unreachable_timeout = check_positive(unreachable_timeout, "unreachable_timeout")
         self.deterministic_conversation_id = deterministic_conversation_id
+        self.id_namespace = id_namespace
         self._init_statuses(success_statuses, failure_statuses)
-        self._conversation_id: str | None = None
+        self._lifecycle: Lifecycle | None = None
         self._check_static_inputs()
 
     @staticmethod
@@ -140,84 +186,91 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             check_repository(self.repository)
         check_git_provider(self.git_provider)
 
-    def _options(self) -> StartOptions:
+    def _options(self) -> dict[str, Any]:
+        """The rendered start options, checked before any request. Data from here on: never rendered again."""
         extra_body = dict(self.extra_body or {})
         if "secrets" in extra_body:
             raise OpenHandsConfigError("pass secrets with the operator's secrets= parameter, not in extra_body")
-        if self.secrets:
-            extra_body["secrets"] = self.secrets
-        return StartOptions(
+        options = StartOptions(
             initial_user_msg=check_message(self.initial_user_msg),
             repository=check_repository(self.repository),
             selected_branch=self.selected_branch or None,
-            git_provider=self.git_provider,
+            git_provider=check_git_provider(self.git_provider),
             title=self.title or None,
             extra_body=extra_body,
         )
+        return {name: getattr(options, name) for name in CARRIED_OPTIONS}
 
     # -- run -------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        options = self._options()  # rendered values, checked before any request
-        resumed = self._reconnect(context)
-        if resumed is not None:
-            return resumed
-        return self._start(context, options, capacity_deadline=time.time() + self.capacity_timeout, attempt=0)
+        lifecycle = self._begin(context, self._options())
+        return self._advance(context, lifecycle)
 
-    def _start(self, context: Context, options: StartOptions, *, capacity_deadline: float, attempt: int) -> Any:
-        """Send the start request; on a full account, wait for a free slot and try again."""
-        from airflow_provider_openhands.exceptions import OpenHandsApiError, OpenHandsConcurrencyLimitError
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after a trigger fired: the lifecycle comes back in its event."""
+        if not isinstance(event.get("lifecycle"), dict):
+            raise OpenHandsError(
+                f"Resumed without the task's lifecycle (event {event!r}): clear the task to start again"
+            )
+        current = Lifecycle.from_dict(event["lifecycle"])
+        self._absorb(context, current, event)
+        return self._advance(context, current)
 
-        client_id = self._fresh_id(context)
-        options = dataclasses.replace(options, conversation_id=client_id)
+    def _advance(self, context: Context, lc: Lifecycle) -> Any:
+        """Drive the lifecycle from its phase to the end (or to the next deferral)."""
+        while True:
+            self._lifecycle = lc
+            self._save(context, lc)
+            if lc.phase == PHASE_START:
+                self._send_start(context, lc)
+            elif lc.phase == PHASE_CAPACITY:
+                self._wait_for_capacity(lc)
+            elif lc.phase == PHASE_DONE:
+                return self._result(lc)
+            elif lc.phase == PHASE_RUNNING and not self.wait_for_completion:
+                return lc.conversation_id
+            else:
+                self._absorb(context, lc, self._wait(lc))
+
+    def _send_start(self, context: Context, lc: Lifecycle) -> None:
+        """Send the start request once; on a full account, plan a wait for a free slot."""
+        from airflow_provider_openhands.exceptions import OpenHandsConcurrencyLimitError
+
+        lc.client_id = self._client_id(context, lc) if self.deterministic_conversation_id else None
+        extra_body = dict(lc.options.get("extra_body") or {})
+        if self.secrets:
+            extra_body["secrets"] = self.secrets
+        options = StartOptions(**{**lc.options, "extra_body": extra_body}, conversation_id=lc.client_id)
         try:
             started = self.hook.submit_conversation(options)
         except OpenHandsConcurrencyLimitError as exc:
-            return self._wait_for_capacity(context, capacity_deadline, attempt, exc.limit, exc.current)
-        except OpenHandsApiError as exc:
-            if exc.status_code != 409 or not client_id:
-                raise
-            self.log.info("Conversation %s already exists (HTTP 409): waiting on it", client_id)
-            return self._started(context, client_id)
-        self.log.info("Start request sent%s", f" (conversation id {client_id})" if client_id else "")
-        conversation_id = started["conversation_id"]
-        if conversation_id is None:
-            task_id = started["start_task"]["id"]
-            self._remember(context, start_task_id=task_id)
-            self.log.info("Start task %s created; waiting for the sandbox to be READY", task_id)
-            if self.deferrable:
-                self.defer(
-                    trigger=self.make_trigger(
-                        timeout=self.start_timeout,
-                        start_task_id=task_id,
-                        wait_for_completion=self.wait_for_completion,
-                        wait_timeout=self.timeout,
-                    ),
-                    method_name="execute_complete",
-                )
-            try:
-                conversation_id = self.hook.wait_for_start_task(
-                    task_id, poll_interval=self.poll_interval, timeout=self.start_timeout
-                )
-            except OpenHandsStartError as exc:
-                if not exc.capacity:
-                    raise
-                return self._wait_for_capacity(context, capacity_deadline, attempt, None, None)
-        self._check_client_id(client_id, conversation_id)
-        return self._started(context, conversation_id)
-
-    def _wait_for_capacity(
-        self, context: Context, deadline: float, attempt: int, limit: int | None, current: int | None
-    ) -> Any:
-        """No free conversation slot: wait (deferred when possible) with backoff, then start again."""
+            self._plan_capacity_wait(lc, exc.limit, exc.current)
+            return
         now = time.time()
-        waited = now - (deadline - self.capacity_timeout)
+        self.log.info("Start request sent (conversation id %s)", lc.client_id or "chosen by the server")
+        if started["conversation_id"]:  # V0 answers the conversation at once
+            lc.conversation_known(started["conversation_id"], now)
+            self._announce(context, lc)
+            return
+        lc.start_task_id = started["start_task"]["id"]
+        lc.phase = PHASE_STARTING
+        lc.start_deadline = now + self.start_timeout
+        self.log.info("Start task %s created; waiting for the sandbox to be READY", lc.start_task_id)
+
+    def _plan_capacity_wait(self, lc: Lifecycle, limit: int | None, current: int | None) -> None:
+        """No free conversation slot: wait with backoff, within one ``capacity_timeout`` for the task."""
+        now = time.time()
+        if lc.capacity_deadline is None:
+            lc.capacity_deadline = now + self.capacity_timeout
+        deadline = lc.capped(lc.capacity_deadline) or lc.capacity_deadline
+        waited = now - (lc.capacity_deadline - self.capacity_timeout)
         if now >= deadline:
-            raise OpenHandsError(
+            raise OpenHandsCapacityTimeout(
                 f"No free OpenHands conversation slot after {waited:.0f}s (capacity_timeout); "
                 f"the service reports {current} running of a limit of {limit}"
             )
-        delay = min(self.poll_interval * 2**attempt, max(self.poll_interval, 300.0), deadline - now)
+        delay = min(self.poll_interval * 2**lc.attempt, max(self.poll_interval, 300.0), deadline - now)
         delay *= random.uniform(0.8, 1.0)
         self.log.warning(
             "The account runs as many conversations as it may (limit %s, running %s); waited %.0fs so far, "
@@ -227,141 +280,254 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             waited,
             delay,
         )
+        lc.attempt += 1
+        lc.wake_time = now + delay
+        lc.phase = PHASE_CAPACITY
+
+    def _wait_for_capacity(self, lc: Lifecycle) -> None:
         if self.deferrable:
             from airflow_provider_openhands.triggers.openhands import OpenHandsCapacityWaitTrigger
 
-            self.defer(
-                trigger=OpenHandsCapacityWaitTrigger(
-                    wake_time=now + delay, capacity_deadline=deadline, attempt=attempt + 1
-                ),
-                method_name="execute_after_capacity_wait",
+            self._defer(
+                OpenHandsCapacityWaitTrigger(wake_time=float(lc.wake_time or time.time()), lifecycle=lc.for_trigger())
             )
-        time.sleep(delay)
-        return self._start(context, self._options(), capacity_deadline=deadline, attempt=attempt + 1)
+        time.sleep(max(0.0, (lc.wake_time or 0.0) - time.time()))
+        lc.phase = PHASE_START
 
-    def execute_after_capacity_wait(self, context: Context, event: dict[str, Any]) -> Any:
-        return self._start(
-            context, self._options(), capacity_deadline=event["capacity_deadline"], attempt=event["attempt"]
+    def _wait(self, lc: Lifecycle) -> dict[str, Any]:
+        """Wait on the start task and/or the conversation: in the triggerer, or here."""
+        if self.deferrable:
+            self._defer(self.make_trigger(lc, wait_for_completion=self.wait_for_completion))
+        return self.wait_in_worker(self.make_watch(lc, wait_for_completion=self.wait_for_completion))
+
+    def _defer(self, trigger: Any) -> None:
+        self.defer(trigger=trigger, method_name="execute_complete")
+
+    def _absorb(self, context: Context, lc: Lifecycle, event: dict[str, Any]) -> None:
+        """Move the lifecycle on by what a wait found; raise where the task must fail."""
+        outcome = event.get("outcome")
+        if outcome in ("wake", "capacity") and not lc.options:  # only events that start again carry them
+            lc.options = self._options()
+        if outcome == "wake":
+            lc.phase = PHASE_START
+            return
+        self._announce(context, lc)
+        message = event.get("message", "")
+        if outcome in ("success", "failure"):
+            lc.phase, lc.outcome = PHASE_DONE, event.get("status")
+        elif outcome == "ready":
+            lc.phase = PHASE_RUNNING
+        elif outcome == "capacity":
+            lc.generation += 1  # that start task spent its id
+            lc.start_task_id = None
+            self._plan_capacity_wait(lc, None, None)
+        elif outcome == "start_failed":
+            raise OpenHandsStartError(message)
+        elif outcome == "start_timeout":
+            self._stop_start(lc)
+            raise OpenHandsStartTimeout(message)
+        elif outcome == "timeout":
+            self.on_timeout(lc.conversation_id, message, lc.sandbox_id)
+        elif outcome == "error":
+            raise_for_error_event(event)
+        else:
+            raise OpenHandsError(f"Unexpected event from the OpenHands trigger: {event!r}")
+
+    def _announce(self, context: Context, lc: Lifecycle) -> None:
+        """Publish the conversation (XCom, link, log line) once per task run, as soon as it exists."""
+        if lc.conversation_id and lc.conversation_id != getattr(self, "_announced", None):
+            self._announced = lc.conversation_id
+            self._check_client_id(lc)
+            self.push_conversation(context, lc.conversation_id)
+
+    def _result(self, lc: Lifecycle) -> dict[str, Any]:
+        return self.finish(self.final_state(str(lc.conversation_id), lc.outcome))
+
+    def _stop_start(self, lc: Lifecycle) -> None:
+        """Stop what a start that never became READY may have started."""
+        if lc.conversation_id:
+            self.stop_quietly(lc.conversation_id, lc.sandbox_id)
+        elif lc.start_task_id:
+            try:
+                if self.hook.stop_start_task(lc.start_task_id):
+                    self.log.info("Paused the sandbox of start task %s", lc.start_task_id)
+            except Exception as exc:
+                self.log.warning("Could not stop start task %s: %s", lc.start_task_id, exc)
+
+    # -- retries, clears and the state store ------------------------------------------------------
+
+    def _key(self, context: Context) -> str:
+        ti = context["ti"]
+        return conversation_key(
+            conn_id=self.openhands_conn_id,
+            namespace=self.id_namespace,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=getattr(ti, "map_index", -1),
         )
 
-    def _started(self, context: Context, conversation_id: str) -> Any:
-        self._conversation_id = conversation_id
-        self._remember(context, conversation_id=conversation_id)
-        self.push_conversation(context, conversation_id)
-        self.log.info("Conversation %s started: %s", conversation_id, self.hook.conversation_url(conversation_id))
-        if not self.wait_for_completion:
-            return conversation_id
-        return self._wait(context, conversation_id)
+    def _client_id(
+        self, context: Context, lc: Lifecycle, try_number: int | None = None, generation: int | None = None
+    ) -> str:
+        return client_id(
+            self._key(context),
+            lc.try_number if try_number is None else try_number,
+            lc.generation if generation is None else generation,
+        )
 
-    def _wait(self, context: Context, conversation_id: str) -> Any:
-        if self.deferrable:
-            self.defer(
-                trigger=self.make_trigger(timeout=self.timeout, conversation_id=conversation_id),
-                method_name="execute_complete",
-            )
-        return self.wait_in_worker(conversation_id, self.timeout)
-
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after the trigger fired: the conversation started (and ended, if waited on)."""
-        self._conversation_id = event.get("conversation_id")
-        if event.get("capacity"):  # the start task failed for want of a slot: a fresh capacity wait
-            return self._wait_for_capacity(context, time.time() + self.capacity_timeout, 0, None, None)
-        if self._conversation_id:
-            self._remember(context, conversation_id=self._conversation_id)
-        result = self.result_from_event(context, event)
-        if not self.wait_for_completion:
-            return self._conversation_id
-        return result
-
-    # -- no duplicates ---------------------------------------------------------------------------
-
-    def _id_for_try(self, context: Context, try_number: int) -> str:
-        """A conversation id derived from the task instance: the same on every retry of one try."""
-        ti = context["ti"]
-        key = f"airflow-provider-openhands:{ti.dag_id}:{ti.task_id}:{ti.run_id}:{getattr(ti, 'map_index', -1)}"
-        if try_number > 1:
-            key += f":{try_number}"
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
-
-    def _fresh_id(self, context: Context) -> str | None:
-        if not self.deterministic_conversation_id:
+    def _hard_deadline(self, context: Context, now: float) -> float | None:
+        """Airflow's ``execution_timeout`` ends a deferred task without a word to us: wait no longer
+        than it allows, less a margin, so the conversation is stopped first."""
+        if not self.execution_timeout:
             return None
-        return self._id_for_try(context, int(getattr(context["ti"], "try_number", 1) or 1))
+        seconds = self.execution_timeout.total_seconds()
+        start = getattr(context["ti"], "start_date", None)
+        started = start.timestamp() if hasattr(start, "timestamp") else now
+        return started + seconds - min(max(2 * self.poll_interval, 10.0), 0.25 * seconds)
 
-    def _remember(self, context: Context, **ids: str) -> None:
-        """Airflow >= 3.3: keep the ids in the task state store, so a retry finds them."""
+    def _begin(self, context: Context, options: dict[str, Any]) -> Lifecycle:
+        """This try's lifecycle: a fresh one, or what an earlier try of the same series started."""
+        ti = context["ti"]
+        now = time.time()
+        try_number = int(getattr(ti, "try_number", 1) or 1)
+        series = series_start(try_number, getattr(ti, "max_tries", None), self.retries)
+        fresh = Lifecycle(
+            series=series,
+            try_number=try_number,
+            started_at=now,
+            start_timeout=self.start_timeout,
+            wait_timeout=self.timeout,
+            hard_deadline=self._hard_deadline(context, now),
+            options=options,
+        )
+        if try_number > series:
+            earlier = self._reconnect(context, fresh)
+            if earlier is not None:
+                return earlier
+        return fresh
+
+    def _stored(self, context: Context, series: int) -> Lifecycle | None:
+        store = context.get("task_state_store")
+        if store is None:
+            return None
+        try:
+            saved = store.get(STATE_STORE_KEY)
+        except Exception as exc:
+            self.log.warning("Could not read the task state store: %s", exc)
+            return None
+        lc = Lifecycle.from_dict(saved) if saved else None
+        return lc if lc is not None and lc.series == series else None
+
+    def _save(self, context: Context, lc: Lifecycle) -> None:
+        """Airflow >= 3.3: keep the lifecycle in the task state store, so a retry finds it."""
         store = context.get("task_state_store")
         if store is None:
             return
         try:
-            saved = dict(store.get(STATE_STORE_KEY) or {})
-            saved.update(ids)
-            store.set(STATE_STORE_KEY, saved)
+            store.set(STATE_STORE_KEY, lc.to_dict())
         except Exception as exc:
-            self.log.warning("Could not save the conversation id in the task state store: %s", exc)
+            self.log.warning("Could not save the conversation's lifecycle in the task state store: %s", exc)
 
-    def _check_client_id(self, client_id: str | None, conversation_id: str) -> None:
+    def _reconnect(self, context: Context, fresh: Lifecycle) -> Lifecycle | None:
+        """A retry: find what an earlier try of this series started, instead of starting again.
+
+        Alive: wait on it. Ended well: return its result. Failed: start afresh (and say so).
+        A start task still working: wait on it (before READY the conversation does not exist).
+        """
+        from airflow_provider_openhands.api.state import canonical_id
+        from airflow_provider_openhands.outcome import FAILURE, SUCCESS, classify
+
+        stored = self._stored(context, fresh.series)
+        conversation_ids: list[str] = []
+        if stored is not None and stored.conversation_id:
+            conversation_ids.append(stored.conversation_id)
+        earlier_tries = range(fresh.try_number - 1, fresh.series - 1, -1)  # newest first
+        if self.deterministic_conversation_id:
+            generations = range(MAX_GENERATIONS if self.hook.api_version == "v1" else 1)
+            conversation_ids += [self._client_id(context, fresh, t, g) for t in earlier_tries for g in generations]
+        if conversation_ids:
+            states = self.hook.get_conversations(list(dict.fromkeys(conversation_ids)))
+            for conversation_id in dict.fromkeys(conversation_ids):
+                state = states.get(canonical_id(conversation_id))
+                if state is None:
+                    continue
+                status = state["status"]
+                if status == "paused":  # paused when it ended (pause_when_done), or mid-run?
+                    remembered = (
+                        stored.outcome if stored is not None and stored.conversation_id == conversation_id else None
+                    )
+                    status = remembered or self.hook.get_ended_status(state["conversation_id"]) or status
+                outcome = classify(status, self.success_statuses, self.failure_statuses)
+                if outcome == FAILURE:
+                    self.log.info(
+                        "An earlier try's conversation %s ended %s: starting a fresh one", conversation_id, status
+                    )
+                    continue
+                self.log.info("Reconnecting to conversation %s started by an earlier try (%s)", conversation_id, status)
+                return self._resumed(context, fresh, stored, state, status if outcome == SUCCESS else None)
+        return self._reconnect_to_start(context, fresh, stored, earlier_tries)
+
+    def _reconnect_to_start(
+        self, context: Context, fresh: Lifecycle, stored: Lifecycle | None, earlier_tries: range
+    ) -> Lifecycle | None:
+        """V1: an earlier try's start task that is still working (found in the store or by search)."""
+        if self.hook.api_version != "v1":
+            return None
+        candidates: list[dict[str, Any]] = []
+        if stored is not None and stored.start_task_id and stored.phase == PHASE_STARTING:
+            candidates.append(self.hook.get_start_task(stored.start_task_id))
+        if self.deterministic_conversation_id:
+            for try_number in earlier_tries:
+                candidates += self.hook.find_start_tasks(self._client_id(context, fresh, try_number, 0))
+        for task in candidates:
+            if task["status"] == "ERROR":
+                continue
+            if task["status"] == "READY" and task.get("conversation_id"):
+                state = self.hook.get_conversation(task["conversation_id"])
+                return self._resumed(context, fresh, stored, state, None)
+            self.log.info("Reconnecting to start task %s of an earlier try (%s)", task["id"], task["status"])
+            lc = dataclasses.replace(
+                fresh, phase=PHASE_STARTING, start_task_id=task["id"], client_id=task.get("requested_id")
+            )
+            lc.start_deadline = (
+                stored.start_deadline if stored is not None and stored.start_task_id == task["id"] else None
+            )
+            lc.start_deadline = lc.start_deadline or time.time() + self.start_timeout
+            return lc
+        return None
+
+    def _resumed(
+        self, context: Context, fresh: Lifecycle, stored: Lifecycle | None, state: dict[str, Any], ended: str | None
+    ) -> Lifecycle:
+        """The lifecycle of a found conversation: its deadline counts from its creation, as before."""
+        from airflow_provider_openhands.api.state import parse_time
+
+        lc = dataclasses.replace(fresh, client_id=None)
+        same = stored is not None and stored.conversation_id == state["conversation_id"]
+        lc.deadline = stored.deadline if same else None
+        lc.conversation_known(
+            state["conversation_id"], parse_time(state.get("created_at")) or time.time(), state.get("sandbox_id")
+        )
+        self._announce(context, lc)
+        if ended:
+            lc.phase, lc.outcome = PHASE_DONE, ended
+        return lc
+
+    def _check_client_id(self, lc: Lifecycle) -> None:
         from airflow_provider_openhands.api.state import canonical_id
 
-        if client_id and canonical_id(client_id) != canonical_id(conversation_id):
+        if lc.client_id and lc.conversation_id and canonical_id(lc.client_id) != canonical_id(lc.conversation_id):
             self.log.warning(
                 "The server ignored the client-chosen conversation id %s (it made %s): a retry of this task "
                 "can only find the conversation through the task state store (Airflow >= 3.3).",
-                client_id,
-                conversation_id,
+                lc.client_id,
+                lc.conversation_id,
             )
-
-    def _reconnect(self, context: Context) -> Any:
-        """Before starting, find a conversation an earlier try of this task already started.
-
-        Alive: wait on it again. Finished: return its result. Failed: start a fresh one.
-        """
-        from airflow_provider_openhands.api.state import START_TASK_READY, canonical_id
-        from airflow_provider_openhands.outcome import FAILURE, SUCCESS, classify
-
-        store = context.get("task_state_store")
-        saved = dict((store.get(STATE_STORE_KEY) if store is not None else None) or {})
-        candidates: list[str] = []
-        if saved.get("conversation_id"):
-            candidates.append(saved["conversation_id"])
-        elif saved.get("start_task_id") and self.hook.api_version == "v1":
-            task = self.hook.get_start_task(saved["start_task_id"])
-            if task["status"] == START_TASK_READY and task["conversation_id"]:
-                candidates.append(task["conversation_id"])
-        if self.deterministic_conversation_id:
-            tries = int(getattr(context["ti"], "try_number", 1) or 1)
-            candidates += [self._id_for_try(context, n) for n in range(1, tries + 1)]
-        if not candidates:
-            return None
-        states = self.hook.get_conversations(list(dict.fromkeys(candidates)))
-        for conversation_id in reversed(list(dict.fromkeys(candidates))):
-            state = states.get(canonical_id(conversation_id))
-            if state is None:
-                continue
-            outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
-            if outcome == FAILURE:
-                self.log.info(
-                    "An earlier try's conversation %s ended %s: starting a fresh one", conversation_id, state["status"]
-                )
-                continue
-            self.log.info(
-                "Reconnecting to conversation %s started by an earlier try (%s)", conversation_id, state["status"]
-            )
-            self._conversation_id = state["conversation_id"]
-            self.push_conversation(context, self._conversation_id)
-            if not self.wait_for_completion:
-                return self._conversation_id
-            if outcome == SUCCESS:
-                return self.finish(state)
-            if state["status"] == "paused" and state.get("sandbox_id"):
-                # Paused by the earlier try once it ended (pause_when_done), by a user, or by the
-                # service: a paused sandbox hides the agent's state. Resume it to read that state
-                # (and let an unfinished agent go on); it is paused again once it has ended.
-                self.log.info("Resuming its sandbox %s to read the agent's state", state["sandbox_id"])
-                self.hook.resume_conversation(state["sandbox_id"])
-            return self._wait(context, self._conversation_id)
-        return None
 
     def on_kill(self) -> None:
-        if self.cancel_on_kill and self._conversation_id:
-            self.stop_quietly(self._conversation_id)
+        """The worker kills the task (or Airflow's execution_timeout ended it): stop what it started."""
+        lc = self._lifecycle
+        if not self.cancel_on_kill or lc is None or lc.phase == PHASE_DONE:
+            return
+        self._stop_start(lc)

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
     AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
 )
 
 from airflow_provider_openhands.api.options import check_positive
+from airflow_provider_openhands.exceptions import OpenHandsError
+from airflow_provider_openhands.lifecycle import PHASE_RUNNING, Lifecycle
 from airflow_provider_openhands.links.openhands import OpenHandsConversationLink
 from airflow_provider_openhands.operators._waiting import (
-    ConversationTimeout,
     ConversationWaiter,
     default_deferrable,
+    raise_for_error_event,
 )
-from airflow_provider_openhands.outcome import StatusLogger, classify
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_openhands.watch import Watch
 
 
 class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
@@ -30,6 +35,12 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
 
     Returns (XCom ``return_value``) the conversation's final normalised state: ``status``,
     ``pr_number``, ``url``, ``title``, ``metrics`` (cost, tokens), ...
+
+    The three modes behave the same: a conversation that fails, or a permanent API error
+    (401/403/404/422), fails the task without retries; transient failures (5xx, 429, timeouts) are
+    ridden out until the sensor's ``timeout`` (or ``unreachable_timeout``); at the ``timeout`` the
+    conversation is stopped if ``stop_on_timeout``; with ``soft_fail`` every one of these failures
+    skips the task instead. A paused conversation whose events show it had ended counts as ended.
 
     :param conversation_id: the conversation to wait on (templated), e.g. ``start.output``.
     :param openhands_conn_id: the ``openhands`` connection.
@@ -40,6 +51,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
     :param stop_on_timeout: stop the conversation when the sensor's ``timeout`` passes.
     :param cancel_on_kill: stop the conversation when the task is killed.
     :param pause_when_done: once it ended, pause its sandbox (V1) / stop it (V0), freeing the slot.
+    :param unreachable_timeout: seconds of transient failures a deferred wait rides out.
 
     ``poke_interval``, ``timeout``, ``mode`` and ``soft_fail`` are Airflow's own sensor options.
     """
@@ -59,6 +71,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         stop_on_timeout: bool = False,
         cancel_on_kill: bool = False,
         pause_when_done: bool = True,
+        unreachable_timeout: float = 30 * 60.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", 30.0)
@@ -69,45 +82,81 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         self.stop_on_timeout = stop_on_timeout
         self.cancel_on_kill = cancel_on_kill
         self.pause_when_done = pause_when_done
+        self.unreachable_timeout = check_positive(unreachable_timeout, "unreachable_timeout")
         self._init_statuses(success_statuses, failure_statuses)
         check_positive(self.poke_interval, "poke_interval")
         check_positive(self.timeout, "timeout")
-        self._status_log: StatusLogger | None = None
+        self._watch: Watch | None = None
 
     @property
     def poll_interval(self) -> float:
         return float(self.poke_interval)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        state = self.hook.get_conversation(self.conversation_id)
-        if self._status_log is None:
-            self._status_log = StatusLogger(self.log, self.conversation_id)
+        from airflow_provider_openhands.watch import NEED_EVENTS
+
+        if self._watch is None:
             self.push_conversation(context, self.conversation_id)
-        outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
-        self._status_log.update(state, outcome)
-        if outcome is None:
+            self._watch = self.make_watch(Lifecycle(phase=PHASE_RUNNING, conversation_id=self.conversation_id))
+        watch = self._watch
+        try:
+            event = watch.on_conversation(self.hook.get_conversation(self.conversation_id), time.time())
+            if event == NEED_EVENTS:
+                event = watch.on_events(self.hook.get_ended_status(self.conversation_id), time.time())
+        except OpenHandsError as exc:
+            event = watch.on_error(exc, time.time())
+        if event is None:
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self.finish(state))
+        return PokeReturnValue(is_done=True, xcom_value=self._complete(event))
 
     def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        result = self.poke(context)  # already over? then no need to defer
-        if isinstance(result, PokeReturnValue):
-            return result.xcom_value
-        self.defer(
-            trigger=self.make_trigger(timeout=self.timeout, conversation_id=self.conversation_id),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + 10 * self.poke_interval + 60),
-        )
+        soft_fail = self.soft_fail
+        self.soft_fail = False  # this sensor maps failures to skips itself, the same in every mode
+        try:
+            if not self.deferrable:
+                return super().execute(context)
+            result = self.poke(context)  # already over? then no need to defer
+            if isinstance(result, PokeReturnValue):
+                return result.xcom_value
+            lifecycle = Lifecycle(
+                phase=PHASE_RUNNING, conversation_id=self.conversation_id, deadline=time.time() + self.timeout
+            )
+            self.defer(
+                trigger=self.make_trigger(lifecycle),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.timeout + 10 * self.poke_interval + 60),
+            )
+        except AirflowSensorTimeout as exc:
+            if self.stop_on_timeout:
+                self.stop_quietly(self.conversation_id)
+            self._skip_if_soft(soft_fail, exc)
+            raise
+        except OpenHandsError as exc:
+            self._skip_if_soft(soft_fail, exc)
+            raise
+        finally:
+            self.soft_fail = soft_fail
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         try:
-            return self.result_from_event(context, event)
-        except ConversationTimeout:
-            if self.soft_fail:
-                raise AirflowSkipException(event.get("message", "timed out")) from None
+            return self._complete(event)
+        except OpenHandsError as exc:
+            self._skip_if_soft(self.soft_fail, exc)
             raise
+
+    @staticmethod
+    def _skip_if_soft(soft_fail: bool, exc: Exception) -> None:
+        if soft_fail:
+            raise AirflowSkipException(f"soft_fail: {exc}") from exc
+
+    def _complete(self, event: dict[str, Any]) -> Any:
+        """The task's result for the wait's final event (the same for a poke and a trigger)."""
+        outcome = event.get("outcome")
+        if outcome in ("success", "failure"):
+            return self.finish(self.final_state(self.conversation_id, event.get("status")))
+        if outcome == "timeout":
+            self.on_timeout(self.conversation_id, event.get("message", "timed out"))
+        raise_for_error_event(event)
 
     def on_kill(self) -> None:
         if self.cancel_on_kill:

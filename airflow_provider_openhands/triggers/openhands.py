@@ -1,44 +1,62 @@
-"""``OpenHandsConversationTrigger``: waits in the triggerer for a start task and/or a conversation.
+"""Triggers: wait in the triggerer for a start task and/or a conversation, or for a free slot.
 
-It serializes only ids, the connection id, the poll interval and a wall-clock deadline (epoch
-seconds, so a triggerer restart on another machine keeps the same deadline); the API key is read
-from the connection inside the triggerer. It yields exactly one event:
-
-``{"outcome": "success" | "failure" | "timeout" | "error", "conversation_id", "state", "message"}``
+``OpenHandsConversationTrigger`` serializes the task's lifecycle (ids, phase, absolute deadlines),
+the connection id and its options; never the API key, which it reads from the connection inside
+the triggerer. Rebuilt from those kwargs at any moment (a triggerer restart, a move to another
+triggerer), it continues the same wait: a start task it had seen READY is read again and found
+READY, and the conversation's deadline is counted from when it became READY, not from the
+restart. It yields exactly one event (see :mod:`airflow_provider_openhands.watch`):
+``{"outcome", "message", "conversation_id", "start_task_id", "sandbox_id", "deadline", ...}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_openhands.api.endpoints import started_conversation_id
-from airflow_provider_openhands.api.state import (
-    DEFAULT_FAILURE_STATUSES,
-    DEFAULT_SUCCESS_STATUSES,
-)
-from airflow_provider_openhands.exceptions import OpenHandsError, OpenHandsNotFoundError, OpenHandsStartError
-from airflow_provider_openhands.outcome import ERROR, FAILURE, SUCCESS, TIMEOUT, StatusLogger, classify, describe
+from airflow_provider_openhands.api.state import DEFAULT_FAILURE_STATUSES, DEFAULT_SUCCESS_STATUSES
+from airflow_provider_openhands.lifecycle import PHASE_RUNNING, PHASE_STARTING, Lifecycle
+from airflow_provider_openhands.watch import DEFAULT_UNREACHABLE_TIMEOUT, ERROR, NEED_EVENTS, Watch
+
+#: How long a kill during the start phase waits for the start task's sandbox, to pause it.
+KILL_GRACE_SECONDS = 30.0
+
+
+def _lifecycle(
+    lifecycle: dict[str, Any] | None,
+    conversation_id: str | None,
+    start_task_id: str | None,
+    end_time: float | None,
+) -> Lifecycle:
+    """The lifecycle from the kwargs; ``conversation_id``/``start_task_id``/``end_time`` is the
+    short form for a plain wait (the sensor, tests)."""
+    if lifecycle is not None:
+        return Lifecycle.from_dict(lifecycle)
+    if not conversation_id and not start_task_id:
+        raise ValueError("OpenHandsConversationTrigger needs a conversation_id or a start_task_id")
+    if conversation_id:
+        return Lifecycle(phase=PHASE_RUNNING, conversation_id=conversation_id, deadline=end_time)
+    return Lifecycle(phase=PHASE_STARTING, start_task_id=start_task_id, start_deadline=end_time)
 
 
 class OpenHandsConversationTrigger(BaseTrigger):
     """Poll OpenHands until a conversation ends, or until a V1 start task is READY.
 
     :param openhands_conn_id: the Airflow connection (read in the triggerer, never serialized).
-    :param conversation_id: the conversation to wait on; None while only a start task is known.
-    :param start_task_id: a V1 start task to wait on first, to learn the conversation id.
+    :param lifecycle: the task's :class:`~airflow_provider_openhands.lifecycle.Lifecycle` as a dict.
+    :param conversation_id: short form: wait on this conversation until ``end_time``.
+    :param start_task_id: short form: wait on this V1 start task until ``end_time``.
+    :param end_time: short form: the wall-clock deadline (epoch seconds).
     :param poll_interval: seconds between polls.
-    :param end_time: wall-clock deadline (epoch seconds); a ``timeout`` event is sent then.
-    :param wait_for_completion: False to fire as soon as the conversation id is known.
-    :param wait_timeout: seconds to wait for the end once a start task turned READY (the
-        ``end_time`` deadline then covers only the start).
-    :param cancel_on_kill: stop the conversation if a user kills the task (Airflow >= 3.3).
-    :param coalesce: share one poller (one batched request per interval) with the other OpenHands
-        triggers of this triggerer on the same connection; False polls on its own.
+    :param wait_for_completion: False to fire as soon as the conversation exists.
+    :param cancel_on_kill: stop the conversation (or its start) if a user kills the task (Airflow >= 3.3).
+    :param unreachable_timeout: seconds of transient failures (5xx, 429, timeouts) to ride out.
+    :param coalesce: share one poller with the other OpenHands triggers of this triggerer on the
+        same connection; False polls on its own.
     :param success_statuses: normalised statuses that end the wait successfully.
     :param failure_statuses: normalised statuses that end it as a failure.
     """
@@ -47,170 +65,178 @@ class OpenHandsConversationTrigger(BaseTrigger):
         self,
         *,
         openhands_conn_id: str,
-        end_time: float,
+        lifecycle: dict[str, Any] | None = None,
         conversation_id: str | None = None,
         start_task_id: str | None = None,
+        end_time: float | None = None,
         poll_interval: float = 10.0,
         wait_for_completion: bool = True,
         success_statuses: Collection[str] | None = None,
         failure_statuses: Collection[str] | None = None,
         cancel_on_kill: bool = False,
-        wait_timeout: float | None = None,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
         coalesce: bool = True,
     ) -> None:
         super().__init__()
-        if not conversation_id and not start_task_id:
-            raise ValueError("OpenHandsConversationTrigger needs a conversation_id or a start_task_id")
         self.openhands_conn_id = openhands_conn_id
-        self.end_time = float(end_time)
-        self.conversation_id = conversation_id
-        self.start_task_id = start_task_id
+        self.lifecycle = _lifecycle(lifecycle, conversation_id, start_task_id, end_time)
         self.poll_interval = float(poll_interval)
         self.wait_for_completion = wait_for_completion
         self.success_statuses = sorted(success_statuses or DEFAULT_SUCCESS_STATUSES)
         self.failure_statuses = sorted(failure_statuses or DEFAULT_FAILURE_STATUSES)
         self.cancel_on_kill = cancel_on_kill
-        self.wait_timeout = wait_timeout
+        self.unreachable_timeout = float(unreachable_timeout)
         self.coalesce = coalesce
-        self._last_state: dict[str, Any] | None = None
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.lifecycle.conversation_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "openhands_conn_id": self.openhands_conn_id,
-                "end_time": self.end_time,
-                "conversation_id": self.conversation_id,
-                "start_task_id": self.start_task_id,
+                "lifecycle": self.lifecycle.for_trigger(),
                 "poll_interval": self.poll_interval,
                 "wait_for_completion": self.wait_for_completion,
                 "success_statuses": self.success_statuses,
                 "failure_statuses": self.failure_statuses,
                 "cancel_on_kill": self.cancel_on_kill,
-                "wait_timeout": self.wait_timeout,
+                "unreachable_timeout": self.unreachable_timeout,
                 "coalesce": self.coalesce,
             },
         )
 
-    def _event(self, outcome: str, message: str, state: dict[str, Any] | None = None, **extra: Any) -> TriggerEvent:
-        return TriggerEvent(
-            {"outcome": outcome, "conversation_id": self.conversation_id, "state": state, "message": message, **extra}
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_openhands.triggers.poller import CONVERSATION, START_TASK, SharedPoller
+
+        poller = SharedPoller.for_connection(self.openhands_conn_id, shared=self.coalesce)
+        watch = Watch(
+            self.lifecycle,
+            success_statuses=self.success_statuses,
+            failure_statuses=self.failure_statuses,
+            wait_for_completion=self.wait_for_completion,
+            unreachable_timeout=self.unreachable_timeout,
+            log=self.log,
         )
+        event = None
+        hook = None
+        try:
+            if self.lifecycle.phase == PHASE_STARTING:
+                event = await self._follow(poller, START_TASK, str(self.lifecycle.start_task_id), watch, None)
+            if event is None:
+                from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+                hook = OpenHandsHook(self.openhands_conn_id)
+                event = await self._follow(
+                    poller, CONVERSATION, str(self.lifecycle.conversation_id), watch, hook.aget_ended_status
+                )
+        finally:
+            if hook is not None:
+                await hook.aclose()
+        yield TriggerEvent(event)
+
+    async def _follow(
+        self,
+        poller: Any,
+        kind: str,
+        item_id: str,
+        watch: Watch,
+        read_events: Callable[[str], Any] | None,
+    ) -> dict[str, Any] | None:
+        """Wait on one id until the watch decides; None when the phase moved on (start task READY)."""
+        phase = self.lifecycle.phase
+        judge = watch.on_start_task if phase == PHASE_STARTING else watch.on_conversation
+        async with poller.subscribe(kind, item_id, self.poll_interval) as subscription:
+            while True:
+                event = watch.expired(time.time())
+                if event is not None:
+                    return event
+                try:
+                    answer = await asyncio.wait_for(subscription.next(), watch.wake_in(time.time()))
+                except asyncio.TimeoutError:
+                    continue
+                except Exception as exc:
+                    event = watch.on_error(exc, time.time())
+                else:
+                    event = judge(answer, time.time())
+                    if event == NEED_EVENTS and read_events is not None:
+                        event = await self._read_events(watch, read_events)
+                if event is not None:
+                    return event
+                if self.lifecycle.phase != phase:
+                    return None
+
+    async def _read_events(self, watch: Watch, read_events: Callable[[str], Any]) -> dict[str, Any] | None:
+        try:
+            ended = await read_events(str(self.lifecycle.conversation_id))
+        except Exception as exc:
+            return watch.on_error(exc, time.time())
+        return watch.on_events(ended, time.time())
 
     async def on_kill(self) -> None:
         """A user killed the deferred task (Airflow >= 3.3): stop the conversation, it costs money.
 
-        Not done in ``cleanup()``, which also runs when the triggerer restarts or hands the
-        trigger to another triggerer: the conversation must survive those.
+        During the start phase the conversation has no id yet: the start task's sandbox is paused
+        once it has one. Not done in ``cleanup()``, which also runs when the triggerer restarts or
+        hands the trigger to another triggerer: the conversation must survive those.
         """
-        if not (self.cancel_on_kill and self.conversation_id):
+        if not self.cancel_on_kill:
             return
         from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 
+        lc = self.lifecycle
         hook = OpenHandsHook(self.openhands_conn_id)
         try:
-            stopped = await hook.astop_conversation(self.conversation_id)
-            self.log.info("Task killed: stopped conversation %s (%s)", self.conversation_id, stopped)
+            if lc.conversation_id:
+                stopped = await hook.astop_conversation(lc.conversation_id, lc.sandbox_id)
+                self.log.info("Task killed: stopped conversation %s (%s)", lc.conversation_id, stopped)
+            elif lc.start_task_id:
+                stopped = await self._stop_start(hook, lc.start_task_id)
+                self.log.info(
+                    "Task killed during its start: paused start task %s's sandbox (%s)", lc.start_task_id, stopped
+                )
         except Exception as exc:
-            self.log.warning("Task killed, but conversation %s could not be stopped: %s", self.conversation_id, exc)
+            self.log.warning("Task killed, but its conversation could not be stopped: %s", exc)
         finally:
             await hook.aclose()
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_openhands.triggers.poller import SharedPoller
-
-        poller = SharedPoller.for_connection(self.openhands_conn_id, shared=self.coalesce)
-        try:
-            if not self.conversation_id:
-                event = await self._wait_for_start_task(poller)
-                if event is not None:
-                    yield event
-                    return
-                if not self.wait_for_completion:
-                    yield self._event(SUCCESS, f"Conversation {self.conversation_id} started")
-                    return
-                if self.wait_timeout is not None:  # the wait for the end has its own deadline
-                    self.end_time = time.time() + self.wait_timeout
-            event = await self._wait_for_conversation(poller)
-        except OpenHandsError as exc:
-            event = self._event(ERROR, str(exc), self._last_state)
-        yield event
-
-    async def _next_answer(self, subscription: Any) -> tuple[bool, Any]:
-        """The next polled answer, or ``(True, None)`` once the deadline has come."""
-        remaining = self.end_time - time.time()
-        if remaining <= 0:
-            return True, None
-        try:
-            return False, await asyncio.wait_for(subscription.next(), remaining)
-        except asyncio.TimeoutError:
-            return True, None
-
-    async def _wait_for_start_task(self, poller: Any) -> TriggerEvent | None:
-        """Wait for the start task to be READY (sets ``conversation_id``); an event if it cannot be."""
-        from airflow_provider_openhands.triggers.poller import START_TASK
-
-        last_status = None
-        async with poller.subscribe(START_TASK, self.start_task_id, self.poll_interval) as subscription:
-            while True:
-                timed_out, task = await self._next_answer(subscription)
-                if timed_out:
-                    return self._event(
-                        TIMEOUT, f"Start task {self.start_task_id} was not READY in time ({last_status})"
-                    )
-                if task is None:
-                    raise OpenHandsNotFoundError(f"OpenHands has no start task with id {self.start_task_id!r}")
-                if task["status"] != last_status:
-                    self.log.info("Start task %s: %s", self.start_task_id, task["status"])
-                    last_status = task["status"]
-                try:
-                    self.conversation_id = started_conversation_id(task)
-                except OpenHandsStartError as exc:
-                    return self._event(FAILURE, str(exc), capacity=exc.capacity)
-                if self.conversation_id:
-                    return None
-
-    async def _wait_for_conversation(self, poller: Any) -> TriggerEvent:
-        from airflow_provider_openhands.triggers.poller import CONVERSATION
-
-        status_log = StatusLogger(self.log, str(self.conversation_id))
-        async with poller.subscribe(CONVERSATION, str(self.conversation_id), self.poll_interval) as subscription:
-            while True:
-                timed_out, state = await self._next_answer(subscription)
-                if timed_out:
-                    last = describe(self._last_state) if self._last_state else "not read yet"
-                    return self._event(
-                        TIMEOUT, f"Conversation {self.conversation_id} still {last} at the deadline", self._last_state
-                    )
-                if state is None:
-                    raise OpenHandsNotFoundError(f"OpenHands has no conversation with id {self.conversation_id!r}")
-                self._last_state = state
-                outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
-                status_log.update(state, outcome)
-                if outcome is not None:
-                    return self._event(outcome, f"Conversation {self.conversation_id} ended: {describe(state)}", state)
+    async def _stop_start(self, hook: Any, start_task_id: str) -> bool:
+        """Pause the start task's sandbox, waiting a little for the sandbox to exist."""
+        deadline = time.time() + KILL_GRACE_SECONDS
+        while True:
+            if await hook.astop_start_task(start_task_id):
+                return True
+            task = await hook.aget_start_task(start_task_id)
+            if task["status"] == "ERROR" or time.time() >= deadline:
+                return False
+            await asyncio.sleep(min(self.poll_interval, 2.0))
 
 
 class OpenHandsCapacityWaitTrigger(BaseTrigger):
     """Sleep in the triggerer until ``wake_time`` (epoch seconds), then fire once.
 
     Used while the account runs as many conversations as it may: the task waits for a free slot
-    without holding a worker slot, then tries to start again.
+    without holding a worker slot, then tries to start again. The rest of the task's state travels
+    in the defer's ``kwargs``, not here.
     """
 
-    def __init__(self, *, wake_time: float, capacity_deadline: float, attempt: int) -> None:
+    def __init__(self, *, wake_time: float, lifecycle: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.wake_time = float(wake_time)
-        self.capacity_deadline = float(capacity_deadline)
-        self.attempt = int(attempt)
+        self.lifecycle = dict(lifecycle or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"wake_time": self.wake_time, "capacity_deadline": self.capacity_deadline, "attempt": self.attempt},
+            {"wake_time": self.wake_time, "lifecycle": self.lifecycle},
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         await asyncio.sleep(max(0.0, self.wake_time - time.time()))
-        # The event carries the wait's own bookkeeping back to the task: it resumes from it alone.
-        yield TriggerEvent({"outcome": SUCCESS, "capacity_deadline": self.capacity_deadline, "attempt": self.attempt})
+        # The task starts again from this lifecycle, start options included.
+        yield TriggerEvent({"outcome": "wake", "message": "time to try again", "lifecycle": self.lifecycle})
+
+
+__all__ = ["ERROR", "OpenHandsCapacityWaitTrigger", "OpenHandsConversationTrigger"]

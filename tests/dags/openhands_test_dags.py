@@ -123,3 +123,14 @@ with DAG("oh_test_retry_after_the_end", schedule=None, start_date=datetime(2026,
         timeout=30,  # bounded: without the fix the retry would wait on a paused conversation
     )
     record.override(task_id="record_state")(after_end.output, "oh_test_retry_after_the_end-state")
+
+with DAG("oh_test_secrets", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as with_secrets:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="Deploy the docs",
+        repository="acme/website",
+        secrets={"DEPLOY_TOKEN": "tok-s3cr3t-value"},
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+    )
