@@ -431,11 +431,10 @@ class RealOpenHands:
             created, updated = _parse_time(task.get("created_at")), _parse_time(task.get("updated_at"))
             if task.get("status") == "READY" and created and updated:
                 to_ready.append(updated - created)
-                conversation = conversations.get(task["app_conversation_id"]) or {}
-                if conversation.get("execution_status") in ("finished", "error", "stuck"):
-                    ended = _parse_time(conversation.get("updated_at"))
-                    if ended:
-                        total.append(ended - created)
+                # From the POST to the conversation's last change (its end, or a pause right after it).
+                ended = _parse_time((conversations.get(task["app_conversation_id"]) or {}).get("updated_at"))
+                if ended:
+                    total.append(ended - created)
         requests = self.requests()
         by_endpoint: dict[str, int] = {}
         for entry in requests:
