@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency-limit", type=int, default=10)
     parser.add_argument("--conversation-seconds", type=float, default=3.0)
     parser.add_argument("--start-seconds", type=float, default=0.5)
+    parser.add_argument("--daily-sandbox-limit", type=int, default=None)
+    parser.add_argument("--capacity-error-style", choices=("nested", "flat"), default="nested")
+    parser.add_argument("--rate-limit-per-minute", type=int, default=None)
+    parser.add_argument("--turn-lag-seconds", type=float, default=0.5)
     args = parser.parse_args(argv)
     emulator = Emulator(
         api_key=args.api_key,
@@ -25,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
         concurrency_limit=args.concurrency_limit,
         conversation_seconds=args.conversation_seconds,
         start_seconds=args.start_seconds,
+        daily_sandbox_limit=args.daily_sandbox_limit,
+        capacity_error_style=args.capacity_error_style,
+        rate_limit_per_minute=args.rate_limit_per_minute,
+        turn_lag_seconds=args.turn_lag_seconds,
     ).start()
     print(f"OpenHands emulator listening on {emulator.url} (stats: {emulator.url}/_emulator/stats)", flush=True)
     stopped = threading.Event()

@@ -1,39 +1,107 @@
 """A local OpenHands server for tests and offline demos: V1 and V0 endpoints on loopback.
 
 It shares no code with the provider's client on purpose: it is written from the official OpenAPI
-documents and the service's observed behaviour, so a client bug cannot hide behind the same bug
-here. Standard library only.
+documents and the service's observed behaviour (``openhands-ai`` 1.11 and OpenHands Cloud), so a
+client bug cannot hide behind the same bug here. Standard library only.
 
-Behaviour a test can steer:
+The rule: **exactly as strict as the real service, never kinder**. Where the spec and the observed
+server are silent, the emulator picks the stricter behaviour (marked *stricter* below).
 
-* The agent's outcome and run time come from a marker in the message,
-  ``[emulator outcome=error duration=3]`` (outcome ``finished`` by default; also ``error``,
-  ``stuck``; ``start=error`` makes a V1 start task fail with a ``detail``), else from the
-  emulator's ``conversation_seconds``.
-* ``concurrency_limit``: one V1 conversation too many is refused with 429
-  ``CONCURRENCY_LIMIT_REACHED``; a conversation holds a slot while its sandbox runs, even after the
-  agent finished, until it is paused or deleted, as on the service.
-* Faults (:meth:`Emulator.add_fault`): a status code, headers, a raw body, a delay, a reset
-  connection, for requests matching a method and path pattern, a given number of times.
-* Every request is logged (method, path, query, JSON body, answer); ``stats()`` gives the peak of
-  live conversations, how many were created and stopped.
-* Control endpoints (no auth, loopback only): ``GET /_emulator/stats``, ``GET /_emulator/requests``,
-  ``POST /_emulator/faults``, ``/config``, ``/reset``, ``/seed`` (``{"durations": [...]}``: running
-  conversations at once), and ``GET /_emulator/done/{id}`` (404 until the agent finished).
+V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed to authenticate"}``):
+
+* ``POST /api/v1/app-conversations`` -> a start task (timestamps end in ``Z``). Start task ids,
+  conversation ids and sandbox ids are 32 hex digits; a client-chosen ``conversation_id`` (dashed or
+  not) is honoured. A ``conversation_id`` already used (*stricter*: even by a start that failed or a
+  conversation since deleted) is **not** refused: the answer is 200 and that new start task ends in
+  ``ERROR`` with ``detail`` "Conversation <id> already exists"; the original is unaffected.
+* ``GET /api/v1/app-conversations/start-tasks?ids=..`` and ``GET /api/v1/app-conversations?ids=..``:
+  repeated ``ids`` parameters; ``null`` in place for unknown ids; 100 ids or more -> 400 "Maximum is
+  99"; a value that is not a UUID (comma-separated ids, blank) -> 400; no ``ids`` -> 422
+  ``{"detail": [...]}``. Start task timestamps carry no time zone here (as observed).
+  **Before its start task is READY a conversation does not exist**: ``null`` in its place; the start
+  task's ``app_conversation_id`` and ``sandbox_id`` are set only at READY.
+* ``GET /api/v1/app-conversations/start-tasks/search`` (``conversation_id__eq``, compared canonically,
+  matching the id asked for in the POST as well as ``app_conversation_id``; ``created_at__gte``;
+  ``sort_order`` ``CREATED_AT``/``CREATED_AT_DESC`` (default)/``UPDATED_AT``/``UPDATED_AT_DESC``;
+  ``limit`` 1..100; ``page_id``) -> ``{"items": [...], "next_page_id": ...}``. Bad values -> 422.
+* ``GET /api/v1/app-conversations/search`` (``limit``, ``page_id``): conversations past READY only.
+* ``GET /api/v1/conversation/{id}/events/search`` (``kind__eq``, ``sort_order``
+  ``TIMESTAMP``/``TIMESTAMP_DESC``, ``limit``, ``page_id``, ``timestamp__gte``, ``timestamp__lt``)
+  -> ``{"items": [...], "next_page_id": ...}``; unknown conversation -> 200, no items. Per turn: the
+  user's ``MessageEvent``, a ``ConversationStateUpdateEvent`` (``key: execution_status``) for
+  ``running`` and for the end, and at the end either the agent's ``ActionEvent`` (``tool_name:
+  finish``, ``FinishAction`` with the final message "Done: <first 40 chars of the task>") then an
+  ``ObservationEvent`` (``FinishObservation``), or a ``ConversationErrorEvent`` (``code``,
+  ``detail``) for outcome ``error`` (``stuck``: only the state update). Events stay readable while
+  the sandbox is PAUSED, up to the pause. Event timestamps are ISO without time zone, as the SDK
+  writes them.
+* ``POST /api/v1/app-conversations/{id}/send-message`` -> ``{"success": true, "sandbox_status":
+  "RUNNING", "message": null}``; starts a new turn (its own markers apply; after the current turn if
+  one runs). For ``turn_lag_seconds`` (0.5 s) polls still show the previous turn's state and
+  ``updated_at``; the new user ``MessageEvent`` is visible at once. Sandbox PAUSED -> 409 "Sandbox is
+  PAUSED. Use POST /api/v1/sandboxes/<id>/resume ..."; unknown (or not yet READY) -> 404; sandbox
+  ERROR -> 503, MISSING -> 410 (*stricter*: the spec lists these codes, the real server was not seen
+  to use them); a body not matching ``AppSendMessageRequest`` -> 422.
+* ``POST /api/v1/sandboxes/{id}/pause`` and ``/resume`` -> ``{"success": true}``; unknown -> 404.
+  Resume on a full account -> the 429 ``CONCURRENCY_LIMIT_REACHED`` answer.
+* ``DELETE /api/v1/app-conversations/{id}`` -> ``{"success": true}``; unknown -> 404.
+* ``updated_at`` moves only when the state changes (ready, turn start/end, pause, resume), not on
+  every read (*stricter*). ``execution_status``, ``session_api_key`` and ``conversation_url`` are
+  ``null`` unless the sandbox is RUNNING (PAUSED as observed; STARTING/ERROR *stricter*).
+
+Knobs (constructor keyword arguments; also ``POST /_emulator/config`` with the same names):
+
+* ``concurrency_limit`` (10): one start too many, or a resume too many, is refused with 429
+  ``CONCURRENCY_LIMIT_REACHED``. A sandbox holds its slot from the POST until it is paused or
+  deleted, **even after the agent finished**, as on the service; a start task that ends in ERROR
+  holds one until the ERROR shows (*stricter*).
+* ``capacity_error_style``: ``"nested"`` (default, ``{"detail": {"error": ..., "message", "limit",
+  "current"}}``) or ``"flat"`` (``{"error": "CONCURRENCY_LIMIT_REACHED", ...}``). No Retry-After.
+* ``daily_sandbox_limit`` (None): once that many sandboxes were created in the current UTC day
+  (every accepted V1 POST and ``seed`` counts; *stricter*: starts that fail count too), the POST
+  answers 429 ``{"detail": {"error": "DAILY_SANDBOX_LIMIT_REACHED", "message", "limit", "reset_at"}}``.
+* ``rate_limit_per_minute`` (None): over that many API requests (control calls excluded) in any
+  60 s window -> 429 ``{"error": "Rate limit exceeded: N per 1 minute"}`` with ``Retry-After``.
+  Refused requests do not count against the window. :meth:`Emulator.requests_per_minute` gives the
+  peak of API requests seen in any 60 s window (``max_requests_per_minute`` in ``stats()``).
+* ``turn_lag_seconds`` (0.5), ``conversation_seconds``, ``start_seconds``, ``latency``.
+* ``outcomes_by_repository``: ``{"owner/repo": "error"}``.
+* Markers in a message: ``[emulator outcome=error duration=3]`` (outcome ``finished`` by default;
+  also ``error``, ``stuck``), ``start=error`` (the start task fails with a ``detail``),
+  ``sandbox_error=2`` (the sandbox reads ``ERROR`` with ``execution_status`` null for 2 s in the
+  middle of the run, then ``RUNNING`` again; the run lasts that much longer: sandbox ERROR alone is
+  not proof of failure).
+* Faults (:meth:`Emulator.add_fault`, ``POST /_emulator/faults``): a status code, headers, a raw
+  body, a delay (``passthrough``: delay then answer normally), a reset connection, for requests
+  matching a method and a path pattern, ``times`` times (1 by default) and/or for ``seconds`` from
+  when it was added (an outage window: every matching request in it). :meth:`Emulator.outage`
+  (``POST /_emulator/outage``) is the shorthand for a 503 window.
+* Tests may set ``conversation(id).sandbox_override`` (e.g. ``MISSING``) or ``status_override``.
+
+Every request is logged (``requests``: method, path, query, JSON body, answer); ``stats()`` gives
+the peak of live conversations, how many were created and stopped. Control endpoints (no auth):
+``GET /_emulator/stats``, ``GET /_emulator/requests``, ``POST /_emulator/faults``, ``/outage``,
+``/config``, ``/reset``, ``/seed`` (``{"durations": [...]}``: running conversations at once), and
+``GET /_emulator/done/{id}`` (404 until the agent's last turn ended).
+
+V0 (``/api/conversations``) is kept as it was, including 409 for a reused ``conversation_id``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import socket
 import sys
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -48,15 +116,60 @@ START_STEPS = (
     "STARTING_CONVERSATION",
     "READY",
 )
+START_TASK_SORT_ORDERS = ("CREATED_AT", "CREATED_AT_DESC", "UPDATED_AT", "UPDATED_AT_DESC")
+EVENT_SORT_ORDERS = ("TIMESTAMP", "TIMESTAMP_DESC")
+EVENT_KINDS = (
+    "ServerErrorEvent",
+    "ACPToolCallEvent",
+    "Condensation",
+    "CondensationRequest",
+    "CondensationSummaryEvent",
+    "ConversationErrorEvent",
+    "ConversationStateUpdateEvent",
+    "HookExecutionEvent",
+    "LLMCompletionLogEvent",
+    "ActionEvent",
+    "MessageEvent",
+    "AgentErrorEvent",
+    "ObservationEvent",
+    "UserRejectObservation",
+    "SystemPromptEvent",
+    "StreamingDeltaEvent",
+    "TokenEvent",
+    "InterruptEvent",
+    "PauseEvent",
+)
+MAX_IDS = 99
+CONFIG_KEYS = (
+    "concurrency_limit",
+    "conversation_seconds",
+    "start_seconds",
+    "latency",
+    "daily_sandbox_limit",
+    "capacity_error_style",
+    "rate_limit_per_minute",
+    "turn_lag_seconds",
+)
 _MARKER = re.compile(r"\[emulator ([^\]]*)\]")
+_EVENT_NAMESPACE = uuid.UUID("6f1b6a3e-0c8e-4d55-9a43-6b0b1c1e0a11")
 USER_ID = "emulated-user"
+_SEND_ID = re.compile(r"/api/v1/app-conversations/([^/]+)/send-message")
 
 
 def _now_iso(at: float | None = None) -> str:
     return datetime.fromtimestamp(at if at is not None else time.time(), tz=timezone.utc).isoformat()
 
 
-def _hex(value: str) -> str | None:
+def _naive_iso(at: float) -> str:
+    """UTC, without a time zone: how start-task reads and SDK events write timestamps."""
+    return datetime.fromtimestamp(at, tz=timezone.utc).replace(tzinfo=None).isoformat()
+
+
+def _z_iso(at: float) -> str:
+    return _naive_iso(at) + "Z"
+
+
+def _hex(value: Any) -> str | None:
     try:
         return uuid.UUID(str(value)).hex
     except ValueError:
@@ -72,14 +185,107 @@ def _directives(message: str) -> dict[str, str]:
     return found
 
 
+def _invalid(loc: list[Any], msg: str, kind: str, value: Any = None) -> tuple[int, Any]:
+    """FastAPI's 422 answer."""
+    return 422, {"detail": [{"type": kind, "loc": loc, "msg": msg, "input": value}]}
+
+
+def _parse_time(value: str) -> float | None:
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+class _Query:
+    """Typed reads of query parameters, FastAPI-style: a bad value is a 422."""
+
+    def __init__(self, query: dict[str, list[str]]) -> None:
+        self.query = query
+        self.error: tuple[int, Any] | None = None
+
+    def _raw(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    def _fail(self, name: str, msg: str, kind: str, value: Any) -> None:
+        if self.error is None:
+            self.error = _invalid(["query", name], msg, kind, value)
+
+    def integer(self, name: str, default: int, low: int = 1, high: int = 100) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self._fail(
+                name, "Input should be a valid integer, unable to parse string as an integer", "int_parsing", raw
+            )
+            return default
+        if value < low:
+            self._fail(name, f"Input should be greater than {low - 1}", "greater_than", raw)
+        elif value > high:
+            self._fail(name, f"Input should be less than or equal to {high}", "less_than_equal", raw)
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw not in choices:
+            self._fail(name, "Input should be " + ", ".join(repr(c) for c in choices), "enum", raw)
+            return default
+        return raw
+
+    def timestamp(self, name: str) -> float | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        value = _parse_time(raw)
+        if value is None:
+            self._fail(name, "Input should be a valid datetime", "datetime_from_date_parsing", raw)
+        return value
+
+    def uuid_hex(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        value = _hex(raw)
+        if value is None:
+            self._fail(name, "Input should be a valid UUID", "uuid_parsing", raw)
+        return value
+
+    def offset(self) -> int:
+        raw = self._raw("page_id")
+        if raw is None:
+            return 0
+        if not raw.isdigit():  # stricter: only the next_page_id this server handed out
+            self._fail("page_id", "Invalid page_id", "value_error", raw)
+            return 0
+        return int(raw)
+
+
+def _page(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
+    more = len(items) > offset + limit
+    return {"items": items[offset : offset + limit], "next_page_id": str(offset + limit) if more else None}
+
+
 @dataclass
 class Fault:
-    """Answer matching requests with something other than the normal answer."""
+    """Answer matching requests with something other than the normal answer.
+
+    It applies ``times`` times (1 when neither ``times`` nor ``seconds`` is given), and/or to every
+    matching request for ``seconds`` from when it was added (an outage window).
+    """
 
     status: int = 500
     method: str | None = None
     path: str | None = None  # a regular expression searched in the path
-    times: int = 1
+    times: int | None = None
     body: Any = None  # JSON-encoded unless ``raw`` is given
     raw: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -87,13 +293,49 @@ class Fault:
     reset: bool = False  # close the connection mid-answer
     after: bool = False  # with reset: act on the request first (the client never hears the answer)
     passthrough: bool = False  # only delay, then answer normally
+    seconds: float | None = None  # an outage window, from ``added_at``
+    added_at: float = field(default_factory=time.time)
+    used: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
-        if self.times <= 0:
+    def active(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        if self.seconds is not None and now >= self.added_at + self.seconds:
+            return False
+        limit = self.times if self.times is not None else (None if self.seconds is not None else 1)
+        return limit is None or self.used < limit
+
+    def matches(self, method: str, path: str, now: float | None = None) -> bool:
+        if not self.active(now):
             return False
         if self.method and self.method.upper() != method:
             return False
         return not (self.path and not re.search(self.path, path))
+
+
+@dataclass
+class Turn:
+    """One run of the agent: the initial message, or one sent with send-message."""
+
+    message: str
+    sent_at: float  # when the user's message is on record
+    start: float  # execution_status turns ``running``
+    duration: float
+    outcome: str
+    sandbox_error: float = 0.0  # seconds of transient sandbox ERROR in the middle of the run
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration + self.sandbox_error
+
+    def error_window(self) -> tuple[float, float] | None:
+        if self.sandbox_error <= 0:
+            return None
+        begin = self.start + self.duration / 2
+        return begin, begin + self.sandbox_error
+
+    def final_message(self) -> str:
+        text = " ".join(_MARKER.sub("", self.message).split())
+        return f"Done: {text[:40]}"
 
 
 @dataclass
@@ -118,6 +360,44 @@ class Conversation:
     sandbox_override: str | None = None  # e.g. MISSING, set by a test
     status_override: str | None = None  # an execution status (even unknown), set by a test
     request: dict[str, Any] = field(default_factory=dict)
+    error_step: int = 2  # the start step at which a failing start task turns ERROR
+    error_detail: str = "Sandbox failed to start: repository clone failed"
+    duplicate: bool = False  # a start task for a conversation id already used: never a conversation
+    turns: list[Turn] = field(default_factory=list)
+    changes: list[float] = field(default_factory=list)  # pause / resume / delete times
+
+    def __post_init__(self) -> None:
+        if not self.turns:
+            directives = _directives(self.message)
+            self.turns.append(
+                Turn(
+                    message=self.message,
+                    sent_at=self.ready_at,
+                    start=self.ready_at,
+                    duration=self.duration,
+                    outcome=self.outcome,
+                    sandbox_error=float(directives.get("sandbox_error", 0) or 0),
+                )
+            )
+
+    def set_first_turn(self, ready_at: float, duration: float) -> None:
+        self.ready_at = ready_at
+        self.duration = duration
+        first = self.turns[0]
+        first.sent_at = first.start = ready_at
+        first.duration = duration
+
+    @property
+    def error_at(self) -> float:
+        """When a failing start task shows ERROR."""
+        return self.created + (self.ready_at - self.created) * self.error_step / (len(START_STEPS) - 1)
+
+    def ready(self, now: float) -> bool:
+        return not self.start_error and now >= self.ready_at
+
+    def turn_at(self, now: float) -> Turn | None:
+        started = [t for t in self.turns if t.start <= now]
+        return started[-1] if started else None
 
     def agent_status(self, now: float) -> str | None:
         """Execution status of the agent: None before the sandbox runs."""
@@ -125,16 +405,36 @@ class Conversation:
             return None
         if self.status_override:
             return self.status_override
-        if now < self.ready_at + self.duration:
-            return "running"
-        return self.outcome
+        turn = self.turn_at(now)
+        if turn is None:
+            return None
+        return "running" if now < turn.end else turn.outcome
+
+    def in_sandbox_error(self, now: float) -> bool:
+        for turn in self.turns:
+            window = turn.error_window()
+            if window and window[0] <= now < window[1]:
+                return True
+        return False
 
     def finished_at(self) -> float:
-        return self.ready_at + self.duration
+        """When the last turn that runs ends (a message sent with ``run: false`` starts none)."""
+        return max(t.end for t in self.turns if t.start != math.inf)
+
+    def updated_at(self, now: float) -> float:
+        points = [self.created, self.ready_at, *self.changes]
+        for turn in self.turns:
+            points += [turn.start, turn.end, *(turn.error_window() or ())]
+        return max(p for p in points if p <= now)
+
+    def ran(self, until: float) -> float:
+        return sum(max(0.0, min(until, t.end) - t.start) for t in self.turns if t.start <= until)
 
     def alive(self, now: float) -> bool:
-        """Holds an account slot: the sandbox is starting or running."""
-        if self.deleted or self.paused_at is not None or self.stopped_at is not None or self.start_error:
+        """Holds an account slot: the sandbox is starting or running (finished or not)."""
+        if self.deleted or self.paused_at is not None or self.stopped_at is not None:
+            return False
+        if self.start_error and now >= self.error_at:
             return False
         return self.sandbox_override not in ("MISSING", "ERROR")
 
@@ -152,6 +452,10 @@ class Emulator:
         conversation_seconds: float = 1.0,
         start_seconds: float = 0.3,
         latency: float = 0.0,
+        daily_sandbox_limit: int | None = None,
+        capacity_error_style: str = "nested",
+        rate_limit_per_minute: int | None = None,
+        turn_lag_seconds: float = 0.5,
     ) -> None:
         self.api_key = api_key
         self.host = host
@@ -160,18 +464,27 @@ class Emulator:
         self.conversation_seconds = conversation_seconds
         self.start_seconds = start_seconds
         self.latency = latency
+        self.daily_sandbox_limit = daily_sandbox_limit
+        self.capacity_error_style = capacity_error_style
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.turn_lag_seconds = turn_lag_seconds
         #: ``{"owner/repo": "error"}``: the agent's outcome for conversations on that repository.
         self.outcomes_by_repository: dict[str, str] = {}
         self.lock = threading.RLock()
         self.conversations: dict[str, Conversation] = {}
-        self.start_tasks: dict[str, str] = {}  # start task id -> conversation id
+        self.start_tasks: dict[str, Conversation] = {}  # start task id -> its (maybe duplicate) conversation
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
+        self.sandbox_creations: list[float] = []
+        self.api_request_times: list[float] = []
+        self._accepted: deque[float] = deque()
         self.max_alive = 0
         self.created = 0
         self.stops = 0
         self.resumes = 0
         self.refused_for_capacity = 0
+        self.refused_for_quota = 0
+        self.refused_for_rate = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -205,9 +518,38 @@ class Emulator:
 
     def add_fault(self, **kwargs: Any) -> Fault:
         fault = Fault(**kwargs)
+        fault.added_at = time.time()
         with self.lock:
             self.faults.append(fault)
         return fault
+
+    def outage(
+        self,
+        status: int = 503,
+        seconds: float = 5,
+        path: str | None = None,
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Fault:
+        """Every matching API request answers ``status`` for ``seconds`` from now."""
+        return self.add_fault(
+            status=status,
+            seconds=seconds,
+            path=path,
+            method=method,
+            headers=dict(headers or {}),
+            body={"detail": HTTPStatus(status).phrase},
+        )
+
+    def configure(self, **knobs: Any) -> None:
+        unknown = sorted(set(knobs) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"unknown emulator knobs: {unknown}")
+        if knobs.get("capacity_error_style", "nested") not in ("nested", "flat"):
+            raise ValueError("capacity_error_style must be 'nested' or 'flat'")
+        with self.lock:
+            for key, value in knobs.items():
+                setattr(self, key, value)
 
     def reset(self) -> None:
         with self.lock:
@@ -215,11 +557,32 @@ class Emulator:
             self.start_tasks.clear()
             self.requests.clear()
             self.faults.clear()
+            self.sandbox_creations.clear()
+            self.api_request_times.clear()
+            self._accepted.clear()
             self.max_alive = self.created = self.stops = self.resumes = self.refused_for_capacity = 0
+            self.refused_for_quota = self.refused_for_rate = 0
+
+    def _every(self) -> list[Conversation]:
+        seen = {id(c): c for c in self.conversations.values()}
+        seen.update({id(c): c for c in self.start_tasks.values()})
+        return list(seen.values())
 
     def alive_count(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return sum(1 for c in self.conversations.values() if c.alive(now))
+        with self.lock:
+            return sum(1 for c in self._every() if c.alive(now))
+
+    def requests_per_minute(self, since: float | None = None) -> int:
+        """The most API requests (control calls excluded) seen in any 60 s window since ``since``."""
+        with self.lock:
+            times = sorted(t for t in self.api_request_times if since is None or t >= since)
+        best = first = 0
+        for last, at in enumerate(times):
+            while at - times[first] >= 60.0:
+                first += 1
+            best = max(best, last - first + 1)
+        return best
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -230,8 +593,12 @@ class Emulator:
                 "stops": self.stops,
                 "resumes": self.resumes,
                 "refused_for_capacity": self.refused_for_capacity,
+                "refused_for_quota": self.refused_for_quota,
+                "refused_for_rate": self.refused_for_rate,
                 "requests": len(self.requests),
+                "max_requests_per_minute": self.requests_per_minute(),
                 "concurrency_limit": self.concurrency_limit,
+                "sandboxes_today": self._sandboxes_today(),
             }
 
     def requests_to(self, method: str, path_pattern: str) -> list[dict[str, Any]]:
@@ -241,32 +608,38 @@ class Emulator:
     def conversation(self, conversation_id: str) -> Conversation:
         return self.conversations[_hex(conversation_id) or conversation_id]
 
-    # -- V1 --------------------------------------------------------------------------------------
+    # -- V1: start -------------------------------------------------------------------------------
 
     def _new_conversation(self, api_version: str, body: dict[str, Any], message: str) -> Conversation:
         now = time.time()
         wanted = body.get("conversation_id")
         directives = _directives(message)
+        repository = body.get("selected_repository") or body.get("repository")
         conversation = Conversation(
             id=(_hex(wanted) if wanted else None) or uuid.uuid4().hex,
             api_version=api_version,
             message=message,
-            repository=body.get("selected_repository") or body.get("repository"),
+            repository=repository,
             branch=body.get("selected_branch"),
             git_provider=body.get("git_provider"),
             title=body.get("title") or (message[:50] if message else None),
             created=now,
             ready_at=now + self.start_seconds,
             duration=float(directives.get("duration", self.conversation_seconds)),
-            outcome=directives.get("outcome")
-            or self.outcomes_by_repository.get(body.get("selected_repository") or body.get("repository") or "")
-            or "finished",
+            outcome=directives.get("outcome") or self.outcomes_by_repository.get(repository or "") or "finished",
             start_error=directives.get("start") == "error",
             request={k: v for k, v in body.items() if k != "secrets"},
         )
-        self.conversations[conversation.id] = conversation
+        if api_version == "v1":
+            self.sandbox_creations.append(now)
+        if conversation.id in self.conversations:
+            conversation.duplicate = conversation.start_error = True
+            conversation.error_step = START_STEPS.index("STARTING_CONVERSATION")
+            conversation.error_detail = f"Conversation {conversation.id} already exists"
+        else:
+            self.conversations[conversation.id] = conversation
         self.created += 1
-        self.max_alive = max(self.max_alive, self.alive_count(now))
+        self.max_alive = max(self.max_alive, self.alive_count(now) + (1 if conversation.duplicate else 0))
         return conversation
 
     def _capacity_refusal(self) -> tuple[int, Any] | None:
@@ -274,12 +647,32 @@ class Emulator:
         if current < self.concurrency_limit:
             return None
         self.refused_for_capacity += 1
+        error = {
+            "error": "CONCURRENCY_LIMIT_REACHED",
+            "message": f"You have reached the maximum of {self.concurrency_limit} concurrent conversations.",
+            "limit": self.concurrency_limit,
+            "current": current,
+        }
+        return 429, (error if self.capacity_error_style == "flat" else {"detail": error})
+
+    def _sandboxes_today(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        midnight = datetime.fromtimestamp(now, tz=timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        return sum(1 for at in self.sandbox_creations if at >= midnight.timestamp())
+
+    def _quota_refusal(self) -> tuple[int, Any] | None:
+        limit = self.daily_sandbox_limit
+        if limit is None or self._sandboxes_today() < limit:
+            return None
+        self.refused_for_quota += 1
+        today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        reset_at = (today + timedelta(days=1)).isoformat()
         return 429, {
             "detail": {
-                "error": "CONCURRENCY_LIMIT_REACHED",
-                "message": f"You have reached the maximum of {self.concurrency_limit} concurrent conversations.",
-                "limit": self.concurrency_limit,
-                "current": current,
+                "error": "DAILY_SANDBOX_LIMIT_REACHED",
+                "message": f"You have reached your daily limit of {limit} sandboxes. It resets at {reset_at}.",
+                "limit": limit,
+                "reset_at": reset_at,
             }
         }
 
@@ -288,53 +681,111 @@ class Emulator:
             return 422, {"detail": [{"loc": ["body"], "msg": "Input should be an object", "type": "dict_type"}]}
         message = ""
         initial = body.get("initial_message") or {}
+        if not isinstance(initial, dict):
+            return _invalid(["body", "initial_message"], "Input should be an object", "dict_type", initial)
         for part in initial.get("content") or []:
             if isinstance(part, dict) and part.get("type", "text") == "text":
                 message += part.get("text", "")
         wanted = body.get("conversation_id")
         if wanted is not None and _hex(wanted) is None:
-            return 422, {"detail": [{"loc": ["body", "conversation_id"], "msg": "Input should be a valid UUID"}]}
-        if wanted and _hex(wanted) in self.conversations:
-            return 409, {"detail": f"Conversation {wanted} already exists"}
-        refusal = self._capacity_refusal()
+            return _invalid(["body", "conversation_id"], "Input should be a valid UUID", "uuid_parsing", wanted)
+        refusal = self._quota_refusal() or self._capacity_refusal()
         if refusal:
             return refusal
         conversation = self._new_conversation("v1", body, message)
         conversation.start_task_id = uuid.uuid4().hex
-        self.start_tasks[conversation.start_task_id] = conversation.id
-        return 200, self._start_task_json(conversation, time.time())
+        self.start_tasks[conversation.start_task_id] = conversation
+        return 200, self._start_task_json(conversation, time.time(), stamp=_z_iso)
 
     def _start_task_status(self, conversation: Conversation, now: float) -> str:
-        elapsed = now - conversation.created
-        step = int(elapsed / max(self.start_seconds, 1e-9) * (len(START_STEPS) - 1))
-        if conversation.start_error and step >= 2:
+        if conversation.start_error and now >= conversation.error_at:
             return "ERROR"
-        return START_STEPS[min(step, len(START_STEPS) - 1)] if now < conversation.ready_at else "READY"
+        if now >= conversation.ready_at:
+            return "READY"
+        span = max(conversation.ready_at - conversation.created, 1e-9)
+        step = int((now - conversation.created) / span * (len(START_STEPS) - 1))
+        return START_STEPS[min(step, len(START_STEPS) - 2)]
 
-    def _start_task_json(self, conversation: Conversation, now: float) -> dict[str, Any]:
+    def _start_task_updated(self, conversation: Conversation, now: float) -> float:
+        status = self._start_task_status(conversation, now)
+        if status == "ERROR":
+            return conversation.error_at
+        if status == "READY":
+            return conversation.ready_at
+        span = conversation.ready_at - conversation.created
+        return conversation.created + span * START_STEPS.index(status) / (len(START_STEPS) - 1)
+
+    def _start_task_json(self, conversation: Conversation, now: float, stamp: Any = _naive_iso) -> dict[str, Any]:
         status = self._start_task_status(conversation, now)
         ready = status == "READY"
         return {
             "id": conversation.start_task_id,
             "created_by_user_id": USER_ID,
             "status": status,
-            "detail": "Sandbox failed to start: repository clone failed" if status == "ERROR" else None,
+            "detail": conversation.error_detail if status == "ERROR" else None,
             "app_conversation_id": conversation.id if ready else None,
             "sandbox_id": conversation.sandbox_id if ready else None,
             "agent_server_url": f"{self.url}/agent/{conversation.sandbox_id}" if ready else None,
             "request": conversation.request,
-            "created_at": _now_iso(conversation.created),
-            "updated_at": _now_iso(now),
+            "created_at": stamp(conversation.created),
+            "updated_at": stamp(self._start_task_updated(conversation, now)),
         }
 
-    def v1_start_tasks(self, ids: list[str]) -> tuple[int, Any]:
+    @staticmethod
+    def _ids(query: dict[str, list[str]]) -> tuple[list[str], tuple[int, Any] | None]:
+        ids = query.get("ids") or []
+        if not ids:
+            return [], _invalid(["query", "ids"], "Field required", "missing")
+        if len(ids) > MAX_IDS:
+            return [], (400, {"detail": f"Too many ids requested: {len(ids)}. Maximum is {MAX_IDS}."})
+        keys = []
+        for value in ids:
+            key = _hex(value)
+            if key is None:
+                return [], (400, {"detail": f"Invalid UUID: {value!r}"})
+            keys.append(key)
+        return keys, None
+
+    def v1_start_tasks(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        keys, error = self._ids(query)
+        if error:
+            return error
         now = time.time()
         answer = []
-        for task_id in ids:
-            conversation_id = self.start_tasks.get(_hex(task_id) or task_id)
-            conversation = self.conversations.get(conversation_id) if conversation_id else None
+        for key in keys:
+            conversation = self.start_tasks.get(key)
             answer.append(self._start_task_json(conversation, now) if conversation else None)
         return 200, answer
+
+    def v1_start_task_search(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        q = _Query(query)
+        wanted = q.uuid_hex("conversation_id__eq")
+        since = q.timestamp("created_at__gte")
+        order = q.choice("sort_order", START_TASK_SORT_ORDERS, "CREATED_AT_DESC")
+        limit = q.integer("limit", 100)
+        offset = q.offset()
+        if q.error:
+            return q.error
+        now = time.time()
+        tasks = []
+        for conversation in self.start_tasks.values():
+            if since is not None and conversation.created < since:
+                continue
+            if wanted is not None:
+                asked = _hex(conversation.request.get("conversation_id")) if conversation.request else None
+                ready_as = conversation.id if self._start_task_status(conversation, now) == "READY" else None
+                if wanted not in (asked, ready_as):
+                    continue
+            tasks.append(conversation)
+        by_update = order.startswith("UPDATED")  # type: ignore[union-attr]
+        tasks.sort(
+            key=lambda c: self._start_task_updated(c, now) if by_update else c.created,
+            reverse=order.endswith("_DESC"),  # type: ignore[union-attr]
+        )
+        items = [self._start_task_json(c, now) for c in tasks]
+        return 200, _page(items, offset, limit)
+
+    # -- V1: conversations -------------------------------------------------------------------------
 
     def _v1_sandbox_status(self, conversation: Conversation, now: float) -> str:
         if conversation.sandbox_override:
@@ -343,15 +794,27 @@ class Emulator:
             return "PAUSED"
         if conversation.start_error:
             return "ERROR"
-        return "RUNNING" if now >= conversation.ready_at else "STARTING"
+        if now < conversation.ready_at:
+            return "STARTING"
+        return "ERROR" if conversation.in_sandbox_error(now) else "RUNNING"
+
+    def _v1_visible(self, conversation: Conversation | None, now: float) -> Conversation | None:
+        if conversation is None or conversation.api_version != "v1" or conversation.deleted:
+            return None
+        return conversation if conversation.ready(now) else None
+
+    def _v1_find(self, conversation_id: str, now: float) -> Conversation | None:
+        key = _hex(conversation_id)
+        return self._v1_visible(self.conversations.get(key), now) if key else None
 
     def _v1_conversation_json(self, conversation: Conversation, now: float) -> dict[str, Any]:
         sandbox = self._v1_sandbox_status(conversation, now)
-        execution = conversation.agent_status(now) if sandbox == "RUNNING" else None
+        running = sandbox == "RUNNING"
+        execution = conversation.agent_status(now) if running else None
         # What the agent did stays on record when the sandbox is paused afterwards.
         done_by = conversation.paused_at if conversation.paused_at is not None else now
         done = conversation.agent_status(done_by) == "finished"
-        ran = max(0.0, min(done_by, conversation.finished_at()) - conversation.ready_at)
+        ran = conversation.ran(done_by)
         return {
             "id": conversation.id,
             "created_by_user_id": USER_ID,
@@ -379,44 +842,266 @@ class Emulator:
             "public": False,
             "tags": {},
             "created_at": _now_iso(conversation.created),
-            "updated_at": _now_iso(now),
+            "updated_at": _now_iso(conversation.updated_at(now)),
             "sandbox_status": sandbox,
             "execution_status": execution,
-            "conversation_url": f"{self.url}/agent/{conversation.sandbox_id}/conversations/{conversation.id}",
-            "session_api_key": f"session-{conversation.sandbox_id}" if sandbox == "RUNNING" else None,
+            "conversation_url": (
+                f"{self.url}/agent/{conversation.sandbox_id}/conversations/{conversation.id}" if running else None
+            ),
+            "session_api_key": f"session-{conversation.sandbox_id}" if running else None,
             "acp_server": None,
             "launched_agent_profile": None,
         }
 
-    def v1_conversations(self, ids: list[str]) -> tuple[int, Any]:
+    def v1_conversations(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        keys, error = self._ids(query)
+        if error:
+            return error
         now = time.time()
         answer = []
-        for conversation_id in ids:
-            key = _hex(conversation_id)
-            if key is None:
-                return 400, {"detail": f"Invalid UUID: {conversation_id}"}
-            conversation = self.conversations.get(key)
-            visible = conversation and conversation.api_version == "v1" and not conversation.deleted
-            answer.append(self._v1_conversation_json(conversation, now) if visible else None)
+        for key in keys:
+            conversation = self._v1_visible(self.conversations.get(key), now)
+            answer.append(self._v1_conversation_json(conversation, now) if conversation else None)
         return 200, answer
 
-    def v1_search(self, limit: int) -> tuple[int, Any]:
+    def v1_search(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        q = _Query(query)
+        limit = q.integer("limit", 100)
+        offset = q.offset()
+        if q.error:
+            return q.error
         now = time.time()
-        items = [
-            self._v1_conversation_json(c, now)
-            for c in self.conversations.values()
-            if c.api_version == "v1" and not c.deleted
-        ]
-        return 200, {"items": items[:limit], "next_page_id": None}
+        found = [c for c in self.conversations.values() if self._v1_visible(c, now)]
+        found.sort(key=lambda c: c.created, reverse=True)
+        return 200, _page([self._v1_conversation_json(c, now) for c in found], offset, limit)
+
+    def v1_delete(self, conversation_id: str) -> tuple[int, Any]:
+        conversation = self._v1_find(conversation_id, time.time())
+        if conversation is None:
+            return 404, {"detail": "Item not found"}
+        conversation.deleted = True
+        conversation.changes.append(time.time())
+        self.stops += 1
+        return 200, {"success": True}
+
+    def _by_sandbox(self, sandbox_id: str) -> Conversation | None:
+        key = _hex(sandbox_id) or sandbox_id
+        for conversation in self.conversations.values():
+            if conversation.sandbox_id == key and not conversation.deleted:
+                return conversation
+        return None
 
     def v1_pause(self, sandbox_id: str) -> tuple[int, Any]:
-        for conversation in self.conversations.values():
-            if conversation.sandbox_id == sandbox_id:
-                if conversation.paused_at is None:
-                    conversation.paused_at = time.time()
-                    self.stops += 1
-                return 200, {"success": True}
-        return 404, {"detail": "Item not found"}
+        conversation = self._by_sandbox(sandbox_id)
+        if conversation is None:
+            return 404, {"detail": "Item not found"}
+        if conversation.paused_at is None:
+            conversation.paused_at = time.time()
+            conversation.changes.append(conversation.paused_at)
+            self.stops += 1
+        return 200, {"success": True}
+
+    def v1_resume(self, sandbox_id: str) -> tuple[int, Any]:
+        conversation = self._by_sandbox(sandbox_id)
+        if conversation is None:
+            return 404, {"detail": "Item not found"}
+        if conversation.paused_at is not None:
+            refusal = self._capacity_refusal()
+            if refusal:
+                return refusal
+            conversation.paused_at = None
+            conversation.changes.append(time.time())
+            self.resumes += 1
+            self.max_alive = max(self.max_alive, self.alive_count())
+        return 200, {"success": True}
+
+    def v1_send_message(self, conversation_id: str, body: Any) -> tuple[int, Any]:
+        if _hex(conversation_id) is None:
+            return _invalid(
+                ["path", "conversation_id"], "Input should be a valid UUID", "uuid_parsing", conversation_id
+            )
+        if not isinstance(body, dict):
+            return _invalid(["body"], "Input should be a valid dictionary or object", "model_attributes_type", body)
+        if body.get("role", "user") != "user":
+            return _invalid(["body", "role"], "Input should be 'user'", "literal_error", body.get("role"))
+        if not isinstance(body.get("run", True), bool):
+            return _invalid(["body", "run"], "Input should be a valid boolean", "bool_type", body.get("run"))
+        content = body.get("content")
+        if not isinstance(content, list) or not content:
+            return _invalid(["body", "content"], "List should have at least 1 item", "too_short", content)
+        text = ""
+        for number, part in enumerate(content):
+            is_text = (
+                isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str)
+            )
+            is_image = (
+                isinstance(part, dict) and part.get("type") == "image" and isinstance(part.get("image_urls"), list)
+            )
+            if not (is_text or is_image):
+                return _invalid(["body", "content", number], "Input should be text or image content", "union", part)
+            if is_text and set(part) - {"type", "text", "cache_prompt"}:
+                return _invalid(["body", "content", number], "Extra inputs are not permitted", "extra_forbidden", part)
+            if is_text:
+                text += part["text"]
+        now = time.time()
+        conversation = self._v1_find(conversation_id, now)
+        if conversation is None:
+            return 404, {"detail": f"Conversation {conversation_id} not found"}
+        sandbox = self._v1_sandbox_status(conversation, now)
+        if sandbox == "PAUSED":
+            return 409, {
+                "detail": f"Sandbox is PAUSED. Use POST /api/v1/sandboxes/{conversation.sandbox_id}/resume "
+                "to resume the sandbox before sending messages."
+            }
+        if sandbox == "MISSING":
+            return 410, {"detail": "Conversation is archived: its sandbox no longer exists."}
+        if sandbox != "RUNNING":
+            return 503, {"detail": f"Sandbox is in {sandbox} state or the agent server is unavailable."}
+        directives = _directives(text)
+        previous_end = conversation.finished_at()
+        run = body.get("run", True)
+        start = max(now + self.turn_lag_seconds, previous_end) if run else math.inf
+        conversation.turns.append(
+            Turn(
+                message=text,
+                sent_at=now,
+                start=start,
+                duration=float(directives.get("duration", self.conversation_seconds)) if run else 0.0,
+                outcome=directives.get("outcome") or "finished",
+                sandbox_error=float(directives.get("sandbox_error", 0) or 0) if run else 0.0,
+            )
+        )
+        return 200, {"success": True, "sandbox_status": "RUNNING", "message": None}
+
+    # -- V1: events --------------------------------------------------------------------------------
+
+    def _v1_events(self, conversation: Conversation) -> list[tuple[float, dict[str, Any]]]:
+        """Every event of the conversation's turns, with its time, whether or not it happened yet."""
+        events: list[tuple[float, dict[str, Any]]] = []
+        parent: list[str | None] = [None]
+
+        def add(at: float, turn_no: int, seq: int, kind: str, **fields: Any) -> str:
+            event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"{conversation.id}/{turn_no}/{seq}"))
+            event = {"id": event_id, "timestamp": _naive_iso(at), "parent_id": parent[0], **fields, "kind": kind}
+            events.append((at, event))
+            parent[0] = event_id
+            return event_id
+
+        def state(at: float, turn_no: int, seq: int, value: str) -> None:
+            add(
+                at,
+                turn_no,
+                seq,
+                "ConversationStateUpdateEvent",
+                source="environment",
+                key="execution_status",
+                value=value,
+            )
+
+        for number, turn in enumerate(conversation.turns):
+            sent = conversation.ready_at if number == 0 else turn.sent_at
+            add(
+                sent,
+                number,
+                0,
+                "MessageEvent",
+                source="user",
+                llm_message={"role": "user", "content": [{"type": "text", "text": turn.message}], "tool_calls": None},
+                llm_response_id=None,
+                activated_skills=[],
+                extended_content=[],
+                sender=None,
+                critic_result=None,
+            )
+            if turn.start == math.inf:
+                continue
+            state(max(turn.start, sent), number, 1, "running")
+            end = turn.end
+            if turn.outcome == "finished":
+                final = turn.final_message()
+                call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{number}').hex[:24]}"
+                action_id = add(
+                    end - 0.002,
+                    number,
+                    2,
+                    "ActionEvent",
+                    source="agent",
+                    thought=[],
+                    reasoning_content=None,
+                    thinking_blocks=[],
+                    responses_reasoning_item=None,
+                    action={"message": final, "kind": "FinishAction"},
+                    tool_name="finish",
+                    tool_call_id=call_id,
+                    tool_call={
+                        "id": call_id,
+                        "name": "finish",
+                        "arguments": json.dumps({"message": final}),
+                        "origin": "completion",
+                    },
+                    llm_response_id=f"chatcmpl-{call_id[5:]}",
+                    security_risk="UNKNOWN",
+                    critic_result=None,
+                    summary=None,
+                )
+                add(
+                    end - 0.001,
+                    number,
+                    3,
+                    "ObservationEvent",
+                    source="environment",
+                    tool_name="finish",
+                    tool_call_id=call_id,
+                    observation={
+                        "content": [{"type": "text", "text": final}],
+                        "is_error": False,
+                        "kind": "FinishObservation",
+                    },
+                    action_id=action_id,
+                    extended_content=[],
+                )
+            elif turn.outcome == "error":
+                add(
+                    end - 0.001,
+                    number,
+                    2,
+                    "ConversationErrorEvent",
+                    source="environment",
+                    code="LLMServiceUnavailableError",
+                    detail="litellm.InternalServerError: the LLM provider answered HTTP 500 (emulated outcome=error)",
+                )
+            state(end, number, 4, turn.outcome)
+        events.sort(key=lambda pair: pair[0])
+        return events
+
+    def v1_events_search(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        q = _Query(query)
+        kind = q.choice("kind__eq", EVENT_KINDS, None)
+        order = q.choice("sort_order", EVENT_SORT_ORDERS, "TIMESTAMP")
+        since = q.timestamp("timestamp__gte")
+        before = q.timestamp("timestamp__lt")
+        limit = q.integer("limit", 100)
+        offset = q.offset()
+        if q.error:
+            return q.error
+        now = time.time()
+        conversation = self._v1_find(conversation_id, now)
+        if conversation is None:
+            return 200, {"items": [], "next_page_id": None}
+        until = conversation.paused_at if conversation.paused_at is not None else now
+        items = [
+            event
+            for at, event in self._v1_events(conversation)
+            if at <= until
+            and (kind is None or event["kind"] == kind)
+            and (since is None or at >= since - 1e-6)
+            and (before is None or at < before - 1e-6)
+        ]
+        if order == "TIMESTAMP_DESC":
+            items.reverse()
+        return 200, _page(items, offset, limit)
+
+    # -- benchmarks --------------------------------------------------------------------------------
 
     def seed(self, durations: list[float]) -> list[dict[str, Any]]:
         """Create running V1 conversations at once (no start phase), for benchmarks and load tests."""
@@ -425,30 +1110,18 @@ class Emulator:
         with self.lock:
             for duration in durations:
                 conversation = self._new_conversation("v1", {}, "seeded [emulator]")
-                conversation.ready_at = now
-                conversation.duration = float(duration)
+                conversation.set_first_turn(now, float(duration))
                 created.append({"id": conversation.id, "finishes_at": conversation.finished_at()})
         return created
 
     def done(self, conversation_id: str) -> tuple[int, Any]:
-        """404 until the agent finished, then 200: a status endpoint a plain HTTP sensor can poll."""
+        """404 until the agent's last turn ended, then 200: a status endpoint a plain HTTP sensor can poll."""
         conversation = self.conversations.get(_hex(conversation_id) or conversation_id)
         if conversation is None or conversation.agent_status(time.time()) in (None, "running"):
             return 404, {"detail": "not finished"}
+        if time.time() < conversation.finished_at():
+            return 404, {"detail": "not finished"}
         return 200, {"finished_at": conversation.finished_at()}
-
-    def v1_resume(self, sandbox_id: str) -> tuple[int, Any]:
-        for conversation in self.conversations.values():
-            if conversation.sandbox_id == sandbox_id:
-                if conversation.paused_at is not None:
-                    refusal = self._capacity_refusal()
-                    if refusal:
-                        return refusal
-                    conversation.paused_at = None
-                    self.resumes += 1
-                    self.max_alive = max(self.max_alive, self.alive_count())
-                return 200, {"success": True}
-        return 404, {"detail": "Item not found"}
 
     # -- V0 --------------------------------------------------------------------------------------
 
@@ -563,14 +1236,26 @@ class Emulator:
 
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         with self.lock:
-            if method == "POST" and path == "/api/v1/app-conversations":
-                return self.v1_start(body)
-            if method == "GET" and path == "/api/v1/app-conversations":
-                return self.v1_conversations(query.get("ids", []))
+            if path == "/api/v1/app-conversations":
+                if method == "POST":
+                    return self.v1_start(body)
+                if method == "GET":
+                    return self.v1_conversations(query)
             if method == "GET" and path == "/api/v1/app-conversations/start-tasks":
-                return self.v1_start_tasks(query.get("ids", []))
+                return self.v1_start_tasks(query)
+            if method == "GET" and path == "/api/v1/app-conversations/start-tasks/search":
+                return self.v1_start_task_search(query)
             if method == "GET" and path == "/api/v1/app-conversations/search":
-                return self.v1_search(int((query.get("limit") or ["100"])[0]))
+                return self.v1_search(query)
+            match = _SEND_ID.fullmatch(path)
+            if method == "POST" and match:
+                return self.v1_send_message(match.group(1), body)
+            match = re.fullmatch(r"/api/v1/app-conversations/([^/]+)", path)
+            if method == "DELETE" and match:
+                return self.v1_delete(match.group(1))
+            match = re.fullmatch(r"/api/v1/conversation/([^/]+)/events/search", path)
+            if method == "GET" and match:
+                return self.v1_events_search(match.group(1), query)
             match = re.fullmatch(r"/api/v1/sandboxes/([^/]+)/(pause|resume)", path)
             if method == "POST" and match:
                 sandbox_id, action = match.groups()
@@ -599,11 +1284,26 @@ class Emulator:
         )
         return token == self.api_key
 
+    def admit(self, now: float | None = None) -> float | None:
+        """Count an API request against the rate limit: None if admitted, else seconds to wait."""
+        now = time.time() if now is None else now
+        with self.lock:
+            self.api_request_times.append(now)
+            limit = self.rate_limit_per_minute
+            while self._accepted and now - self._accepted[0] >= 60.0:
+                self._accepted.popleft()
+            if limit is not None and len(self._accepted) >= limit:
+                self.refused_for_rate += 1
+                return max(0.0, self._accepted[0] + 60.0 - now)
+            self._accepted.append(now)
+        return None
+
     def take_fault(self, method: str, path: str) -> Fault | None:
+        now = time.time()
         with self.lock:
             for fault in self.faults:
-                if fault.matches(method, path):
-                    fault.times -= 1
+                if fault.matches(method, path, now):
+                    fault.used += 1
                     return fault
         return None
 
@@ -633,7 +1333,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         emu = self.emulator
         parts = urlsplit(self.path)
-        path, query = parts.path, parse_qs(parts.query)
+        path, query = parts.path, parse_qs(parts.query, keep_blank_values=True)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -657,6 +1357,13 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if emu.latency:
             time.sleep(emu.latency)
+        wait = emu.admit(entry["at"])
+        if wait is not None:
+            answer = {"error": f"Rate limit exceeded: {emu.rate_limit_per_minute} per 1 minute"}
+            entry.update(status=429, response=answer)
+            emu.log_request(entry)
+            self._send(429, json.dumps(answer), {"Retry-After": str(max(1, math.ceil(wait)))})
+            return
         fault = emu.take_fault(self.command, path)
         if fault is not None:
             if fault.delay:
@@ -684,26 +1391,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _control(self, path: str, body: Any) -> None:
         emu = self.emulator
-        if path == "/_emulator/stats":
-            self._send(200, json.dumps(emu.stats()), {})
-        elif path == "/_emulator/requests":
-            with emu.lock:
-                self._send(200, json.dumps(emu.requests), {})
-        elif path == "/_emulator/faults" and self.command == "POST":
-            emu.add_fault(**(body or {}))
-            self._send(200, json.dumps({"ok": True}), {})
-        elif path == "/_emulator/config" and self.command == "POST":
-            for key in ("concurrency_limit", "conversation_seconds", "start_seconds", "latency"):
-                if key in (body or {}):
-                    setattr(emu, key, body[key])
-            self._send(200, json.dumps({"ok": True}), {})
-        elif path == "/_emulator/seed" and self.command == "POST":
-            self._send(200, json.dumps(emu.seed(list((body or {}).get("durations", [])))), {})
-        elif path == "/_emulator/reset" and self.command == "POST":
-            emu.reset()
-            self._send(200, json.dumps({"ok": True}), {})
-        else:
-            self._send(404, json.dumps({"detail": "unknown control path"}), {})
+        body = body or {}
+        try:
+            if path == "/_emulator/stats":
+                self._send(200, json.dumps(emu.stats()), {})
+            elif path == "/_emulator/requests":
+                with emu.lock:
+                    self._send(200, json.dumps(emu.requests), {})
+            elif path == "/_emulator/faults" and self.command == "POST":
+                emu.add_fault(**body)
+                self._send(200, json.dumps({"ok": True}), {})
+            elif path == "/_emulator/outage" and self.command == "POST":
+                emu.outage(**body)
+                self._send(200, json.dumps({"ok": True}), {})
+            elif path == "/_emulator/config" and self.command == "POST":
+                emu.configure(**body)
+                self._send(200, json.dumps({"ok": True}), {})
+            elif path == "/_emulator/seed" and self.command == "POST":
+                self._send(200, json.dumps(emu.seed(list(body.get("durations", [])))), {})
+            elif path == "/_emulator/reset" and self.command == "POST":
+                emu.reset()
+                self._send(200, json.dumps({"ok": True}), {})
+            else:
+                self._send(404, json.dumps({"detail": "unknown control path"}), {})
+        except (TypeError, ValueError) as exc:
+            self._send(400, json.dumps({"detail": str(exc)}), {})
 
     def _send(self, status: int, payload: str, headers: dict[str, str]) -> None:
         data = payload.encode()

@@ -1,0 +1,452 @@
+"""The emulator on its own, over plain HTTP: as strict as the real service, answers that fit the spec.
+
+No provider client code here: a client bug must not hide an emulator bug.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import requests
+
+from airflow_provider_openhands.testing import Emulator
+
+CONVERSATIONS = "/api/v1/app-conversations"
+START_TASKS = "/api/v1/app-conversations/start-tasks"
+TASK_SEARCH = "/api/v1/app-conversations/start-tasks/search"
+EVENTS = "/api/v1/conversation/{conversation_id}/events/search"
+SEND = "/api/v1/app-conversations/{conversation_id}/send-message"
+
+
+class Client:
+    """Plain ``requests`` against the emulator, checking every answer against the V1 spec."""
+
+    def __init__(self, emu: Emulator, contract: Any) -> None:
+        self.emu = emu
+        self.contract = contract
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {emu.api_key}"
+
+    def call(self, method: str, path: str, template: str | None = None, **kwargs: Any) -> requests.Response:
+        answer = self.session.request(method, self.emu.url + path, timeout=10, **kwargs)
+        template = template or path.split("?")[0]
+        operation = self.contract.docs["v1"]["paths"].get(template, {}).get(method.lower())
+        if operation and answer.status_code in (200, 422):
+            self.contract.validate_response("v1", method, template, answer.json(), answer.status_code)
+        return answer
+
+    def start(self, text: str = "Fix the README", **fields: Any) -> dict[str, Any]:
+        body = {"initial_message": {"content": [{"type": "text", "text": text}]}, "selected_repository": "acme/web"}
+        self.contract.validate_request("v1", "POST", CONVERSATIONS, {**body, **fields})
+        answer = self.call("POST", CONVERSATIONS, json={**body, **fields})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def tasks(self, *task_ids: str) -> list[dict[str, Any] | None]:
+        answer = self.call("GET", START_TASKS, params=[("ids", t) for t in task_ids])
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def conversations(self, *conversation_ids: str) -> list[dict[str, Any] | None]:
+        answer = self.call("GET", CONVERSATIONS, params=[("ids", c) for c in conversation_ids])
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        return self.conversations(conversation_id)[0]
+
+    def ready(self, task: dict[str, Any], timeout: float = 5) -> str:
+        found = wait_for(lambda: (self.tasks(task["id"])[0] or {}).get("status") in ("READY", "ERROR"), timeout)
+        assert found
+        current = self.tasks(task["id"])[0]
+        assert current is not None and current["status"] == "READY", current
+        return current["app_conversation_id"]
+
+    def events(self, conversation_id: str, **params: Any) -> dict[str, Any]:
+        path = EVENTS.format(conversation_id=conversation_id)
+        answer = self.call("GET", path, template=EVENTS, params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def send(self, conversation_id: str, text: str, **fields: Any) -> requests.Response:
+        body = {"role": "user", "content": [{"type": "text", "text": text}], **fields}
+        self.contract.validate_request("v1", "POST", SEND, body)
+        return self.call("POST", SEND.format(conversation_id=conversation_id), template=SEND, json=body)
+
+    def control(self, path: str, body: Any = None) -> requests.Response:
+        return requests.post(self.emu.url + path, json=body or {}, timeout=10)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5, step: float = 0.02) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return check()
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with Emulator(conversation_seconds=0.4, start_seconds=0.2, turn_lag_seconds=0.3) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def api(emu: Emulator, contract: Any) -> Client:
+    return Client(emu, contract)
+
+
+# -- 1. ids before READY ---------------------------------------------------------------------------
+
+
+def test_a_conversation_does_not_exist_before_its_start_task_is_ready(api):
+    wanted = uuid.uuid4()
+    task = api.start(conversation_id=str(wanted))
+    assert task["app_conversation_id"] is None and task["sandbox_id"] is None
+    assert task["created_at"].endswith("Z")
+    assert api.conversations(wanted.hex, str(wanted), uuid.uuid4().hex) == [None, None, None]
+    conversation_id = api.ready(task)
+    assert conversation_id == wanted.hex
+    first, dashed, unknown = api.conversations(wanted.hex, str(wanted), uuid.uuid4().hex)
+    assert first["id"] == dashed["id"] == wanted.hex and unknown is None
+    assert first["sandbox_status"] == "RUNNING"
+    read = api.tasks(task["id"])[0]
+    assert "+" not in read["created_at"] and not read["created_at"].endswith("Z")  # no time zone on reads
+
+
+def test_a_start_task_that_fails_never_makes_a_conversation(api, emu):
+    task = api.start("Go [emulator start=error]", conversation_id=uuid.uuid4().hex)
+    assert wait_for(lambda: api.tasks(task["id"])[0]["status"] == "ERROR")
+    assert api.tasks(task["id"])[0]["detail"]
+    assert api.conversation(task["request"]["conversation_id"]) is None
+    assert emu.alive_count() == 0
+
+
+# -- 2. ?ids= validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [CONVERSATIONS, START_TASKS])
+def test_ids_are_validated_as_the_service_does(api, path):
+    ids = [uuid.uuid4().hex for _ in range(100)]
+    assert api.call("GET", path, params=[("ids", i) for i in ids[:99]]).json() == [None] * 99
+    too_many = api.call("GET", path, params=[("ids", i) for i in ids])
+    assert too_many.status_code == 400 and "Maximum is 99" in too_many.text
+    assert api.call("GET", path, params={"ids": ",".join(ids[:2])}).status_code == 400
+    assert api.call("GET", path, params={"ids": "not-a-uuid"}).status_code == 400
+    assert api.call("GET", path + "?ids=").status_code == 400
+    missing = api.call("GET", path)  # 422 validated against HTTPValidationError by the client
+    assert missing.status_code == 422 and isinstance(missing.json()["detail"], list)
+
+
+# -- 3. start task search --------------------------------------------------------------------------
+
+
+def test_start_task_search_finds_a_start_by_the_conversation_id_asked_for(api):
+    wanted = uuid.uuid4()
+    task = api.start(conversation_id=str(wanted))
+    other = api.start("Other")  # no chosen id: found by its conversation id only once READY
+    for form in (str(wanted), wanted.hex):
+        page = api.call("GET", TASK_SEARCH, params={"conversation_id__eq": form}).json()
+        assert [t["id"] for t in page["items"]] == [task["id"]] and page["next_page_id"] is None
+    other_id = api.ready(other)
+    assert [
+        t["id"] for t in api.call("GET", TASK_SEARCH, params={"conversation_id__eq": other_id}).json()["items"]
+    ] == [other["id"]]
+    everything = api.call("GET", TASK_SEARCH).json()["items"]
+    assert [t["id"] for t in everything] == [other["id"], task["id"]]  # CREATED_AT_DESC by default
+    ascending = api.call("GET", TASK_SEARCH, params={"sort_order": "CREATED_AT"}).json()["items"]
+    assert [t["id"] for t in ascending] == [task["id"], other["id"]]
+    first = api.call("GET", TASK_SEARCH, params={"limit": 1}).json()
+    assert len(first["items"]) == 1 and first["next_page_id"]
+    second = api.call("GET", TASK_SEARCH, params={"limit": 1, "page_id": first["next_page_id"]}).json()
+    assert [t["id"] for t in second["items"]] == [task["id"]] and second["next_page_id"] is None
+    later = (datetime.now(timezone.utc) + timedelta(seconds=5)).isoformat()
+    assert api.call("GET", TASK_SEARCH, params={"created_at__gte": later}).json()["items"] == []
+    for bad in ({"sort_order": "NEWEST"}, {"conversation_id__eq": "x"}, {"limit": 0}, {"limit": 101}):
+        assert api.call("GET", TASK_SEARCH, params=bad).status_code == 422
+
+
+# -- 4. a reused conversation id -------------------------------------------------------------------
+
+
+def test_a_reused_conversation_id_is_accepted_then_its_start_task_fails(api):
+    wanted = uuid.uuid4().hex
+    original = api.start(conversation_id=wanted)
+    conversation_id = api.ready(original)
+    again = api.start("Again", conversation_id=str(uuid.UUID(wanted)))
+    assert again["id"] != original["id"] and again["status"] != "ERROR"
+    assert wait_for(lambda: api.tasks(again["id"])[0]["status"] == "ERROR")
+    failed = api.tasks(again["id"])[0]
+    assert "already exists" in failed["detail"] and failed["app_conversation_id"] is None
+    assert api.conversation(conversation_id)["sandbox_status"] == "RUNNING"
+    assert api.tasks(original["id"])[0]["status"] == "READY"
+    found = api.call("GET", TASK_SEARCH, params={"conversation_id__eq": wanted}).json()["items"]
+    assert {t["id"] for t in found} == {original["id"], again["id"]}
+
+
+# -- 5-7. capacity and quota -----------------------------------------------------------------------
+
+
+def test_a_finished_conversation_keeps_its_slot_until_paused_or_deleted(api, emu):
+    emu.concurrency_limit = 2
+    first, second = api.ready(api.start("One")), api.ready(api.start("Two"))
+    assert wait_for(lambda: api.conversation(first)["execution_status"] == "finished")
+    refused = api.call("POST", CONVERSATIONS, json={"initial_message": {"content": [{"type": "text", "text": "3"}]}})
+    assert refused.status_code == 429 and "Retry-After" not in refused.headers
+    assert refused.json()["detail"] == {
+        "error": "CONCURRENCY_LIMIT_REACHED",
+        "message": refused.json()["detail"]["message"],
+        "limit": 2,
+        "current": 2,
+    }
+    sandbox = api.conversation(first)["sandbox_id"]
+    assert api.call("POST", f"/api/v1/sandboxes/{sandbox}/pause").json() == {"success": True}
+    third = api.start("Three")  # the paused one gave its slot back
+    resume = api.call("POST", f"/api/v1/sandboxes/{sandbox}/resume")
+    assert resume.status_code == 429 and resume.json()["detail"]["error"] == "CONCURRENCY_LIMIT_REACHED"
+    assert api.call("DELETE", f"{CONVERSATIONS}/{second}").json() == {"success": True}
+    assert api.conversation(second) is None
+    assert api.call("DELETE", f"{CONVERSATIONS}/{second}").status_code == 404
+    assert api.call("POST", f"/api/v1/sandboxes/{sandbox}/resume").json() == {"success": True}
+    api.ready(third)
+
+
+def test_capacity_refusal_can_be_flat(api, emu):
+    assert api.control("/_emulator/config", {"concurrency_limit": 1, "capacity_error_style": "flat"}).ok
+    api.start()
+    refused = api.call("POST", CONVERSATIONS, json={"initial_message": None})
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "error": "CONCURRENCY_LIMIT_REACHED",
+        "message": refused.json()["message"],
+        "limit": 1,
+        "current": 1,
+    }
+    assert api.control("/_emulator/config", {"capacity_error_style": "sideways"}).status_code == 400
+
+
+def test_daily_sandbox_quota(api, emu):
+    assert api.control("/_emulator/config", {"daily_sandbox_limit": 2}).ok
+    first = api.start("One")
+    api.start("Two [emulator start=error]")  # a start that fails still used a sandbox
+    api.call("POST", f"/api/v1/sandboxes/{api.conversation(api.ready(first))['sandbox_id']}/pause")
+    refused = api.call("POST", CONVERSATIONS, json={"initial_message": None})
+    assert refused.status_code == 429
+    detail = refused.json()["detail"]
+    assert detail["error"] == "DAILY_SANDBOX_LIMIT_REACHED" and detail["limit"] == 2 and detail["message"]
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert datetime.fromisoformat(detail["reset_at"]) == tomorrow
+    emu.daily_sandbox_limit = None
+    api.start("Three")
+
+
+# -- 8. faults as outage windows -------------------------------------------------------------------
+
+
+def test_faults_can_be_outage_windows(api, emu):
+    emu.outage(status=503, seconds=0.5, path="app-conversations$", method="GET", headers={"Retry-After": "1"})
+    for _ in range(4):
+        down = api.call("GET", CONVERSATIONS, params={"ids": uuid.uuid4().hex})
+        assert down.status_code == 503 and down.headers["Retry-After"] == "1"
+    assert api.call("GET", START_TASKS, params={"ids": uuid.uuid4().hex}).status_code == 200
+    assert wait_for(lambda: api.call("GET", CONVERSATIONS, params={"ids": uuid.uuid4().hex}).status_code == 200, 2)
+
+    assert api.control("/_emulator/faults", {"status": 502, "seconds": 0.3, "times": 2}).ok
+    assert [api.call("GET", START_TASKS, params={"ids": uuid.uuid4().hex}).status_code for _ in range(3)] == [
+        502,
+        502,
+        200,
+    ]
+    emu.add_fault(status=500)  # neither times nor seconds: once
+    assert [api.call("GET", START_TASKS, params={"ids": uuid.uuid4().hex}).status_code for _ in range(2)] == [500, 200]
+    assert api.control("/_emulator/outage", {"seconds": 0.2}).ok
+    assert api.call("GET", START_TASKS, params={"ids": uuid.uuid4().hex}).status_code == 503
+    assert wait_for(lambda: api.call("GET", START_TASKS, params={"ids": uuid.uuid4().hex}).status_code == 200, 2)
+    emu.add_fault(delay=0.2, passthrough=True, seconds=0.5)
+    began = time.time()
+    assert api.call("GET", START_TASKS, params={"ids": uuid.uuid4().hex}).status_code == 200
+    assert time.time() - began >= 0.2
+
+
+# -- 9. rate limit ---------------------------------------------------------------------------------
+
+
+def test_rate_limit_and_requests_per_minute(api, emu):
+    began = time.time()
+    emu.rate_limit_per_minute = 5
+    codes = [api.call("GET", START_TASKS, params={"ids": uuid.uuid4().hex}) for _ in range(7)]
+    assert [c.status_code for c in codes] == [200] * 5 + [429] * 2
+    assert codes[-1].json() == {"error": "Rate limit exceeded: 5 per 1 minute"}
+    assert 1 <= int(codes[-1].headers["Retry-After"]) <= 60
+    assert api.control("/_emulator/stats").status_code in (200, 404)  # control calls are never limited
+    assert requests.get(emu.url + "/_emulator/stats", timeout=5).json()["max_requests_per_minute"] == 7
+    assert emu.requests_per_minute(since=began) == 7 and emu.requests_per_minute(since=time.time() + 1) == 0
+
+
+# -- 10. transient sandbox ERROR -------------------------------------------------------------------
+
+
+def test_a_transient_sandbox_error_is_not_the_end(api):
+    conversation_id = api.ready(api.start("Slow agent server [emulator duration=0.4 sandbox_error=0.6]"))
+    seen: list[tuple[str, str | None]] = []
+
+    def finished() -> bool:
+        state = api.conversation(conversation_id)
+        pair = (state["sandbox_status"], state["execution_status"])
+        if not seen or seen[-1] != pair:
+            seen.append(pair)
+        if state["sandbox_status"] == "ERROR":
+            assert state["session_api_key"] is None and state["conversation_url"] is None
+        return pair == ("RUNNING", "finished")
+
+    assert wait_for(finished, 5)
+    assert ("ERROR", None) in seen and seen.index(("ERROR", None)) > 0
+    assert seen[seen.index(("ERROR", None)) + 1] == ("RUNNING", "running")
+
+
+# -- 11. events ------------------------------------------------------------------------------------
+
+
+def test_events_of_a_finished_conversation(api):
+    text = "Check whether the README is right and send a PR to fix it if not"
+    conversation_id = api.ready(api.start(text))
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "finished")
+    items = api.events(conversation_id)["items"]
+    kinds = [e["kind"] for e in items]
+    assert kinds == [
+        "MessageEvent",
+        "ConversationStateUpdateEvent",
+        "ActionEvent",
+        "ObservationEvent",
+        "ConversationStateUpdateEvent",
+    ]
+    message, running, action, observation, finished = items
+    assert message["source"] == "user" and message["llm_message"]["role"] == "user"
+    assert message["llm_message"]["content"][0]["text"] == text
+    assert (running["key"], running["value"], finished["value"]) == ("execution_status", "running", "finished")
+    assert action["source"] == "agent" and action["tool_name"] == "finish"
+    assert action["action"] == {"kind": "FinishAction", "message": f"Done: {text[:40]}"}
+    assert observation["observation"]["kind"] == "FinishObservation" and observation["action_id"] == action["id"]
+    assert len({e["id"] for e in items}) == 5
+    assert [e["timestamp"] for e in items] == sorted(e["timestamp"] for e in items)
+    assert [e["id"] for e in api.events(uuid.UUID(conversation_id).hex.upper())["items"]] == [e["id"] for e in items]
+
+    newest = api.events(conversation_id, sort_order="TIMESTAMP_DESC")["items"]
+    assert [e["id"] for e in newest] == [e["id"] for e in reversed(items)]
+    assert [e["id"] for e in api.events(conversation_id, kind__eq="ActionEvent")["items"]] == [action["id"]]
+    page = api.events(conversation_id, limit=2)
+    assert len(page["items"]) == 2 and page["next_page_id"]
+    rest = api.events(conversation_id, limit=100, page_id=page["next_page_id"])
+    assert [e["id"] for e in page["items"] + rest["items"]] == [e["id"] for e in items]
+    assert api.events(conversation_id, timestamp__gte=action["timestamp"])["items"][0]["id"] == action["id"]
+    assert api.events(uuid.uuid4().hex) == {"items": [], "next_page_id": None}
+    path = EVENTS.format(conversation_id=conversation_id)
+    for bad in ({"kind__eq": "Nope"}, {"sort_order": "NEWEST"}, {"limit": 0}, {"timestamp__gte": "yesterday"}):
+        assert api.call("GET", path, template=EVENTS, params=bad).status_code == 422
+
+
+def test_events_of_a_failed_conversation(api):
+    conversation_id = api.ready(api.start("Go [emulator outcome=error]"))
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "error")
+    items = api.events(conversation_id)["items"]
+    assert [e["kind"] for e in items][-2:] == ["ConversationErrorEvent", "ConversationStateUpdateEvent"]
+    assert items[-2]["code"] and items[-2]["detail"] and items[-1]["value"] == "error"
+    assert not api.events(conversation_id, kind__eq="ActionEvent")["items"]
+
+
+def test_events_stay_readable_while_paused(api):
+    done = api.ready(api.start("Quick"))
+    midway = api.ready(api.start("Long [emulator duration=30]"))
+    assert wait_for(lambda: api.conversation(done)["execution_status"] == "finished")
+    for conversation_id in (done, midway):
+        sandbox = api.conversation(conversation_id)["sandbox_id"]
+        assert api.call("POST", f"/api/v1/sandboxes/{sandbox}/pause").json() == {"success": True}
+        paused = api.conversation(conversation_id)
+        assert paused["sandbox_status"] == "PAUSED" and paused["execution_status"] is None
+        assert paused["session_api_key"] is None and paused["conversation_url"] is None
+    assert api.events(done, kind__eq="ActionEvent")["items"][0]["action"]["kind"] == "FinishAction"
+    assert api.events(midway, kind__eq="ActionEvent")["items"] == []
+    assert api.events(midway)["items"][-1]["value"] == "running"
+    assert api.call("POST", f"/api/v1/sandboxes/{uuid.uuid4().hex}/pause").status_code == 404
+    assert api.call("POST", f"/api/v1/sandboxes/{uuid.uuid4().hex}/resume").status_code == 404
+
+
+# -- 12. send-message ------------------------------------------------------------------------------
+
+
+def test_send_message_starts_a_new_turn_seen_late(api, emu):
+    conversation_id = api.ready(api.start("First"))
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "finished")
+    before = api.conversation(conversation_id)
+    events_before = len(api.events(conversation_id)["items"])
+    answer = api.send(conversation_id, "Now the CHANGELOG [emulator outcome=error duration=0.3]")
+    assert answer.status_code == 200
+    assert answer.json() == {"success": True, "sandbox_status": "RUNNING", "message": None}
+    stale = api.conversation(conversation_id)  # for turn_lag_seconds: the previous turn, its old updated_at
+    assert stale["execution_status"] == "finished" and stale["updated_at"] == before["updated_at"]
+    assert len(api.events(conversation_id)["items"]) == events_before + 1  # the new message is on record
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "running", 2)
+    assert api.conversation(conversation_id)["updated_at"] > before["updated_at"]
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "error", 3)
+    kinds = [e["kind"] for e in api.events(conversation_id)["items"][events_before:]]
+    assert kinds == [
+        "MessageEvent",
+        "ConversationStateUpdateEvent",
+        "ConversationErrorEvent",
+        "ConversationStateUpdateEvent",
+    ]
+
+
+def test_send_message_refusals(api):
+    conversation_id = api.ready(api.start("First"))
+    assert api.send(uuid.uuid4().hex, "Hello").status_code == 404
+    pending = api.start("Not ready yet", conversation_id=uuid.uuid4().hex)
+    assert api.send(pending["request"]["conversation_id"], "Hello").status_code == 404
+    bad = api.call("POST", SEND.format(conversation_id=conversation_id), template=SEND, json={"content": []})
+    assert bad.status_code == 422
+    sandbox = api.conversation(conversation_id)["sandbox_id"]
+    api.call("POST", f"/api/v1/sandboxes/{sandbox}/pause")
+    paused = api.send(conversation_id, "Hello")
+    assert paused.status_code == 409
+    assert paused.json()["detail"].startswith(f"Sandbox is PAUSED. Use POST /api/v1/sandboxes/{sandbox}/resume")
+
+
+# -- 13-14. what existed ---------------------------------------------------------------------------
+
+
+def test_markers_stats_done_and_auth(api, emu):
+    task = api.start("Go [emulator outcome=stuck duration=0.2]")
+    conversation_id = api.ready(task)
+    assert requests.get(f"{emu.url}/_emulator/done/{conversation_id}", timeout=5).status_code == 404
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "stuck")
+    assert requests.get(f"{emu.url}/_emulator/done/{conversation_id}", timeout=5).status_code == 200
+    stats = requests.get(f"{emu.url}/_emulator/stats", timeout=5).json()
+    assert stats["created"] == 1 and stats["alive"] == 1
+    unauthenticated = requests.get(emu.url + CONVERSATIONS, params={"ids": conversation_id}, timeout=5)
+    assert unauthenticated.status_code == 401
+    seeded = api.control("/_emulator/seed", {"durations": [0.1, 0.1]}).json()
+    assert all(api.conversation(s["id"])["sandbox_status"] == "RUNNING" for s in seeded)
+    search = api.call("GET", "/api/v1/app-conversations/search", params={"limit": 2}).json()
+    assert len(search["items"]) == 2 and search["next_page_id"]
+    assert api.control("/_emulator/reset").ok and emu.stats()["created"] == 0
+
+
+def test_v0_still_works(emu, contract):
+    headers = {"Authorization": f"Bearer {emu.api_key}"}
+    body = {"initial_user_msg": "Fix it [emulator duration=0.1]", "repository": "acme/web"}
+    started = requests.post(emu.url + "/api/conversations", json=body, headers=headers, timeout=5).json()
+    contract.validate_response("v0", "POST", "/api/conversations", started)
+    path = f"/api/conversations/{started['conversation_id']}"
+    again = requests.post(
+        emu.url + "/api/conversations", json={**body, "conversation_id": started["conversation_id"]}, headers=headers
+    )
+    assert again.status_code == 409
+    assert wait_for(lambda: requests.get(emu.url + path, headers=headers, timeout=5).json()["status"] == "RUNNING")
+    info = requests.get(emu.url + path, headers=headers, timeout=5).json()
+    contract.validate_response("v0", "GET", "/api/conversations/{conversation_id}", info)
