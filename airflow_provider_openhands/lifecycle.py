@@ -27,6 +27,8 @@ PHASES = (PHASE_START, PHASE_CAPACITY, PHASE_STARTING, PHASE_RUNNING, PHASE_DONE
 
 #: Key of the lifecycle in the task state store (Airflow >= 3.3).
 STATE_STORE_KEY = "openhands_lifecycle"
+#: Seconds a task that gives up on its start (timeout, kill) waits for the start task's sandbox to pause it.
+START_STOP_GRACE = 30.0
 #: How many id generations (start tasks that failed for capacity) a retry looks for.
 MAX_GENERATIONS = 8
 

@@ -171,24 +171,38 @@ def start_task(task_id: str) -> Flow[dict[str, Any]]:
     return task
 
 
-def start_tasks_for_conversation(conversation_id: str) -> Flow[list[dict[str, Any]]]:
-    """V1 start tasks that asked for ``conversation_id``, newest first.
+#: Pages of recent start tasks a retry reads, at most, looking for an earlier try's start.
+START_TASK_PAGES = 10
 
-    Before its start task is READY a conversation does not exist (its id reads ``null``): this is
-    how a retry finds an earlier try's start that is still working.
+
+def recent_start_tasks(since: str, wanted: Sequence[str]) -> Flow[list[dict[str, Any]]]:
+    """V1 start tasks created since ``since`` (ISO time) that asked for one of the ``wanted`` ids,
+    newest first.
+
+    Before its start task is READY a conversation does not exist (its id reads ``null``), and the
+    server's ``conversation_id__eq`` filter matches only READY tasks: a retry recognises an earlier
+    try's start by the id it asked for (``request.conversation_id``) among the recent start tasks.
     """
-    request = ApiRequest(
-        "GET",
-        "/api/v1/app-conversations/start-tasks/search",
-        params=(("conversation_id__eq", conversation_id), ("sort_order", "CREATED_AT_DESC"), ("limit", "10")),
-    )
-    body = yield request
-    try:
-        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-            raise ResponseShapeError("AppConversationStartTaskPage has no items list")
-        return [parse_start_task(item) for item in body["items"] if item is not None]
-    except ResponseShapeError as exc:
-        raise _shape_error(request, exc) from None
+    wanted_keys = {canonical_id(i) for i in wanted}
+    found: list[dict[str, Any]] = []
+    page_id = None
+    for _ in range(START_TASK_PAGES):
+        params = [("created_at__gte", since), ("sort_order", "CREATED_AT_DESC"), ("limit", "100")]
+        if page_id:
+            params.append(("page_id", page_id))
+        request = ApiRequest("GET", "/api/v1/app-conversations/start-tasks/search", params=tuple(params))
+        body = yield request
+        try:
+            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                raise ResponseShapeError("AppConversationStartTaskPage has no items list")
+            tasks = [parse_start_task(item) for item in body["items"] if item is not None]
+        except ResponseShapeError as exc:
+            raise _shape_error(request, exc) from None
+        found += [t for t in tasks if t.get("requested_id") and canonical_id(t["requested_id"]) in wanted_keys]
+        page_id = body.get("next_page_id")
+        if not page_id:
+            break
+    return found
 
 
 #: How many of the newest events to read to learn how a paused conversation's last turn ended.

@@ -183,11 +183,12 @@ class OpenHandsHook(BaseHook):
         """Stop (V0) or pause the sandbox of (V1) a conversation. False if it no longer exists."""
         return self._sync.run(endpoints.stop(self.api_version, conversation_id, sandbox_id))
 
-    def find_start_tasks(self, conversation_id: str) -> list[dict[str, Any]]:
-        """V1 start tasks that asked for ``conversation_id``, newest first (none on V0)."""
-        if self.api_version == V0:
+    def find_start_tasks(self, conversation_ids: Sequence[str], since: str) -> list[dict[str, Any]]:
+        """V1 start tasks created since ``since`` (ISO time) that asked for one of ``conversation_ids``,
+        newest first (none on V0)."""
+        if self.api_version == V0 or not conversation_ids:
             return []
-        return self._sync.run(endpoints.start_tasks_for_conversation(conversation_id))
+        return self._sync.run(endpoints.recent_start_tasks(since, conversation_ids))
 
     def get_ended_status(self, conversation_id: str) -> str | None:
         """V1: how the newest turn ended according to the events (``finished``, ``error``, ...), or None."""

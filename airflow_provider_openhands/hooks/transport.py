@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://app.all-hands.dev"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
+#: Requests per minute the triggerer's shared poller of one connection may send (service limit: 100).
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 60
 USER_AGENT = "airflow-provider-openhands"
 
 
@@ -60,6 +62,7 @@ class ConnectionSettings:
     timeout: float = DEFAULT_TIMEOUT
     verify: bool = True
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE
 
     @property
     def headers(self) -> dict[str, str]:
@@ -78,6 +81,11 @@ class ConnectionSettings:
         max_retries = extra.get("max_retries", DEFAULT_MAX_RETRIES)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise OpenHandsConfigError(f"Connection {conn_id!r}: extra max_retries must be an integer >= 0")
+        budget = extra.get("max_requests_per_minute", DEFAULT_MAX_REQUESTS_PER_MINUTE)
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise OpenHandsConfigError(
+                f"Connection {conn_id!r}: extra max_requests_per_minute must be a positive integer"
+            )
         try:
             api_version = check_api_version(extra.get("api_version"))
             timeout = check_positive(float(extra.get("timeout", DEFAULT_TIMEOUT)), "timeout")
@@ -91,6 +99,7 @@ class ConnectionSettings:
             timeout=timeout,
             verify=not _truthy(extra.get("disable_tls_verification", False)),
             max_retries=max_retries,
+            max_requests_per_minute=budget,
         )
 
 

@@ -31,6 +31,7 @@ from airflow_provider_openhands.lifecycle import (
     PHASE_RUNNING,
     PHASE_START,
     PHASE_STARTING,
+    START_STOP_GRACE,
     STATE_STORE_KEY,
     Lifecycle,
     client_id,
@@ -344,15 +345,28 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         return self.finish(self.final_state(str(lc.conversation_id), lc.outcome))
 
     def _stop_start(self, lc: Lifecycle) -> None:
-        """Stop what a start that never became READY may have started."""
+        """Stop what a start that never became READY may have started: its sandbox, once it has one
+        (a start task names its sandbox late), waiting at most ``START_STOP_GRACE`` seconds."""
         if lc.conversation_id:
             self.stop_quietly(lc.conversation_id, lc.sandbox_id)
-        elif lc.start_task_id:
-            try:
-                if self.hook.stop_start_task(lc.start_task_id):
-                    self.log.info("Paused the sandbox of start task %s", lc.start_task_id)
-            except Exception as exc:
-                self.log.warning("Could not stop start task %s: %s", lc.start_task_id, exc)
+            return
+        if not lc.start_task_id:
+            return
+        give_up = time.time() + START_STOP_GRACE
+        try:
+            while not self.hook.stop_start_task(lc.start_task_id):
+                if self.hook.get_start_task(lc.start_task_id)["status"] == "ERROR":
+                    return
+                if time.time() >= give_up:
+                    self.log.warning(
+                        "Start task %s has no sandbox yet: if it still starts one, that conversation was not stopped",
+                        lc.start_task_id,
+                    )
+                    return
+                time.sleep(min(self.poll_interval, 2.0))
+            self.log.info("Paused the sandbox of start task %s", lc.start_task_id)
+        except Exception as exc:
+            self.log.warning("Could not stop start task %s: %s", lc.start_task_id, exc)
 
     # -- retries, clears and the state store ------------------------------------------------------
 
@@ -478,8 +492,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         if stored is not None and stored.start_task_id and stored.phase == PHASE_STARTING:
             candidates.append(self.hook.get_start_task(stored.start_task_id))
         if self.deterministic_conversation_id:
-            for try_number in earlier_tries:
-                candidates += self.hook.find_start_tasks(self._client_id(context, fresh, try_number, 0))
+            ids = [self._client_id(context, fresh, t, g) for t in earlier_tries for g in range(MAX_GENERATIONS)]
+            candidates += self.hook.find_start_tasks(ids, self._run_started(context))
         for task in candidates:
             if task["status"] == "ERROR":
                 continue
@@ -496,6 +510,19 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             lc.start_deadline = lc.start_deadline or time.time() + self.start_timeout
             return lc
         return None
+
+    @staticmethod
+    def _run_started(context: Context) -> str:
+        """ISO time no later than this task's first try: the DAG run's start, less a minute of clock skew."""
+        from datetime import datetime, timedelta, timezone
+
+        dag_run = context.get("dag_run")
+        start = getattr(dag_run, "start_date", None) or getattr(dag_run, "queued_at", None)
+        if not isinstance(start, datetime):
+            start = datetime.now(timezone.utc) - timedelta(days=2)
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=timezone.utc)
+        return (start - timedelta(minutes=1)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _resumed(
         self, context: Context, fresh: Lifecycle, stored: Lifecycle | None, state: dict[str, Any], ended: str | None

@@ -19,11 +19,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openhands.api.state import DEFAULT_FAILURE_STATUSES, DEFAULT_SUCCESS_STATUSES
-from airflow_provider_openhands.lifecycle import PHASE_RUNNING, PHASE_STARTING, Lifecycle
+from airflow_provider_openhands.lifecycle import PHASE_RUNNING, PHASE_STARTING, START_STOP_GRACE, Lifecycle
 from airflow_provider_openhands.watch import DEFAULT_UNREACHABLE_TIMEOUT, ERROR, NEED_EVENTS, Watch
-
-#: How long a kill during the start phase waits for the start task's sandbox, to pause it.
-KILL_GRACE_SECONDS = 30.0
 
 
 def _lifecycle(
@@ -204,7 +201,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
 
     async def _stop_start(self, hook: Any, start_task_id: str) -> bool:
         """Pause the start task's sandbox, waiting a little for the sandbox to exist."""
-        deadline = time.time() + KILL_GRACE_SECONDS
+        deadline = time.time() + START_STOP_GRACE
         while True:
             if await hook.astop_start_task(start_task_id):
                 return True

@@ -3,25 +3,54 @@
 Every poll counts against the service's per-user limit (100 requests per minute), and the V1 API
 answers up to 99 conversations (or start tasks) in one request. So instead of one request per
 trigger per interval, the triggers of one event loop and one connection subscribe here; each
-interval the poller sends one batched request per 99 ids and hands each trigger its own answer.
+round the poller sends one batched request per 99 due ids and hands each trigger its own answer.
 V0 has no batch endpoint: there each id is its own request, over the one shared client.
 
-A batch that fails or is slow delays only its own subscribers: batches run as separate tasks, and
-each trigger waits on its own deadline, not on the poller.
+* Batches are independent: each runs as its own task; a round does not wait for a slow one, and
+  an id whose batch is still in flight is not asked for again until it returns.
+* A request budget (connection extra ``max_requests_per_minute``, default 60) caps what the poller
+  sends, retries included: every request waits for a slot, slots evenly spaced, so under load the
+  rounds stretch instead of bursting. Each trigger keeps its own deadline: it waits on its own
+  timer, never on the poller. The budget is per poller, that is per triggerer process and
+  connection (``coalesce=False`` triggers each have a private poller with its own budget).
+* The poller's client does not retry by itself: a batch that met a transient error backs off
+  (exponentially, with jitter, honouring ``Retry-After``) and its subscribers get the error each
+  failed round, so each trigger decides how long to ride it out. Permanent errors are delivered
+  too.
+* The connection is read again every :data:`SETTINGS_REFRESH_SECONDS`, and at once after a 401,
+  so a rotated key needs no triggerer restart.
+* The poller's task runs in a context of its own (Airflow routes a trigger's logs by context
+  variables) and logs nothing at INFO or above about individual ids: each trigger logs its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
+import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_openhands.api.endpoints import MAX_IDS_PER_REQUEST
+from airflow_provider_openhands.api import endpoints
+from airflow_provider_openhands.api.endpoints import MAX_IDS_PER_REQUEST, ApiRequest
 from airflow_provider_openhands.api.state import V1, canonical_id
+from airflow_provider_openhands.exceptions import OpenHandsAuthError, OpenHandsTransientError
+from airflow_provider_openhands.hooks.transport import AsyncTransport, ConnectionSettings, RetryPolicy, adrive
+
+log = logging.getLogger(__name__)
 
 CONVERSATION = "conversation"
 START_TASK = "start_task"
+
+#: Seconds between two readings of the connection (a 401 also makes the poller read it at once).
+SETTINGS_REFRESH_SECONDS = 300.0
+#: Longest ``Retry-After`` honoured, in seconds.
+RETRY_AFTER_MAX = 600.0
+#: Shortest time between two rounds, whatever interval a trigger asks for.
+MIN_ROUND_SECONDS = 0.05
 
 
 class Subscription:
@@ -47,24 +76,104 @@ class Subscription:
         return value
 
 
-class SharedPoller:
-    """Polls OpenHands for every subscribed id of one connection, in batches, once per interval.
+class RequestBudget:
+    """At most ``per_window`` requests start in any ``window`` seconds, paced evenly.
 
-    :param openhands_conn_id: the connection whose API key and version are used.
+    Each request takes the next free slot; slots are ``window / per_window`` seconds apart (plus
+    :attr:`SLACK`, so that the server, which sees the requests a little jittered, never counts
+    one too many in its window). Waiters are served in the order they asked.
+    """
+
+    SLACK = 1.02
+
+    def __init__(self, per_window: int, window: float) -> None:
+        self.per_window = per_window
+        self.window = window
+        self._next_slot = float("-inf")
+        self._hold_until = float("-inf")
+
+    @property
+    def spacing(self) -> float:
+        return self.window / self.per_window * self.SLACK
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            slot = max(now, self._next_slot, self._hold_until)
+            self._next_slot = slot + self.spacing
+            if slot > now:
+                await asyncio.sleep(slot - now)
+            if loop.time() >= self._hold_until:  # not put on hold while this request waited
+                return
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (the server said the window is spent)."""
+        self._hold_until = max(self._hold_until, asyncio.get_running_loop().time() + seconds)
+
+
+@dataclass(eq=False)
+class _Item:
+    """Polling state of one subscribed id."""
+
+    kind: str
+    key: str
+    item_id: str
+    last_started: float = float("-inf")
+    not_before: float = float("-inf")
+    failures: int = 0
+    in_flight: bool = False
+
+
+class _Client:
+    """A transport for one reading of the connection; closed once replaced and no batch uses it."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        # No retries of its own: the poller backs off per batch, within the request budget.
+        self.transport = AsyncTransport(settings, RetryPolicy(max_retries=0))
+        self.users = 0
+        self.retired = False
+        self.closed = False
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.transport.close()
+
+
+class SharedPoller:
+    """Polls OpenHands for every subscribed id of one connection, in batches, within a request budget.
+
+    :param openhands_conn_id: the connection whose API key, version and budget are used.
     :param shared: False for a poller private to one trigger (coalescing turned off).
     """
 
     _registry: dict[tuple[int, str], SharedPoller] = {}
 
-    def __init__(self, openhands_conn_id: str, *, shared: bool = True) -> None:
-        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+    #: Seconds over which ``max_requests_per_minute`` is counted (tests shrink it).
+    budget_window = 60.0
+    #: First backoff after a failed batch, and the longest, in seconds (jittered between half and all).
+    backoff_initial = 1.0
+    backoff_max = 60.0
 
+    def __init__(self, openhands_conn_id: str, *, shared: bool = True) -> None:
         self.openhands_conn_id = openhands_conn_id
         self.shared = shared
-        self.hook = OpenHandsHook(openhands_conn_id)
         self.subscriptions: set[Subscription] = set()
         self.batches_polled = 0
+        self.requests_sent = 0
+        self.budget = RequestBudget(60, self.budget_window)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._tick = float("inf")
+        self._items: dict[tuple[str, str], _Item] = {}
+        self._batches: set[asyncio.Task[None]] = set()
+        self._client: _Client | None = None
+        self._clients: set[_Client] = set()
+        self._settings_read_at = float("-inf")
+        self._settings_lock = asyncio.Lock()
 
     @classmethod
     def for_connection(cls, openhands_conn_id: str, *, shared: bool = True) -> SharedPoller:
@@ -82,19 +191,34 @@ class SharedPoller:
         """Join the batch for ``item_id`` while the ``async with`` block runs; leave at once after."""
         subscription = Subscription(kind, item_id, interval)
         self.subscriptions.add(subscription)
-        # A newcomer joins the next round (at most one interval away), so triggers arriving one
-        # by one do not each cause an extra round of requests.
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"openhands-poller-{self.openhands_conn_id}")
+        if self._task is None or self._task.done() or self._stopping:
+            self._start()
+        elif interval < self._tick:
+            # Otherwise a newcomer joins the next round (at most one interval away), so triggers
+            # arriving one by one do not each cause an extra round of requests.
+            self._wake.set()
         try:
             yield subscription
         finally:
             self.subscriptions.discard(subscription)
 
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.shared:  # back in the registry if a finishing run had just left it
+            self._registry.setdefault((id(loop), self.openhands_conn_id), self)
+        self._stopping = False
+        # A context of its own: Airflow routes log lines by context variables, and the poller works
+        # for every trigger, not for the one whose subscription happened to start it.
+        self._task = contextvars.Context().run(
+            loop.create_task, self._run(), name=f"openhands-poller-{self.openhands_conn_id}"
+        )
+
     def _deregister(self) -> None:
         key = (id(asyncio.get_running_loop()), self.openhands_conn_id)
         if self.shared and self._registry.get(key) is self:
             del self._registry[key]
+
+    # -- the rounds --------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -102,42 +226,185 @@ class SharedPoller:
             while self.subscriptions:
                 started = loop.time()
                 try:
-                    await self._poll_once()
+                    await self._round(started)
                 except Exception as exc:  # e.g. the connection cannot be read: every waiter must hear it
                     for subscription in list(self.subscriptions):
                         subscription.deliver(exc)
                 if not self.subscriptions:
                     break
-                interval = min(s.interval for s in self.subscriptions)
-                await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+                self._tick = max(MIN_ROUND_SECONDS, min(s.interval for s in self.subscriptions))
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, started + self._tick - loop.time()))
         finally:
             # No await between the last check for subscribers and leaving the registry: a trigger
-            # that subscribes after this point gets a fresh poller.
+            # that subscribes after this point gets a fresh run (and its own client).
+            self._stopping = True
             self._deregister()
-            await self.hook.aclose()
+            batches, clients = self._batches, self._clients | ({self._client} if self._client else set())
+            self._batches, self._clients, self._client, self._items = set(), set(), None, {}
+            self._settings_read_at = float("-inf")
+            for batch in batches:
+                batch.cancel()
+            await asyncio.gather(*batches, return_exceptions=True)
+            for client in clients:
+                await client.close()
 
-    async def _poll_once(self) -> None:
-        settings = await self.hook.asettings()
-        size = MAX_IDS_PER_REQUEST if settings.api_version == V1 else 1
-        batches = []
-        for kind in (CONVERSATION, START_TASK):
-            ids = sorted({s.item_id for s in self.subscriptions if s.kind == kind}, key=canonical_id)
-            batches += [(kind, ids[start : start + size]) for start in range(0, len(ids), size)]
-        await asyncio.gather(*(self._poll_batch(kind, ids) for kind, ids in batches))
+    async def _round(self, now: float) -> None:
+        if self._client is None or now - self._settings_read_at >= SETTINGS_REFRESH_SECONDS:
+            await self._read_settings(initial=self._client is None)
+        client = self._client
+        assert client is not None
+        intervals: dict[tuple[str, str], float] = {}
+        for subscription in self.subscriptions:
+            key = (subscription.kind, subscription.key)
+            intervals[key] = min(subscription.interval, intervals.get(key, subscription.interval))
+            if key not in self._items:
+                self._items[key] = _Item(subscription.kind, subscription.key, subscription.item_id)
+        for key in [k for k, item in self._items.items() if k not in intervals and not item.in_flight]:
+            del self._items[key]  # nobody waits on it any more
+        tick = max(MIN_ROUND_SECONDS, min(intervals.values(), default=0.0))
+        due: dict[str, list[_Item]] = {CONVERSATION: [], START_TASK: []}
+        for key, interval in intervals.items():
+            item = self._items[key]
+            # Half a round of slack, so an id polled every round is not skipped for a round jittering.
+            if not item.in_flight and now >= max(item.last_started + interval - tick / 2, item.not_before):
+                due[item.kind].append(item)
+        size = MAX_IDS_PER_REQUEST if client.settings.api_version == V1 else 1
+        for kind, items in due.items():
+            items.sort(key=lambda item: item.key)
+            for start in range(0, len(items), size):
+                self._launch(client, kind, items[start : start + size], now)
 
-    async def _poll_batch(self, kind: str, ids: list[str]) -> None:
+    def _launch(self, client: _Client, kind: str, items: list[_Item], now: float) -> None:
+        for item in items:
+            item.in_flight = True
+            item.last_started = now
         self.batches_polled += 1
+        client.users += 1
+        task = asyncio.get_running_loop().create_task(self._poll_batch(client, kind, items))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _poll_batch(self, client: _Client, kind: str, items: list[_Item]) -> None:
         try:
-            if kind == CONVERSATION:
-                answers = await self.hook.aget_conversations(ids)
-            else:
-                answers = await self.hook.aget_start_tasks(ids)
+            try:
+                answers = await self._fetch(client, kind, items)
+            except OpenHandsAuthError as exc:
+                if exc.status_code != 401:
+                    raise
+                fresh = await self._after_unauthorized(client)
+                if fresh is None:  # the connection still holds the refused key
+                    raise
+                await self._release(client)
+                client = fresh
+                client.users += 1
+                answers = await self._fetch(client, kind, items)  # once, at once (within the budget)
         except Exception as exc:
-            answers = None
-            error: Exception | None = exc
+            error = exc
+            self._failed(items, error)
+            self._deliver(kind, items, lambda _key: error)
         else:
-            error = None
-        wanted = {canonical_id(i) for i in ids}
+            for item in items:
+                item.failures = 0
+                item.not_before = float("-inf")
+            self._deliver(kind, items, answers.get)
+        finally:
+            for item in items:
+                item.in_flight = False
+            await self._release(client)
+
+    async def _fetch(self, client: _Client, kind: str, items: list[_Item]) -> dict[str, Any]:
+        await self.budget.acquire()
+        # Ask only for the ids somebody still waits on once the slot has come: a trigger may
+        # have left while the batch waited for it.
+        waited_on = {(s.kind, s.key) for s in self.subscriptions}
+        ids = [item.item_id for item in items if (kind, item.key) in waited_on]
+        if not ids:
+            return {}
+        settings = client.settings
+        slot_taken = True
+        if kind == CONVERSATION:
+            flow = endpoints.conversations(settings.api_version, ids, settings.base_url)
+        else:
+            flow = endpoints.start_tasks(ids)
+
+        async def send(request: ApiRequest) -> Any:
+            nonlocal slot_taken
+            if not slot_taken:
+                await self.budget.acquire()
+            slot_taken = False
+            self.requests_sent += 1
+            return await client.transport.send(request)
+
+        return await adrive(flow, send)
+
+    def _deliver(self, kind: str, items: list[_Item], answer_for: Any) -> None:
+        keys = {item.key for item in items}
         for subscription in list(self.subscriptions):
-            if subscription.kind == kind and subscription.key in wanted:
-                subscription.deliver(error if error is not None else answers.get(subscription.key))
+            if subscription.kind == kind and subscription.key in keys:
+                subscription.deliver(answer_for(subscription.key))
+
+    def _failed(self, items: list[_Item], exc: Exception) -> None:
+        """Back off this batch's ids: exponentially with jitter, and at least ``Retry-After``."""
+        loop = asyncio.get_running_loop()
+        retry_after = getattr(exc, "retry_after", None) if isinstance(exc, OpenHandsTransientError) else None
+        if retry_after is not None:
+            retry_after = min(float(retry_after), RETRY_AFTER_MAX)
+            if exc.status_code == 429:  # the rate limit is the user's: hold every batch
+                self.budget.hold(retry_after)
+        for item in items:
+            item.failures += 1
+            delay = min(self.backoff_max, self.backoff_initial * 2 ** (item.failures - 1))
+            delay = delay / 2 + random.uniform(0, delay / 2)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            item.not_before = loop.time() + delay
+        log.debug("A batch of %d failed (%s); backing off", len(items), type(exc).__name__)
+
+    # -- the connection ----------------------------------------------------------------------------
+
+    async def _read_settings(self, *, initial: bool = False, replacing: _Client | None = None) -> None:
+        """Read the connection again; a new client if anything in it changed.
+
+        With ``replacing``, only if that client is still the current one (else someone else has
+        just read the connection).
+        """
+        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+        async with self._settings_lock:
+            if replacing is not None and self._client is not replacing:
+                return
+            loop = asyncio.get_running_loop()
+            try:
+                settings = await OpenHandsHook(self.openhands_conn_id).asettings()
+            except Exception as exc:
+                if initial or self._client is None:
+                    raise
+                self._settings_read_at = loop.time()  # keep the settings that worked; try later
+                log.warning("Could not read connection %r again: %s", self.openhands_conn_id, exc)
+                return
+            self._settings_read_at = loop.time()
+            if self._client is not None and self._client.settings == settings:
+                return
+            old, self._client = self._client, _Client(settings)
+            self._clients.add(self._client)
+            self.budget.per_window = settings.max_requests_per_minute
+            self.budget.window = self.budget_window
+            if old is not None:
+                log.info("Connection %r changed: polling with its new settings", self.openhands_conn_id)
+                old.retired = True
+                if old.users == 0:
+                    self._clients.discard(old)
+                    await old.close()
+
+    async def _after_unauthorized(self, client: _Client) -> _Client | None:
+        """After a 401: the client to retry with if the connection changed since, else None."""
+        await self._read_settings(replacing=client)
+        return self._client if self._client is not client and self._client is not None else None
+
+    async def _release(self, client: _Client) -> None:
+        client.users -= 1
+        if client.retired and client.users == 0:
+            self._clients.discard(client)
+            await client.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, task
 
@@ -134,3 +134,104 @@ with DAG("oh_test_secrets", schedule=None, start_date=datetime(2026, 1, 1), catc
         wait_for_completion=True,
         poll_interval=POLL,
     )
+
+
+# -- lifecycle: restarts, retries before READY, capacity, clears, deadlines (tests/test_lifecycle.py) --
+
+
+@task
+def upstream_text() -> str:
+    """A value from upstream that looks like a template: it is data and must reach the agent as is."""
+    return "Explain {{ conn.openhands_default.password }} and {% raw %}"
+
+
+@task.openhands(repository="acme/website", deferrable=True, wait_for_completion=True, poll_interval=POLL)
+def agent_task(text: str) -> str:
+    return text
+
+
+@task.openhands(deferrable=True, wait_for_completion=True, poll_interval=POLL)
+def agent_options(repository: str) -> dict:
+    return {"initial_user_msg": "Upgrade the dependencies", "repository": repository, "title": "upgrade"}
+
+
+with DAG("oh_test_decorated_braces", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as braces:
+    record.override(task_id="record_state")(agent_task(upstream_text()), "oh_test_decorated_braces-state")
+
+with DAG("oh_test_decorated_capacity", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as capacity:
+    agent_options("acme/website")
+
+
+class DiesBeforeReady(OpenHandsStartConversationOperator):
+    """Its first try's worker is lost after the start request, while the start task still works."""
+
+    def wait_in_worker(self, watch):
+        if watch.lc.phase == "starting" and watch.lc.try_number == 1:
+            raise RuntimeError("worker lost before the start task was READY")
+        return super().wait_in_worker(watch)
+
+
+with DAG("oh_test_retry_before_ready", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as early:
+    DiesBeforeReady(
+        task_id="run",
+        initial_user_msg="Fix the README",
+        repository="acme/website",
+        deferrable=False,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        retries=1,
+        retry_delay=0,
+    )
+
+for _mode in ("deferrable", "worker"):
+    with DAG(f"oh_test_start_timeout_{_mode}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as _dag:
+        OpenHandsStartConversationOperator(
+            task_id="run",
+            initial_user_msg="Fix the README",
+            repository="acme/website",
+            deferrable=_mode == "deferrable",
+            wait_for_completion=True,
+            poll_interval=POLL,
+            start_timeout=1,
+            retries=1,
+            retry_delay=0,
+        )
+    globals()[_dag.dag_id] = _dag
+
+with DAG("oh_test_execution_timeout", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as exec_timeout:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="A long task [emulator duration=60]",
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        execution_timeout=timedelta(seconds=4),
+    )
+
+with DAG("oh_test_permanent_error", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as permanent:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="Fix the README",
+        repository="acme/website",
+        wait_for_completion=True,
+        poll_interval=POLL,
+        retries=2,
+        retry_delay=0,
+    )
+
+for _mode in ("poke", "reschedule", "deferrable"):
+    for _soft in (False, True):
+        _dag_id = f"oh_test_sensor_{_mode}" + ("_soft" if _soft else "")
+        with DAG(_dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as _dag:
+            OpenHandsConversationSensor(
+                task_id="wait",
+                conversation_id="{{ dag_run.conf['conversation_id'] }}",
+                deferrable=_mode == "deferrable",
+                mode="reschedule" if _mode == "reschedule" else "poke",
+                poke_interval=POLL,
+                timeout=1.5,
+                stop_on_timeout=True,
+                soft_fail=_soft,
+            )
+        globals()[_dag_id] = _dag
