@@ -236,6 +236,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
 
     def _send_start(self, context: Context, lc: Lifecycle) -> None:
         """Send the start request once; on a full account, plan a wait for a free slot."""
+        from airflow_provider_openhands.api.state import canonical_id
         from airflow_provider_openhands.exceptions import OpenHandsConcurrencyLimitError
 
         lc.client_id = self._client_id(context, lc) if self.deterministic_conversation_id else None
@@ -249,7 +250,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             self._plan_capacity_wait(lc, exc.limit, exc.current)
             return
         now = time.time()
-        self.log.info("Start request sent (conversation id %s)", lc.client_id or "chosen by the server")
+        asked = canonical_id(lc.client_id) if lc.client_id else "chosen by the server"
+        self.log.info("Start request sent (conversation id %s)", asked)
         if started["conversation_id"]:  # V0 answers the conversation at once
             lc.conversation_known(started["conversation_id"], now)
             self._announce(context, lc)
