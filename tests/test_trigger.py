@@ -109,7 +109,7 @@ def test_unknown_conversation_is_a_permanent_error_event(connection):
 
 def test_serialize_holds_no_secret_and_rebuilds(connection):
     """A triggerer restart rebuilds the trigger from its kwargs: it must carry on with the same wait."""
-    connection.conversation_seconds = 1.0
+    connection.conversation_seconds = 2.5  # still running when the restart comes, even on a loaded machine
     conversation_id = start(connection)
     first = make(conversation_id=conversation_id)
     serialized = first.serialize()
