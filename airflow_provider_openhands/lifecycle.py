@@ -2,8 +2,8 @@
 
 Every path that resumes a task reads this state and nothing else: ``execute`` after a retry (from
 the task state store on Airflow >= 3.3, else rebuilt from the deterministic ids), the method a
-trigger resumes (from the defer's ``kwargs``), and the trigger itself (from its serialized
-kwargs). Deadlines are absolute (epoch seconds), so a triggerer restart, a move to another
+trigger resumes (from the trigger's event, which carries it back), and the trigger itself (from
+its serialized kwargs). Deadlines are absolute (epoch seconds), so a triggerer restart, a move to another
 triggerer, or a resume in another worker continues the same wait, never a fresh or a shorter one.
 
 Phases: ``start`` (send the start request) -> ``starting`` (a V1 start task works) -> ``running``

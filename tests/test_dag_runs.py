@@ -46,11 +46,14 @@ def test_start_then_sensor(airflow_db, connection, results, dag_id, api_version)
     assert connection.stats()["created"] == 1
 
 
-def test_wait_in_the_operator(airflow_db, connection, results):
-    dag_run = run_dag("oh_test_wait_in_operator")
+def test_wait_in_the_operator(airflow_db, connection, results, api_version):
+    dag_run = run_dag("oh_test_wait_in_operator", {"suffix": '[emulator finish="Fixed two typos"]'})
     assert task_states(dag_run) == {"run": "success", "record_state": "success"}
     state = json.loads((results / "oh_test_wait_in_operator-state.json").read_text())
     assert state["status"] == "finished" and state["url"].startswith(connection.url)
+    if api_version == "v1":  # the agent's last word, read once from the events after the end
+        assert state["final_message"] == "Fixed two typos"
+        assert len(connection.requests_to("GET", "events/search")) == 1
 
 
 @pytest.mark.parametrize("api_version", ["v1"])

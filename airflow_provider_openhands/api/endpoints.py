@@ -22,6 +22,7 @@ from airflow_provider_openhands.api.state import (
     V1,
     ResponseShapeError,
     canonical_id,
+    final_message_from_events,
     latest_agent_state,
     normalise_v0,
     normalise_v1,
@@ -209,9 +210,10 @@ def recent_start_tasks(since: str, wanted: Sequence[str]) -> Flow[list[dict[str,
 EVENTS_PAGE = 50
 
 
-def ended_status(conversation_id: str) -> Flow[str | None]:
-    """V1: how the newest turn ended (``finished``/``error``/``stuck``), from the events; None if it
-    did not. Readable while the sandbox is paused, when ``execution_status`` is not."""
+def turn_outcome(conversation_id: str) -> Flow[dict[str, Any]]:
+    """V1, from the events: ``status``, how the newest turn ended (``finished``/``error``/``stuck``,
+    None if it did not), and ``final_message``, the agent's last word. Readable while the sandbox
+    is paused, when ``execution_status`` is not."""
     request = ApiRequest(
         "GET",
         f"/api/v1/conversation/{conversation_id}/events/search",
@@ -219,9 +221,15 @@ def ended_status(conversation_id: str) -> Flow[str | None]:
     )
     body = yield request
     try:
-        return status_from_events(body)
+        return {"status": status_from_events(body), "final_message": final_message_from_events(body)}
     except ResponseShapeError as exc:
         raise _shape_error(request, exc) from None
+
+
+def ended_status(conversation_id: str) -> Flow[str | None]:
+    """How the newest turn ended according to the events, or None (see :func:`turn_outcome`)."""
+    outcome = yield from turn_outcome(conversation_id)
+    return outcome["status"]
 
 
 def stop_start_task(task_id: str) -> Flow[bool]:

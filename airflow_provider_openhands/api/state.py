@@ -298,6 +298,44 @@ _ENDED_EXECUTION = {"finished": STATUS_FINISHED, "error": STATUS_ERROR, "stuck":
 _LIVE_EXECUTION = frozenset({"idle", "running", "waiting_for_confirmation"})
 
 
+def _event_items(page: Any) -> list[dict[str, Any]]:
+    body = _require_mapping(page, "EventPage")
+    items = body.get("items") or []
+    if not isinstance(items, list):
+        raise ResponseShapeError("EventPage.items should be a list")
+    return [event for event in items if isinstance(event, dict)]
+
+
+def _is_finish(event: dict[str, Any]) -> bool:
+    action = event.get("action") if isinstance(event.get("action"), dict) else {}
+    return (
+        event.get("kind") == "ActionEvent"
+        and event.get("source") == "agent"
+        and (event.get("tool_name") == "finish" or action.get("kind") == "FinishAction")
+    )
+
+
+def _message_text(event: dict[str, Any]) -> str:
+    message = event.get("llm_message") if isinstance(event.get("llm_message"), dict) else {}
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict) and p.get("type", "text") == "text")
+
+
+def final_message_from_events(page: Any) -> str | None:
+    """The agent's last word in the newest turn, by the OpenHands SDK's ``get_agent_final_response``
+    rule: its ``finish`` action's message, else its newest message. Events newest first."""
+    for event in _event_items(page):
+        if _is_finish(event):
+            action = event.get("action") if isinstance(event.get("action"), dict) else {}
+            return str(action.get("message") or "")
+        if event.get("kind") == "MessageEvent":
+            return _message_text(event) if event.get("source") == "agent" else None
+    return None
+
+
 def status_from_events(page: Any) -> str | None:
     """How the newest turn ended, from an events page sorted newest first; None if it did not.
 
@@ -306,13 +344,7 @@ def status_from_events(page: Any) -> str | None:
     mid-run. Decisive: a state update of ``execution_status``, a conversation error, the agent's
     ``finish`` action or its closing message (ended), a user message (a new turn began).
     """
-    body = _require_mapping(page, "EventPage")
-    items = body.get("items") or []
-    if not isinstance(items, list):
-        raise ResponseShapeError("EventPage.items should be a list")
-    for event in items:
-        if not isinstance(event, dict):
-            continue
+    for event in _event_items(page):
         kind, source = event.get("kind"), event.get("source")
         if kind == "ConversationStateUpdateEvent" and event.get("key") == "execution_status":
             value = event.get("value")
@@ -322,10 +354,8 @@ def status_from_events(page: Any) -> str | None:
                 return None
         elif kind == "ConversationErrorEvent":
             return STATUS_ERROR
-        elif kind == "ActionEvent" and source == "agent":
-            action = event.get("action") if isinstance(event.get("action"), dict) else {}
-            if event.get("tool_name") == "finish" or action.get("kind") == "FinishAction":
-                return STATUS_FINISHED
+        elif _is_finish(event):
+            return STATUS_FINISHED
         elif kind == "MessageEvent":
             return STATUS_FINISHED if source == "agent" else None
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -15,18 +16,67 @@ from airflow_provider_openhands.api.state import (
     V0,
     conversation_page_url,
 )
+from airflow_provider_openhands.connection_form import form_extra
 from airflow_provider_openhands.exceptions import (
     OpenHandsApiError,
     OpenHandsConfigError,
     OpenHandsError,
+    OpenHandsNotFoundError,
+    OpenHandsTransientError,
 )
 from airflow_provider_openhands.hooks.transport import (
-    DEFAULT_BASE_URL,
     AsyncTransport,
     ConnectionSettings,
     RetryPolicy,
     SyncTransport,
 )
+
+#: ``test_connection`` answers a person: one quick retry, not the tasks' patient backoff.
+TEST_CONNECTION_RETRIES = RetryPolicy(max_retries=1, initial_wait=0.5, max_wait=2.0)
+
+_UNREACHABLE = (
+    ("connection refused", "connection refused"),
+    ("name or service not known", "host name not found"),
+    ("nodename nor servname", "host name not found"),
+    ("temporary failure in name resolution", "host name not found"),
+    ("nameresolutionerror", "host name not found"),
+    ("getaddrinfo failed", "host name not found"),
+    ("certificate verify failed", "its TLS certificate is not trusted (extra disable_tls_verification: true skips it)"),
+    ("sslerror", "TLS handshake failed"),
+    ("connecttimeout", "no answer (connect timeout)"),
+    ("readtimeout", "no answer within the connection's timeout"),
+    ("timed out", "no answer (timed out)"),
+    ("network is unreachable", "network is unreachable"),
+    ("no route to host", "no route to host"),
+    ("connection reset", "connection reset"),
+)
+
+
+def _test_failure(exc: Exception, settings: ConnectionSettings | None) -> str:
+    """What ``test_connection`` says about an error: a network failure as "cannot reach <url>: <why>"
+    (not the HTTP library's text), a 404 with a hint at the base URL and API version."""
+    text = str(exc)
+    if settings is not None and isinstance(exc, OpenHandsTransientError) and exc.status_code is None:
+        lowered = text.lower()
+        why = next((reason for marker, reason in _UNREACHABLE if marker in lowered), "connection failed")
+        return f"cannot reach {settings.base_url}: {why}"
+    if settings is not None and isinstance(exc, OpenHandsNotFoundError):
+        return (
+            f"{text}: is {settings.base_url} an OpenHands server, and does it speak the connection's API "
+            f"version ({settings.api_version}; extra api_version: v1 or v0)?"
+        )
+    return text
+
+
+def _is_ui_test_copy(conn_id: str) -> bool:
+    """Airflow's Test button (UI and REST API) tests a copy of the form under a random 8-character id,
+    given as an ``AIRFLOW_CONN_`` variable; real ids are rarely mixed case."""
+    return (
+        len(conn_id) == 8
+        and conn_id.isalnum()
+        and conn_id != conn_id.lower()
+        and f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
+    )
 
 
 class OpenHandsHook(BaseHook):
@@ -53,21 +103,24 @@ class OpenHandsHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "login", "port"],
-            "relabeling": {"password": "API key", "host": "Base URL"},
-            "placeholders": {
-                "host": f"{DEFAULT_BASE_URL} (or your self-hosted server's URL)",
-                "password": "OpenHands API key (Settings -> API Keys)",
-                "extra": '{"api_version": "v1", "timeout": 30, "max_retries": 5}',
-            },
-        }
+        """Standard fields of the form (Airflow 2; Airflow 3 reads the same from the provider info)."""
+        from airflow_provider_openhands.connection_form import ui_field_behaviour
+
+        return ui_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extra's options as form fields (Airflow 2; Airflow 3 reads ``conn-fields`` from the
+        provider info). Imports Flask-AppBuilder and wtforms only when called, by the webserver."""
+        from airflow_provider_openhands.connection_form import wtforms_widgets
+
+        return wtforms_widgets()
 
     # -- connection ----------------------------------------------------------------------------
 
     def _settings_from(self, conn: Any, extra: Mapping[str, Any]) -> ConnectionSettings:
         settings = ConnectionSettings.from_connection(
-            self.openhands_conn_id, conn.host, conn.port, conn.password, extra
+            self.openhands_conn_id, conn.host, conn.port, conn.password, form_extra(extra)
         )
         from airflow.providers.common.compat.sdk import mask_secret
 
@@ -196,6 +249,12 @@ class OpenHandsHook(BaseHook):
             return None
         return self._sync.run(endpoints.ended_status(conversation_id))
 
+    def get_turn_outcome(self, conversation_id: str) -> dict[str, Any]:
+        """V1: ``{"status", "final_message"}`` of the newest turn, from the events (both None on V0)."""
+        if self.api_version == V0:
+            return {"status": None, "final_message": None}
+        return self._sync.run(endpoints.turn_outcome(conversation_id))
+
     def stop_start_task(self, task_id: str) -> bool:
         """Pause the sandbox a V1 start task has made so far. False if it has none (yet)."""
         return self._sync.run(endpoints.stop_start_task(task_id))
@@ -205,13 +264,30 @@ class OpenHandsHook(BaseHook):
         return self._sync.run(endpoints.resume(self.api_version, sandbox_id))
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call; the message says what is wrong."""
+        """One cheap authenticated call, retried once at most (a person waits for the answer); the
+        message says what is wrong. Airflow's UI tests a copy of the connection under a random id:
+        the message then says "this connection" instead of naming that id."""
+        transport = None
         try:
-            self._sync.run(endpoints.check_auth(self.api_version))
+            settings = self.settings
+            transport = self._sync if self._retry_policy else SyncTransport(settings, TEST_CONNECTION_RETRIES)
+            transport.run(endpoints.check_auth(settings.api_version))
         except (OpenHandsApiError, OpenHandsConfigError) as exc:
-            return False, str(exc)
-        version = "V0 (legacy)" if self.api_version == V0 else "V1"
-        return True, f"Connected to {self.base_url} with the {version} API."
+            return False, self._as_the_user_knows_it(_test_failure(exc, self.settings if transport else None))
+        finally:
+            if transport is not None and transport is not self.__dict__.get("_sync"):
+                transport.close()
+        version = "V0 (legacy)" if settings.api_version == V0 else "V1"
+        named = "" if _is_ui_test_copy(self.openhands_conn_id) else f" (connection {self.openhands_conn_id!r})"
+        return True, f"Connected to {settings.base_url} with the {version} API{named}."
+
+    def _as_the_user_knows_it(self, message: str) -> str:
+        if not _is_ui_test_copy(self.openhands_conn_id):
+            return message
+        quoted = repr(self.openhands_conn_id)
+        return message.replace(f"Connection {quoted}", "This connection").replace(
+            f"connection {quoted}", "this connection"
+        )
 
     # -- async API (triggerer) -------------------------------------------------------------------
 

@@ -163,11 +163,13 @@ class ConversationWaiter:
         return state
 
     def final_state(self, conversation_id: str, status: str | None) -> dict[str, Any]:
-        """Read the conversation once it ended. A sandbox paused since reads ``paused``: the status
-        the wait saw (or remembered) stands."""
+        """Read the conversation once it ended, and its events once for the agent's final message
+        (``final_message``). A sandbox paused since reads ``paused``: the status the wait saw (or
+        remembered) stands."""
         state = self.hook.get_conversation(conversation_id)
         if status and classify(state["status"], self.success_statuses, self.failure_statuses) is None:
             state["status"] = status
+        state["final_message"] = self.hook.get_turn_outcome(conversation_id)["final_message"]
         return state
 
     def on_timeout(self, conversation_id: str | None, message: str, sandbox_id: str | None = None) -> None:
