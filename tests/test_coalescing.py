@@ -98,13 +98,20 @@ def test_a_cancelled_trigger_leaves_the_batch_at_once(connection, api_version):
 
 @pytest.mark.parametrize("api_version", ["v1"])
 def test_a_slow_batch_does_not_stall_deadlines(connection, api_version):
-    (conversation_id,) = start_many(1)
-    connection.conversation(conversation_id).duration = 600
-    connection.add_fault(method="GET", path=r"app-conversations$", delay=3, passthrough=True, times=1)
+    conversation_id = OpenHandsHook().start_conversation("Long [emulator duration=600]", "acme/app", poll_interval=0.05)
+    connection.requests.clear()
+
+    async def scenario() -> dict:
+        waiting = asyncio.ensure_future(first_event(make(conversation_id, seconds=1.5)))
+        while not reads(connection):  # the first answer came quickly; the next poll hangs
+            await asyncio.sleep(0.01)
+        connection.add_fault(method="GET", path=r"app-conversations$", delay=4, passthrough=True, times=1)
+        return await waiting
+
     started = time.monotonic()
-    event = asyncio.run(first_event(make(conversation_id, seconds=0.8)))
+    event = asyncio.run(scenario())
     assert event["outcome"] == "timeout"
-    assert time.monotonic() - started < 2  # the deadline, not the slow request, ended the wait
+    assert time.monotonic() - started < 3  # the deadline, not the slow request, ended the wait
 
 
 @pytest.mark.parametrize("api_version", ["v0"])
@@ -116,7 +123,11 @@ def test_v0_polls_each_conversation_over_one_client(connection, api_version):
 
     events = asyncio.run(all_of_them())
     assert {e["outcome"] for e in events} == {"success"}
-    assert {e["state"]["agent_state"] for e in events} == {"awaiting_user_input"}
+    # each conversation was read on its own, with its events (the agent's own state decides on V0)
+    reads = connection.requests_to("GET", r"^/api/conversations/[^/]+$")
+    assert {r["path"].rsplit("/", 1)[1] for r in reads} == set(ids)
+    events_read = connection.requests_to("GET", r"^/api/conversations/[^/]+/events$")
+    assert {r["path"].split("/")[3] for r in events_read} == set(ids)
 
 
 def test_an_unreadable_connection_fails_the_triggers_at_once(monkeypatch):
