@@ -178,3 +178,18 @@ def test_a_kill_during_the_start_pauses_the_start_tasks_sandbox(connection, api_
     asyncio.run(trigger.on_kill())
     assert connection.stats()["stops"] == 2
     assert {c.paused_at is not None for c in connection.conversations.values()} == {True}
+
+
+def test_start_tasks_failing_for_capacity_spend_their_ids_within_one_capacity_timeout(
+    airflow_db, connection, api_version, results, capfd
+):
+    """Item 5: each attempt after a start task failed for capacity asks for a new id (re-sending the
+    spent one would meet that failed start), and ``capacity_timeout`` counts once for the task."""
+    started = time.monotonic()
+    dag_run = run_dag("oh_test_capacity_start_task")
+    assert task_states(dag_run) == {"run": "failed"} and tries(dag_run) == 1
+    assert time.monotonic() - started < 20
+    asked = [r["body"]["conversation_id"] for r in connection.requests_to("POST", "app-conversations$")]
+    assert len(asked) >= 2 and len(set(asked)) == len(asked)
+    out, err = capfd.readouterr()
+    assert "capacity_timeout" in out + err

@@ -235,3 +235,16 @@ for _mode in ("poke", "reschedule", "deferrable"):
                 soft_fail=_soft,
             )
         globals()[_dag_id] = _dag
+
+with DAG("oh_test_capacity_start_task", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as legacy:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="Fix the README [emulator start=capacity]",
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        capacity_timeout=3,
+        retries=1,
+        retry_delay=0,
+    )
