@@ -5,6 +5,7 @@ No provider client code here: a client bug must not hide an emulator bug.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -120,6 +121,32 @@ def test_a_conversation_does_not_exist_before_its_start_task_is_ready(api):
     assert "+" not in read["created_at"] and not read["created_at"].endswith("Z")  # no time zone on reads
 
 
+def test_a_client_chosen_conversation_id_is_the_sandbox_id_too(api):
+    wanted = uuid.uuid4()
+    task = api.start(conversation_id=wanted.hex)
+    assert task["request"]["conversation_id"] == str(wanted)  # echoed as a UUID, dashed
+    conversation_id = api.ready(task)
+    assert api.tasks(task["id"])[0]["sandbox_id"] == conversation_id == wanted.hex
+    assert api.conversation(conversation_id)["sandbox_id"] == wanted.hex
+    assert api.call("POST", f"/api/v1/sandboxes/{wanted.hex}/pause").json() == {"success": True}
+    assert api.conversation(conversation_id)["sandbox_status"] == "PAUSED"
+    chosen_by_server = api.ready(api.start("No id chosen"))
+    sandbox = api.conversation(chosen_by_server)["sandbox_id"]
+    assert len(sandbox) == 32 and sandbox != chosen_by_server
+
+
+def test_a_ready_start_task_was_updated_when_it_became_ready(api, emu):
+    task = api.start()
+    api.ready(task)
+    ready_at = datetime.fromtimestamp(emu.start_tasks[task["id"]].ready_at, tz=timezone.utc).replace(tzinfo=None)
+    first = api.tasks(task["id"])[0]
+    time.sleep(0.3)
+    later = api.tasks(task["id"])[0]
+    assert first["updated_at"] == later["updated_at"] == ready_at.isoformat()
+    assert datetime.fromisoformat(later["updated_at"]) < datetime.now(timezone.utc).replace(tzinfo=None)
+    assert datetime.fromisoformat(later["updated_at"]) > datetime.fromisoformat(later["created_at"])
+
+
 def test_a_start_task_that_fails_never_makes_a_conversation(api, emu):
     task = api.start("Go [emulator start=error]", conversation_id=uuid.uuid4().hex)
     assert wait_for(lambda: api.tasks(task["id"])[0]["status"] == "ERROR")
@@ -133,10 +160,15 @@ def test_a_start_task_that_fails_never_makes_a_conversation(api, emu):
 
 @pytest.mark.parametrize("path", [CONVERSATIONS, START_TASKS])
 def test_ids_are_validated_as_the_service_does(api, path):
-    ids = [uuid.uuid4().hex for _ in range(100)]
+    ids = [uuid.uuid4().hex for _ in range(101)]
     assert api.call("GET", path, params=[("ids", i) for i in ids[:99]]).json() == [None] * 99
-    too_many = api.call("GET", path, params=[("ids", i) for i in ids])
-    assert too_many.status_code == 400 and "Maximum is 99" in too_many.text
+    hundred = api.call("GET", path, params=[("ids", i) for i in ids[:100]])
+    if path == CONVERSATIONS:  # only the conversation batch stops at 99
+        assert hundred.status_code == 400 and "Maximum is 99" in hundred.text
+    else:  # the real server answered 100 start task ids; more is refused (stricter)
+        assert hundred.status_code == 200 and hundred.json() == [None] * 100
+        too_many = api.call("GET", path, params=[("ids", i) for i in ids])
+        assert too_many.status_code == 400 and "Maximum is 100" in too_many.text
     assert api.call("GET", path, params={"ids": ",".join(ids[:2])}).status_code == 400
     assert api.call("GET", path, params={"ids": "not-a-uuid"}).status_code == 400
     assert api.call("GET", path + "?ids=").status_code == 400
@@ -147,13 +179,56 @@ def test_ids_are_validated_as_the_service_does(api, path):
 # -- 3. start task search --------------------------------------------------------------------------
 
 
-def test_start_task_search_finds_a_start_by_the_conversation_id_asked_for(api):
+def test_start_task_search_by_conversation_id_finds_only_ready_start_tasks(api, emu):
+    """As on the real server: ``conversation_id__eq`` filters on ``app_conversation_id``, set at READY."""
+    emu.start_seconds = 1.0
     wanted = uuid.uuid4()
-    task = api.start(conversation_id=str(wanted))
-    other = api.start("Other")  # no chosen id: found by its conversation id only once READY
+    task = api.start(conversation_id=wanted.hex)
     for form in (str(wanted), wanted.hex):
         page = api.call("GET", TASK_SEARCH, params={"conversation_id__eq": form}).json()
-        assert [t["id"] for t in page["items"]] == [task["id"]] and page["next_page_id"] is None
+        assert page == {"items": [], "next_page_id": None}
+    # Before READY a retry finds its start among the recent ones, by the id it asked for.
+    since = (datetime.now(timezone.utc) - timedelta(seconds=30)).isoformat()
+    recent = api.call(
+        "GET", TASK_SEARCH, params={"created_at__gte": since, "sort_order": "CREATED_AT_DESC", "limit": 100}
+    ).json()
+    mine = [t for t in recent["items"] if uuid.UUID(t["request"]["conversation_id"]) == wanted]
+    assert [t["id"] for t in mine] == [task["id"]] and mine[0]["status"] != "READY"
+    assert mine[0]["request"]["conversation_id"] == str(wanted)
+    api.ready(task)
+    for form in (str(wanted), wanted.hex):
+        page = api.call("GET", TASK_SEARCH, params={"conversation_id__eq": form}).json()
+        assert [t["id"] for t in page["items"]] == [task["id"]] and page["items"][0]["status"] == "READY"
+
+
+def test_recent_start_tasks_page_by_page(api, emu):
+    """More start tasks than ``limit``: a client walks ``next_page_id`` to find its own."""
+    emu.concurrency_limit = 20
+    began = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+    wanted = [uuid.uuid4() for _ in range(5)]
+    tasks = [api.start(f"Task {n}", conversation_id=str(w)) for n, w in enumerate(wanted)]
+    api.start("Not ours")
+    seen: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"created_at__gte": began, "sort_order": "CREATED_AT_DESC", "limit": 2}
+    for _ in range(10):
+        page = api.call("GET", TASK_SEARCH, params=params).json()
+        assert len(page["items"]) <= 2
+        seen += page["items"]
+        if not page["next_page_id"]:
+            break
+        params["page_id"] = page["next_page_id"]
+    assert len(seen) == 6 and len({t["id"] for t in seen}) == 6
+    asked = [t["request"].get("conversation_id") for t in seen]
+    assert asked[0] is None and asked[1:] == [str(w) for w in reversed(wanted)]  # newest first
+    assert [t["id"] for t in seen[1:]] == [t["id"] for t in reversed(tasks)]
+    oldest_first = api.call("GET", TASK_SEARCH, params={"created_at__gte": began, "sort_order": "CREATED_AT"})
+    assert [t["id"] for t in oldest_first.json()["items"]] == [t["id"] for t in reversed(seen)]
+
+
+def test_start_task_search_orders_and_filters(api):
+    task = api.start(conversation_id=uuid.uuid4().hex)
+    other = api.start("Other")  # no chosen id: found by its conversation id only once READY
+    api.ready(task)
     other_id = api.ready(other)
     assert [
         t["id"] for t in api.call("GET", TASK_SEARCH, params={"conversation_id__eq": other_id}).json()["items"]
@@ -175,22 +250,67 @@ def test_start_task_search_finds_a_start_by_the_conversation_id_asked_for(api):
 # -- 4. a reused conversation id -------------------------------------------------------------------
 
 
-def test_a_reused_conversation_id_is_accepted_then_its_start_task_fails(api):
+def test_a_reused_conversation_id_is_accepted_then_its_start_task_fails(api, emu):
+    """As on the real server: 200, the start task ends in ERROR (a 500 from the agent server), and the
+    second boot takes the original's sandbox (its id is the conversation id) over."""
     wanted = uuid.uuid4().hex
-    original = api.start(conversation_id=wanted)
+    original = api.start("Long enough [emulator duration=30]", conversation_id=wanted)
     conversation_id = api.ready(original)
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "running")
+    before = api.conversation(conversation_id)
+    events_before = api.events(conversation_id)["items"]
     again = api.start("Again", conversation_id=str(uuid.UUID(wanted)))
     assert again["id"] != original["id"] and again["status"] != "ERROR"
     assert wait_for(lambda: api.tasks(again["id"])[0]["status"] == "ERROR")
     failed = api.tasks(again["id"])[0]
-    assert "already exists" in failed["detail"] and failed["app_conversation_id"] is None
-    assert api.conversation(conversation_id)["sandbox_status"] == "RUNNING"
+    assert failed["detail"].startswith(
+        f"Server error '500 Internal Server Error' for url 'http://localhost:{emu.port}/api/conversations'"
+    )
+    assert failed["app_conversation_id"] is None and failed["sandbox_id"] == wanted
+    after = api.conversation(conversation_id)
+    assert (after["id"], after["created_at"], after["updated_at"]) == (
+        wanted,
+        before["created_at"],
+        before["updated_at"],
+    )
+    assert (after["sandbox_status"], after["execution_status"]) == ("RUNNING", None)
+    time.sleep(0.5)
+    assert api.conversation(conversation_id)["execution_status"] is None  # never finishes
+    assert api.events(conversation_id)["items"] == events_before  # nothing more reaches the record
+    refused = api.send(conversation_id, "Are you there?")
+    assert refused.status_code == 502 and refused.json() == {"detail": "Agent server error: 404"}
     assert api.tasks(original["id"])[0]["status"] == "READY"
     found = api.call("GET", TASK_SEARCH, params={"conversation_id__eq": wanted}).json()["items"]
-    assert {t["id"] for t in found} == {original["id"], again["id"]}
+    assert [t["id"] for t in found] == [original["id"]]  # the failed one never had app_conversation_id
+
+
+def test_a_reused_id_takes_over_a_finished_conversation_too(api):
+    wanted = uuid.uuid4().hex
+    conversation_id = api.ready(api.start("Quick", conversation_id=wanted))
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "finished")
+    finished = api.conversation(conversation_id)
+    api.start("Again", conversation_id=wanted)
+    after = api.conversation(conversation_id)
+    assert (after["sandbox_status"], after["execution_status"]) == ("RUNNING", None)
+    assert after["pr_number"] == finished["pr_number"]  # what was done stays done
+    assert api.events(conversation_id, kind__eq="ActionEvent")["items"][0]["action"]["kind"] == "FinishAction"
 
 
 # -- 5-7. capacity and quota -----------------------------------------------------------------------
+
+
+def test_a_start_refused_for_capacity_the_legacy_way(api, emu):
+    """Before the service answered 429, a start on a full account ended in ERROR with such a detail."""
+    emu.concurrency_limit = 7
+    task = api.start("Go [emulator start=capacity]", conversation_id=uuid.uuid4().hex)
+    assert task["status"] != "ERROR"
+    assert wait_for(lambda: api.tasks(task["id"])[0]["status"] == "ERROR")
+    failed = api.tasks(task["id"])[0]
+    assert failed["detail"] == "Sandbox could not start: maximum number of concurrent conversations (7) reached"
+    assert "concurrent conversations" in failed["detail"].lower()  # what the provider takes for capacity
+    assert failed["app_conversation_id"] is None and failed["sandbox_id"] is None
+    assert api.conversation(task["request"]["conversation_id"]) is None
+    assert emu.alive_count() == 0
 
 
 def test_a_finished_conversation_keeps_its_slot_until_paused_or_deleted(api, emu):
@@ -349,6 +469,44 @@ def test_events_of_a_finished_conversation(api):
     path = EVENTS.format(conversation_id=conversation_id)
     for bad in ({"kind__eq": "Nope"}, {"sort_order": "NEWEST"}, {"limit": 0}, {"timestamp__gte": "yesterday"}):
         assert api.call("GET", path, template=EVENTS, params=bad).status_code == 422
+
+
+def test_a_scripted_final_answer(api):
+    text = '[emulator finish="All done: the README [v2] is fixed" duration=0.2] Fix the README'
+    conversation_id = api.ready(api.start(text))
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "finished")
+    action = api.events(conversation_id, kind__eq="ActionEvent")["items"][-1]
+    assert action["action"] == {"kind": "FinishAction", "message": "All done: the README [v2] is fixed"}
+    assert json.loads(action["tool_call"]["arguments"]) == {"message": "All done: the README [v2] is fixed"}
+    observation = api.events(conversation_id, kind__eq="ObservationEvent")["items"][-1]
+    assert observation["observation"]["content"][0]["text"] == "All done: the README [v2] is fixed"
+    api.send(conversation_id, "[emulator duration=0.1 finish='Second answer'] And the CHANGELOG")
+    assert wait_for(lambda: len(api.events(conversation_id, kind__eq="ActionEvent")["items"]) == 2, 3)
+    assert api.events(conversation_id, kind__eq="ActionEvent")["items"][-1]["action"]["message"] == "Second answer"
+
+
+@pytest.mark.parametrize(
+    ("message", "directives", "rest"),
+    [
+        ("Go [emulator outcome=error duration=3]", {"outcome": "error", "duration": "3"}, "Go"),
+        (
+            '[emulator finish="text with spaces" outcome=stuck] Task',
+            {"finish": "text with spaces", "outcome": "stuck"},
+            "Task",
+        ),
+        ("[emulator finish='single ] quoted'] Task", {"finish": "single ] quoted"}, "Task"),
+        ("[emulator start=capacity] [emulator duration=2] Two", {"start": "capacity", "duration": "2"}, "Two"),
+        ('[fake-llm finish="X"] [emulator duration=1] Mixed', {"duration": "1"}, '[fake-llm finish="X"] Mixed'),
+        ("[emulator sandbox_error=0.5] Plain", {"sandbox_error": "0.5"}, "Plain"),
+        ("seeded [emulator]", {}, "seeded"),
+        ("No marker at all", {}, "No marker at all"),
+    ],
+)
+def test_markers_are_parsed_with_quoted_values(message, directives, rest):
+    from airflow_provider_openhands.testing.emulator import _MARKER, _directives
+
+    assert _directives(message) == directives
+    assert " ".join(_MARKER.sub("", message).split()) == rest
 
 
 def test_events_of_a_failed_conversation(api):

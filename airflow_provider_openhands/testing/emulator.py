@@ -11,26 +11,41 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
 
 * ``POST /api/v1/app-conversations`` -> a start task (timestamps end in ``Z``). Start task ids,
   conversation ids and sandbox ids are 32 hex digits; a client-chosen ``conversation_id`` (dashed or
-  not) is honoured. A ``conversation_id`` already used (*stricter*: even by a start that failed or a
-  conversation since deleted) is **not** refused: the answer is 200 and that new start task ends in
-  ``ERROR`` with ``detail`` "Conversation <id> already exists"; the original is unaffected.
-* ``GET /api/v1/app-conversations/start-tasks?ids=..`` and ``GET /api/v1/app-conversations?ids=..``:
-  repeated ``ids`` parameters; ``null`` in place for unknown ids; 100 ids or more -> 400 "Maximum is
-  99"; a value that is not a UUID (comma-separated ids, blank) -> 400; no ``ids`` -> 422
-  ``{"detail": [...]}``. Start task timestamps carry no time zone here (as observed).
+  not) is honoured, and **the sandbox id then equals the conversation id** (as on the real server;
+  without a chosen id the sandbox id is random). The start task's ``request`` echoes the request
+  (``secrets`` left out), its ``conversation_id`` written as a dashed UUID whichever form was sent.
+* A ``conversation_id`` already used (*stricter*: even by a start that failed or a conversation since
+  deleted) is **not** refused: the answer is 200 and that new start task ends in ``ERROR`` with
+  ``detail`` "Server error '500 Internal Server Error' for url
+  'http://localhost:<port>/api/conversations'..." (as observed), ``app_conversation_id`` null,
+  ``sandbox_id`` the conversation id. **The original is not unaffected**: the second boot takes its
+  sandbox over (from the POST on, *stricter*): the original then reads sandbox ``RUNNING`` with
+  ``execution_status`` null for good (it never finishes), its events and ``pr_number``/metrics stop
+  at the takeover (*stricter*), send-message to it answers 502 "Agent server error: 404".
+* ``GET /api/v1/app-conversations?ids=..`` and ``GET /api/v1/app-conversations/start-tasks?ids=..``:
+  repeated ``ids`` parameters; ``null`` in place for unknown ids. Conversations: 100 ids or more ->
+  400 "Maximum is 99". Start tasks: 100 ids -> 200 with 100 answers (as observed); more than 100 ->
+  400 (*stricter*: not seen). A value that is not a UUID (comma-separated ids, blank) -> 400; no
+  ``ids`` -> 422 ``{"detail": [...]}``. Start task timestamps carry no time zone here (as observed).
   **Before its start task is READY a conversation does not exist**: ``null`` in its place; the start
-  task's ``app_conversation_id`` and ``sandbox_id`` are set only at READY.
-* ``GET /api/v1/app-conversations/start-tasks/search`` (``conversation_id__eq``, compared canonically,
-  matching the id asked for in the POST as well as ``app_conversation_id``; ``created_at__gte``;
-  ``sort_order`` ``CREATED_AT``/``CREATED_AT_DESC`` (default)/``UPDATED_AT``/``UPDATED_AT_DESC``;
-  ``limit`` 1..100; ``page_id``) -> ``{"items": [...], "next_page_id": ...}``. Bad values -> 422.
+  task's ``app_conversation_id`` and ``sandbox_id`` are set only at READY (the reused-id ``ERROR``
+  above aside). A READY start task's ``updated_at`` is the moment it became READY, not the read.
+* ``GET /api/v1/app-conversations/start-tasks/search`` (``conversation_id__eq``, compared canonically
+  **with ``app_conversation_id`` only, as on the real server: it finds a start task only once it is
+  READY**, ``items: []`` before; ``created_at__gte``; ``sort_order``
+  ``CREATED_AT``/``CREATED_AT_DESC`` (default)/``UPDATED_AT``/``UPDATED_AT_DESC``; ``limit`` 1..100;
+  ``page_id``) -> ``{"items": [...], "next_page_id": ...}``; ``next_page_id`` is set when more than
+  ``limit`` match. Bad values -> 422. A client finds its earlier start before READY by listing the
+  recent start tasks (``created_at__gte``, newest first, page by page) and matching
+  ``request.conversation_id``.
 * ``GET /api/v1/app-conversations/search`` (``limit``, ``page_id``): conversations past READY only.
 * ``GET /api/v1/conversation/{id}/events/search`` (``kind__eq``, ``sort_order``
   ``TIMESTAMP``/``TIMESTAMP_DESC``, ``limit``, ``page_id``, ``timestamp__gte``, ``timestamp__lt``)
   -> ``{"items": [...], "next_page_id": ...}``; unknown conversation -> 200, no items. Per turn: the
   user's ``MessageEvent``, a ``ConversationStateUpdateEvent`` (``key: execution_status``) for
   ``running`` and for the end, and at the end either the agent's ``ActionEvent`` (``tool_name:
-  finish``, ``FinishAction`` with the final message "Done: <first 40 chars of the task>") then an
+  finish``, ``FinishAction`` with the final message "Done: <first 40 chars of the task>", or the
+  ``finish="..."`` marker's text) then an
   ``ObservationEvent`` (``FinishObservation``), or a ``ConversationErrorEvent`` (``code``,
   ``detail``) for outcome ``error`` (``stuck``: only the state update). Events stay readable while
   the sandbox is PAUSED, up to the pause. Event timestamps are ISO without time zone, as the SDK
@@ -41,7 +56,8 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
   ``updated_at``; the new user ``MessageEvent`` is visible at once. Sandbox PAUSED -> 409 "Sandbox is
   PAUSED. Use POST /api/v1/sandboxes/<id>/resume ..."; unknown (or not yet READY) -> 404; sandbox
   ERROR -> 503, MISSING -> 410 (*stricter*: the spec lists these codes, the real server was not seen
-  to use them); a body not matching ``AppSendMessageRequest`` -> 422.
+  to use them); sandbox taken over by a reused conversation id -> 502 "Agent server error: 404" (as
+  observed); a body not matching ``AppSendMessageRequest`` -> 422.
 * ``POST /api/v1/sandboxes/{id}/pause`` and ``/resume`` -> ``{"success": true}``; unknown -> 404.
   Resume on a full account -> the 429 ``CONCURRENCY_LIMIT_REACHED`` answer.
 * ``DELETE /api/v1/app-conversations/{id}`` -> ``{"success": true}``; unknown -> 404.
@@ -68,9 +84,13 @@ Knobs (constructor keyword arguments; also ``POST /_emulator/config`` with the s
 * ``outcomes_by_repository``: ``{"owner/repo": "error"}``.
 * Markers in a message: ``[emulator outcome=error duration=3]`` (outcome ``finished`` by default;
   also ``error``, ``stuck``), ``start=error`` (the start task fails with a ``detail``),
-  ``sandbox_error=2`` (the sandbox reads ``ERROR`` with ``execution_status`` null for 2 s in the
-  middle of the run, then ``RUNNING`` again; the run lasts that much longer: sandbox ERROR alone is
-  not proof of failure).
+  ``start=capacity`` (the start task fails with the ``detail`` "Sandbox could not start: maximum
+  number of concurrent conversations (<concurrency_limit>) reached": how the service refused a start
+  on a full account before it answered 429), ``sandbox_error=2`` (the sandbox reads ``ERROR`` with
+  ``execution_status`` null for 2 s in the middle of the run, then ``RUNNING`` again; the run lasts
+  that much longer: sandbox ERROR alone is not proof of failure), ``finish="All done: text"`` (the
+  agent's final answer, its ``FinishAction`` message, for that turn). Values may be quoted (``"..."``
+  or ``'...'``) to hold spaces or ``]``; every ``[emulator ...]`` marker in a message counts.
 * Faults (:meth:`Emulator.add_fault`, ``POST /_emulator/faults``): a status code, headers, a raw
   body, a delay (``passthrough``: delay then answer normally), a reset connection, for requests
   matching a method and a path pattern, ``times`` times (1 by default) and/or for ``seconds`` from
@@ -139,7 +159,8 @@ EVENT_KINDS = (
     "InterruptEvent",
     "PauseEvent",
 )
-MAX_IDS = 99
+MAX_IDS = 99  # conversations in one batch read
+MAX_START_TASK_IDS = 100  # start tasks in one batch read: 100 seen to work; more refused (stricter)
 CONFIG_KEYS = (
     "concurrency_limit",
     "conversation_seconds",
@@ -150,7 +171,9 @@ CONFIG_KEYS = (
     "rate_limit_per_minute",
     "turn_lag_seconds",
 )
-_MARKER = re.compile(r"\[emulator ([^\]]*)\]")
+# ``[emulator key=value key="a quoted value, ] and all"]``: quoted values may hold spaces and ``]``.
+_MARKER = re.compile(r"""\[emulator\b((?:"[^"]*"|'[^']*'|[^\]"'])*)\]""")
+_PAIR = re.compile(r"""([\w-]+)=(?:"([^"]*)"|'([^']*)'|([^\s"']*))""")
 _EVENT_NAMESPACE = uuid.UUID("6f1b6a3e-0c8e-4d55-9a43-6b0b1c1e0a11")
 USER_ID = "emulated-user"
 _SEND_ID = re.compile(r"/api/v1/app-conversations/([^/]+)/send-message")
@@ -177,11 +200,12 @@ def _hex(value: Any) -> str | None:
 
 
 def _directives(message: str) -> dict[str, str]:
+    """The ``key=value`` pairs of every ``[emulator ...]`` marker in a message (later ones win)."""
     found: dict[str, str] = {}
     for match in _MARKER.finditer(message or ""):
-        for pair in match.group(1).split():
-            key, _, value = pair.partition("=")
-            found[key.strip()] = value.strip()
+        for pair in _PAIR.finditer(match.group(1)):
+            key, *values = pair.groups()
+            found[key] = next((v for v in values if v is not None), "").strip()
     return found
 
 
@@ -334,6 +358,10 @@ class Turn:
         return begin, begin + self.sandbox_error
 
     def final_message(self) -> str:
+        """What the agent's ``finish`` says: the ``finish="..."`` marker's text, else "Done: <task>"."""
+        scripted = _directives(self.message).get("finish")
+        if scripted:
+            return scripted
         text = " ".join(_MARKER.sub("", self.message).split())
         return f"Done: {text[:40]}"
 
@@ -363,6 +391,8 @@ class Conversation:
     error_step: int = 2  # the start step at which a failing start task turns ERROR
     error_detail: str = "Sandbox failed to start: repository clone failed"
     duplicate: bool = False  # a start task for a conversation id already used: never a conversation
+    taken_over_at: float | None = None  # a later start with this id booted over this sandbox
+    seq: int = 0  # creation order, to break ties between equal ``created`` times
     turns: list[Turn] = field(default_factory=list)
     changes: list[float] = field(default_factory=list)  # pause / resume / delete times
 
@@ -615,8 +645,13 @@ class Emulator:
         wanted = body.get("conversation_id")
         directives = _directives(message)
         repository = body.get("selected_repository") or body.get("repository")
+        conversation_id = (_hex(wanted) if wanted else None) or uuid.uuid4().hex
+        request = {k: v for k, v in body.items() if k != "secrets"}
+        if api_version == "v1" and wanted:
+            request["conversation_id"] = str(uuid.UUID(conversation_id))  # echoed as a UUID: dashed
+        start = directives.get("start")
         conversation = Conversation(
-            id=(_hex(wanted) if wanted else None) or uuid.uuid4().hex,
+            id=conversation_id,
             api_version=api_version,
             message=message,
             repository=repository,
@@ -627,15 +662,29 @@ class Emulator:
             ready_at=now + self.start_seconds,
             duration=float(directives.get("duration", self.conversation_seconds)),
             outcome=directives.get("outcome") or self.outcomes_by_repository.get(repository or "") or "finished",
-            start_error=directives.get("start") == "error",
-            request={k: v for k, v in body.items() if k != "secrets"},
+            start_error=start in ("error", "capacity"),
+            request=request,
+            seq=self.created,
         )
+        if start == "capacity":
+            conversation.error_detail = (
+                "Sandbox could not start: maximum number of concurrent conversations "
+                f"({self.concurrency_limit}) reached"
+            )
         if api_version == "v1":
             self.sandbox_creations.append(now)
-        if conversation.id in self.conversations:
+            if wanted:  # as on the real server: a client-chosen conversation id is the sandbox id too
+                conversation.sandbox_id = conversation.id
+        original = self.conversations.get(conversation.id)
+        if original is not None:
             conversation.duplicate = conversation.start_error = True
             conversation.error_step = START_STEPS.index("STARTING_CONVERSATION")
-            conversation.error_detail = f"Conversation {conversation.id} already exists"
+            conversation.error_detail = (
+                f"Server error '500 Internal Server Error' for url 'http://localhost:{self.port}/api/conversations'\n"
+                "For more information check: https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/500"
+            )
+            if api_version == "v1" and original.taken_over_at is None:
+                original.taken_over_at = now  # the new boot takes the sandbox (its id) over
         else:
             self.conversations[conversation.id] = conversation
         self.created += 1
@@ -718,26 +767,28 @@ class Emulator:
     def _start_task_json(self, conversation: Conversation, now: float, stamp: Any = _naive_iso) -> dict[str, Any]:
         status = self._start_task_status(conversation, now)
         ready = status == "READY"
+        # A reused id fails after its sandbox booted: that start task names the sandbox, as observed.
+        booted = ready or (status == "ERROR" and conversation.duplicate)
         return {
             "id": conversation.start_task_id,
             "created_by_user_id": USER_ID,
             "status": status,
             "detail": conversation.error_detail if status == "ERROR" else None,
             "app_conversation_id": conversation.id if ready else None,
-            "sandbox_id": conversation.sandbox_id if ready else None,
-            "agent_server_url": f"{self.url}/agent/{conversation.sandbox_id}" if ready else None,
+            "sandbox_id": conversation.sandbox_id if booted else None,
+            "agent_server_url": f"{self.url}/agent/{conversation.sandbox_id}" if booted else None,
             "request": conversation.request,
             "created_at": stamp(conversation.created),
             "updated_at": stamp(self._start_task_updated(conversation, now)),
         }
 
     @staticmethod
-    def _ids(query: dict[str, list[str]]) -> tuple[list[str], tuple[int, Any] | None]:
+    def _ids(query: dict[str, list[str]], most: int = MAX_IDS) -> tuple[list[str], tuple[int, Any] | None]:
         ids = query.get("ids") or []
         if not ids:
             return [], _invalid(["query", "ids"], "Field required", "missing")
-        if len(ids) > MAX_IDS:
-            return [], (400, {"detail": f"Too many ids requested: {len(ids)}. Maximum is {MAX_IDS}."})
+        if len(ids) > most:
+            return [], (400, {"detail": f"Too many ids requested: {len(ids)}. Maximum is {most}."})
         keys = []
         for value in ids:
             key = _hex(value)
@@ -747,7 +798,7 @@ class Emulator:
         return keys, None
 
     def v1_start_tasks(self, query: dict[str, list[str]]) -> tuple[int, Any]:
-        keys, error = self._ids(query)
+        keys, error = self._ids(query, MAX_START_TASK_IDS)
         if error:
             return error
         now = time.time()
@@ -771,15 +822,15 @@ class Emulator:
         for conversation in self.start_tasks.values():
             if since is not None and conversation.created < since:
                 continue
-            if wanted is not None:
-                asked = _hex(conversation.request.get("conversation_id")) if conversation.request else None
-                ready_as = conversation.id if self._start_task_status(conversation, now) == "READY" else None
-                if wanted not in (asked, ready_as):
-                    continue
+            # As on the real server: the filter is on ``app_conversation_id``, set only at READY.
+            if wanted is not None and not (
+                self._start_task_status(conversation, now) == "READY" and conversation.id == wanted
+            ):
+                continue
             tasks.append(conversation)
         by_update = order.startswith("UPDATED")  # type: ignore[union-attr]
         tasks.sort(
-            key=lambda c: self._start_task_updated(c, now) if by_update else c.created,
+            key=lambda c: (self._start_task_updated(c, now) if by_update else c.created, c.seq),
             reverse=order.endswith("_DESC"),  # type: ignore[union-attr]
         )
         items = [self._start_task_json(c, now) for c in tasks]
@@ -796,7 +847,18 @@ class Emulator:
             return "ERROR"
         if now < conversation.ready_at:
             return "STARTING"
+        if self._taken_over(conversation, now):
+            return "RUNNING"  # the new boot's sandbox: up, but not running this conversation
         return "ERROR" if conversation.in_sandbox_error(now) else "RUNNING"
+
+    @staticmethod
+    def _taken_over(conversation: Conversation, now: float) -> bool:
+        return conversation.taken_over_at is not None and now >= conversation.taken_over_at
+
+    @staticmethod
+    def _on_record_until(conversation: Conversation, now: float) -> float:
+        """What the agent did stays on record up to a pause, or up to a takeover (*stricter*)."""
+        return min(t for t in (now, conversation.paused_at, conversation.taken_over_at) if t is not None)
 
     def _v1_visible(self, conversation: Conversation | None, now: float) -> Conversation | None:
         if conversation is None or conversation.api_version != "v1" or conversation.deleted:
@@ -810,9 +872,9 @@ class Emulator:
     def _v1_conversation_json(self, conversation: Conversation, now: float) -> dict[str, Any]:
         sandbox = self._v1_sandbox_status(conversation, now)
         running = sandbox == "RUNNING"
-        execution = conversation.agent_status(now) if running else None
+        execution = conversation.agent_status(now) if running and not self._taken_over(conversation, now) else None
         # What the agent did stays on record when the sandbox is paused afterwards.
-        done_by = conversation.paused_at if conversation.paused_at is not None else now
+        done_by = self._on_record_until(conversation, now)
         done = conversation.agent_status(done_by) == "finished"
         ran = conversation.ran(done_by)
         return {
@@ -957,6 +1019,8 @@ class Emulator:
             return 410, {"detail": "Conversation is archived: its sandbox no longer exists."}
         if sandbox != "RUNNING":
             return 503, {"detail": f"Sandbox is in {sandbox} state or the agent server is unavailable."}
+        if self._taken_over(conversation, now):  # the sandbox's agent server knows no such conversation
+            return 502, {"detail": "Agent server error: 404"}
         directives = _directives(text)
         previous_end = conversation.finished_at()
         run = body.get("run", True)
@@ -1088,7 +1152,7 @@ class Emulator:
         conversation = self._v1_find(conversation_id, now)
         if conversation is None:
             return 200, {"items": [], "next_page_id": None}
-        until = conversation.paused_at if conversation.paused_at is not None else now
+        until = self._on_record_until(conversation, now)
         items = [
             event
             for at, event in self._v1_events(conversation)
