@@ -233,10 +233,13 @@ def ended_status(conversation_id: str) -> Flow[str | None]:
 
 
 def stop_start_task(task_id: str) -> Flow[bool]:
-    """Pause the sandbox of a V1 start task, if it has one yet. False when there is nothing to pause."""
+    """Pause the sandbox of a V1 start task, if it has one yet. False when there is nothing to pause
+    (no sandbox yet, or the start failed)."""
     tasks = yield from start_tasks([task_id])
     task = tasks.get(canonical_id(task_id))
-    if task is None or not task.get("sandbox_id"):
+    # A start task that failed started nothing of its own: the sandbox it names may be another
+    # conversation's (a reused id takes the original's sandbox over).
+    if task is None or not task.get("sandbox_id") or task["status"] == START_TASK_ERROR:
         return False
     try:
         yield ApiRequest("POST", f"/api/v1/sandboxes/{task['sandbox_id']}/pause")
