@@ -9,6 +9,7 @@ event dict, the one shape a trigger fires and an operator resumes from.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -33,7 +34,8 @@ NEED_EVENTS = "need_events"
 
 #: Default for how long a wait rides out a service that keeps failing transiently.
 DEFAULT_UNREACHABLE_TIMEOUT = 30 * 60.0
-#: A wait rebuilt after its deadline (a triggerer restart) reads once before it gives up, within this.
+#: A wait rebuilt after its deadline (a triggerer restart) reads once before it gives up: it waits
+#: this long after the rebuild for a first answer.
 FIRST_READ_GRACE = 60.0
 
 
@@ -61,6 +63,7 @@ class Watch:
         self.last_start_status: str | None = None
         self.failing_since: float | None = None
         self.paused_read = False
+        self.created = time.time()
         self._status_log: StatusLogger | None = None
 
     # -- deadlines ---------------------------------------------------------------------------
@@ -75,12 +78,13 @@ class Watch:
 
     def _expiry(self) -> float | None:
         """When :meth:`expired` fires: at the deadline, but not before one answer was read (a trigger
-        rebuilt after its deadline first learns whether the start task became READY, or the
-        conversation ended, meanwhile)."""
+        rebuilt after its deadline, however late, first learns whether the start task became READY,
+        or the conversation ended, meanwhile; only a service that gives no answer at all within
+        ``FIRST_READ_GRACE`` of the rebuild lets the deadline stand unread)."""
         due = self.due()
         if due is None or self._seen():
             return due
-        return due + FIRST_READ_GRACE
+        return max(due, self.created + FIRST_READ_GRACE)
 
     def wake_in(self, now: float) -> float | None:
         """Seconds until :meth:`expired` may fire (for the wait on the next answer), or None."""

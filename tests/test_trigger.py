@@ -232,3 +232,18 @@ def test_a_conversation_paused_after_it_ended_reads_as_ended(connection, api_ver
 def test_needs_an_id():
     with pytest.raises(ValueError, match="conversation_id or a start_task_id"):
         make()
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_restart_long_after_the_start_deadline_reads_before_it_gives_up(connection, api_version):
+    """However late the rebuild (here 10 minutes after the start deadline stored at deferral), the
+    trigger first reads the start task: READY meanwhile -> it waits on the conversation, no false
+    ``start_timeout`` (which would also pause the live conversation)."""
+    connection.conversation_seconds = 1.0
+    task_id = submit()
+    time.sleep(0.6)  # READY by now, while "the triggerer was down"
+    lifecycle = starting_lifecycle(task_id, start_timeout=1, wait_timeout=3600)
+    lifecycle["start_deadline"] = time.time() - 600
+    (event,) = asyncio.run(collect(make(lifecycle=lifecycle)))
+    assert event["outcome"] == "success", event
+    assert connection.stats()["stops"] == 0

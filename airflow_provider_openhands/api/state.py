@@ -276,6 +276,7 @@ def parse_start_task(body: Any, fallback_id: str | None = None) -> dict[str, Any
         "sandbox_id": _opt_str(task, "sandbox_id", "AppConversationStartTask"),
         # The id the client asked for: how a retry recognises its own earlier start.
         "requested_id": request.get("conversation_id") if isinstance(request.get("conversation_id"), str) else None,
+        "created_at": _opt_str(task, "created_at", "AppConversationStartTask"),
         "updated_at": _opt_str(task, "updated_at", "AppConversationStartTask"),
     }
 

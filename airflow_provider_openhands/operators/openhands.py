@@ -215,6 +215,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
                 f"Resumed without the task's lifecycle (event {event!r}): clear the task to start again"
             )
         current = Lifecycle.from_dict(event["lifecycle"])
+        self._lifecycle = current  # on_kill (Airflow's execution_timeout too) stops what it names
         self._absorb(context, current, event)
         return self._advance(context, current)
 
@@ -400,7 +401,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         seconds = self.execution_timeout.total_seconds()
         start = getattr(context["ti"], "start_date", None)
         started = start.timestamp() if hasattr(start, "timestamp") else now
-        return started + seconds - min(max(2 * self.poll_interval, 10.0), 0.25 * seconds)
+        # A deferred task resumes only after the scheduler and an executor have had it: leave them a minute.
+        return started + seconds - min(max(2 * self.poll_interval, 60.0), 0.25 * seconds)
 
     def _begin(self, context: Context, options: dict[str, Any]) -> Lifecycle:
         """This try's lifecycle: a fresh one, or what an earlier try of the same series started."""
@@ -506,10 +508,11 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             lc = dataclasses.replace(
                 fresh, phase=PHASE_STARTING, start_task_id=task["id"], client_id=task.get("requested_id")
             )
-            lc.start_deadline = (
-                stored.start_deadline if stored is not None and stored.start_task_id == task["id"] else None
-            )
-            lc.start_deadline = lc.start_deadline or time.time() + self.start_timeout
+            from airflow_provider_openhands.api.state import parse_time
+
+            same = stored is not None and stored.start_task_id == task["id"] and stored.start_deadline
+            created = parse_time(task.get("created_at")) or time.time()
+            lc.start_deadline = stored.start_deadline if same else created + self.start_timeout
             return lc
         return None
 

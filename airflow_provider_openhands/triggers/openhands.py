@@ -40,6 +40,15 @@ def _lifecycle(
     return Lifecycle(phase=PHASE_STARTING, start_task_id=start_task_id, start_deadline=end_time)
 
 
+def _raise_if_cancelled() -> None:
+    """``wait_for`` can swallow a cancellation that lands as its inner call finishes (Python 3.11):
+    a triggerer shutdown must stop the trigger all the same."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
+
+
 class OpenHandsConversationTrigger(BaseTrigger):
     """Poll OpenHands until a conversation ends, or until a V1 start task is READY.
 
@@ -152,6 +161,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
                     return event
                 try:
                     answer = await asyncio.wait_for(subscription.next(), watch.wake_in(time.time()))
+                    _raise_if_cancelled()
                 except asyncio.TimeoutError:
                     continue
                 except Exception as exc:
