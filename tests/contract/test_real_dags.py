@@ -51,9 +51,8 @@ def check_finished(server, state: dict, answer: str) -> None:
     assert state["api_version"] == "v1"
     conversation = server.request("GET", f"/api/v1/app-conversations?ids={state['conversation_id']}")[1][0]
     assert conversation is not None, "the provider's conversation id is not known to the server"
-    # The final message: the provider's result when it carries one; the server's events anyway.
-    if "final_message" in state:
-        assert state["final_message"] == answer, state
+    # The final message: in the provider's result, and as the server's events say.
+    assert state["final_message"] == answer, state
     _, page = server.request("GET", f"/api/v1/conversation/{state['conversation_id']}/events/search?limit=100")
     finishes = [e["action"]["message"] for e in page["items"] if (e.get("action") or {}).get("kind") == "FinishAction"]
     assert finishes[-1:] == [answer]
