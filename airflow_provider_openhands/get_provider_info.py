@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_openhands import __version__
+from airflow_provider_openhands import __version__, connection_form
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -35,15 +35,8 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_openhands.hooks.openhands.OpenHandsHook",
                 "hook-name": "OpenHands",
                 "connection-type": "openhands",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port"],
-                    "relabeling": {"password": "API key", "host": "Base URL"},
-                    "placeholders": {
-                        "host": "https://app.all-hands.dev (or your self-hosted server's URL)",
-                        "password": "OpenHands API key (Settings -> API Keys)",
-                        "extra": '{"api_version": "v1", "timeout": 30, "max_retries": 5}',
-                    },
-                },
+                "conn-fields": connection_form.conn_fields(),
+                "ui-field-behaviour": connection_form.ui_field_behaviour(kebab=True),
             }
         ],
         "task-decorators": [

@@ -5,8 +5,15 @@ repositories (from the ``repositories`` param, else the Airflow Variable
 ``openhands_nightly_repositories``, a JSON list). Each mapped task starts its conversation and
 waits for it in the triggerer (``wait_for_completion=True``), inside the pool, so no more
 conversations run at once than the pool has slots (set them to your account's limit). ``report``
-runs after all of them ended, whatever their outcome, gathers status, PRs and cost of every
-conversation in one batched request, logs one table, and fails the run if any conversation failed.
+runs after all of them ended, whatever their outcome: it accounts for every mapped task (also one
+that failed before its conversation existed, e.g. with a wrong API key), gathers status, PRs and cost
+of the conversations in one batched request, logs one table, and fails the run naming each repository
+that did not finish and why.
+
+``max_active_runs=1``: a night that is still running when the next one is due makes the next wait, so
+two runs never work on the same repositories at once. ``catchup=False``: unpausing the DAG creates one
+scheduled run at once (for the latest complete day), not one per day since ``start_date``; trigger it
+by hand (with ``repositories`` to try a few) to run it on demand.
 """
 
 from __future__ import annotations
@@ -30,7 +37,15 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    params={"repositories": Param([], type="array", description="owner/repo list; empty: the Variable")},
+    params={
+        "repositories": Param(
+            [],
+            type=["null", "array"],  # optional in the trigger form: empty means "use the Variable"
+            items={"type": "string"},
+            title="Repositories",
+            description="owner/repo, one per line; empty: the Variable openhands_nightly_repositories",
+        )
+    },
     tags=["openhands", "example"],
     doc_md=__doc__,
 ) as dag:
@@ -64,36 +79,18 @@ with DAG(
     ).expand(repository=repositories())
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report(ti=None) -> list[dict]:
-        """One row per repository; fails the run if any conversation failed."""
-        from airflow_provider_openhands.api.state import canonical_id
-        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
-        from airflow_provider_openhands.outcome import duration_seconds, summary_line
+    def report(**context) -> list[dict]:
+        """One row per repository, whatever became of its task; fails the run if any did not finish."""
+        import logging
 
-        ids = [i for i in ti.xcom_pull(task_ids="maintain", key="conversation_id") or [] if i]
-        # A task that succeeded returned the conversation's final state; for the others, read the
-        # state now (one batched request for up to 99 conversations).
-        finals = {canonical_id(s["conversation_id"]): s for s in ti.xcom_pull(task_ids="maintain") or [] if s}
-        missing = [i for i in ids if canonical_id(i) not in finals]
-        current = OpenHandsHook().get_conversations(missing) if missing else {}
-        rows = []
-        for conversation_id in ids:
-            key = canonical_id(conversation_id)
-            state = finals.get(key) or current.get(key) or {"conversation_id": conversation_id, "status": "missing"}
-            print(summary_line(state))
-            rows.append(
-                {
-                    "repository": state.get("selected_repository"),
-                    "status": state["status"] if key in finals else f"failed ({state['status']})",
-                    "pr_number": state.get("pr_number", []),
-                    "cost": (state.get("metrics") or {}).get("accumulated_cost"),
-                    "duration_s": duration_seconds(state),
-                    "url": state.get("url"),
-                }
-            )
-        failed = [r["repository"] for r in rows if r["status"] != "finished"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} of {len(rows)} conversation(s) did not finish: {failed}")
-        return rows
+        from airflow_provider_openhands.report import collect
+
+        # Every mapped task instance counts, also one that failed before its conversation existed
+        # (a wrong API key, a start error): the report starts from their states, not from the XComs.
+        chosen = context["ti"].xcom_pull(task_ids="repositories")
+        summary = collect(context, "maintain", chosen)
+        logging.getLogger("airflow.task").info("Nightly maintenance:\n%s", summary.table())
+        summary.raise_if_failed()
+        return [row.as_dict() for row in summary.rows]
 
     maintain >> report()

@@ -68,3 +68,58 @@ def test_nightly_maintenance_without_repositories_skips(airflow_db, connection):
     dag = load_dag(EXAMPLES / "openhands_nightly_maintenance.py", "openhands_nightly_maintenance")
     states = task_states(dag.test(run_conf={"repositories": []}))
     assert states["repositories"] == "skipped" and connection.requests == []
+
+
+def nightly_run(repositories: list[str]):
+    dag = load_dag(EXAMPLES / "openhands_nightly_maintenance.py", "openhands_nightly_maintenance")
+    dag_run = dag.test(run_conf={"repositories": repositories})
+    maintain = {
+        ti.map_index: str(getattr(ti.state, "value", ti.state))
+        for ti in dag_run.get_task_instances()
+        if ti.task_id == "maintain"
+    }
+    return dag_run, maintain
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_nightly_report_names_each_failed_repository_and_why(airflow_db, connection, monkeypatch, capfd, caplog):
+    """Item 1: one aligned table in the task log, and a failure that names the repository and the reason."""
+    monkeypatch.setenv("OPENHANDS_EXAMPLE_POLL_SECONDS", "0.2")
+    connection.outcomes_by_repository = {"acme/two": "error"}
+    dag_run, maintain = nightly_run(["acme/one", "acme/two"])
+    assert maintain == {0: "success", 1: "failed"} and task_states(dag_run)["report"] == "failed"
+    out, err = capfd.readouterr()
+    # the sandbox was paused after the end: the report still reads how the agent ended
+    assert "acme/two: the conversation ended in error" in out + err
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "airflow.task" and "Nightly" in r.getMessage()]
+    table = [line for line in logged.splitlines() if line.startswith(("#  repository", "0  acme/", "1  acme/"))]
+    assert len(table) == 3, table
+    header, first, second = table
+    assert header.index("task") == first.index("success") == second.index("failed")  # aligned
+    assert header.index("conversation") == first.index("finished") == second.index("error")
+    assert "XCom not found" not in out + err  # item 5: the link waits quietly for the conversation
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_nightly_run_with_a_wrong_key_fails_and_names_the_repository(airflow_db, connection, monkeypatch, capfd):
+    """Item 1: maintain[0] fails before any conversation exists; the run must not be green."""
+    monkeypatch.setenv("OPENHANDS_EXAMPLE_POLL_SECONDS", "0.2")
+    connection.api_key = "another-key"
+    dag_run, maintain = nightly_run(["acme/one"])
+    assert maintain == {0: "failed"}
+    assert task_states(dag_run)["report"] == "failed"
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "failed"
+    out, err = capfd.readouterr()
+    assert "1 of 1 'maintain' task(s) failed: acme/one: failed before any conversation started" in out + err
+    assert "Returned value was: []" not in out + err
+    assert "XCom not found" not in out + err  # item 5: no link lookup for a conversation that never existed
+    assert connection.stats()["created"] == 0
+
+
+def test_nightly_trigger_form_does_not_require_repositories():
+    """Item 6: empty means "use the Variable", so the form must not mark the field required."""
+    dag = load_dag(EXAMPLES / "openhands_nightly_maintenance.py", "openhands_nightly_maintenance")
+    param = dag.params.get_param("repositories")
+    assert "null" in param.schema["type"] and "array" in param.schema["type"]
+    param.resolve(None)  # validates: no value is allowed
+    assert dag.max_active_runs == 1 and "max_active_runs" in dag.doc_md and "unpausing" in dag.doc_md.lower()
