@@ -1,17 +1,30 @@
-"""A real, throw-away Airflow on this machine: ``airflow standalone`` (scheduler, triggerer, DAG
-processor, API server, LocalExecutor, SQLite) in a temporary AIRFLOW_HOME, pointed at the bundled
-OpenHands emulator. Used by the demo (``scripts/run_demo.py``) and the end-to-end test.
+"""A real, throw-away Airflow on this machine, in a temporary AIRFLOW_HOME (LocalExecutor, SQLite),
+pointed at the bundled OpenHands emulator. Used by the demo (``scripts/run_demo.py``), the polling
+benchmark and the end-to-end tests.
+
+Two modes:
+
+* ``standalone`` (default): ``airflow standalone`` runs every component under one parent.
+* ``components``: each component is a process (group) of its own: ``airflow scheduler``,
+  ``triggerer``, ``dag-processor`` and ``api-server`` (Airflow 3; on Airflow 2 the scheduler parses
+  the DAGs and tasks need no API server, so ``scheduler`` and ``triggerer``), so a test can
+  :meth:`LocalAirflow.kill` one (SIGKILL by default: the component and every process under it, as
+  when its host or container dies) and :meth:`LocalAirflow.restart` it, which ``airflow standalone``
+  cannot do. :meth:`LocalAirflow.kill_task` kills one task instance's task process.
 
 It watches the metadata DB directly (read-only SQLite queries) rather than through the CLI, which
 costs seconds per call, and it counts every task instance it sees in the ``deferred`` state: the
-proof that waits really ran in the triggerer.
+proof that waits really ran in the triggerer. :meth:`LocalAirflow.stop` stops everything it
+started, including task processes a killed component left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +43,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_3 = int(importlib.metadata.version("apache-airflow").split(".")[0]) >= 3
 FINISHED_RUN_STATES = ("success", "failed")
+MODES = ("standalone", "components")
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+COMPONENTS_ENV = {
+    # a new triggerer takes over a dead one's triggers once its heartbeat is this old (default 30 s)
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+    # what `airflow standalone` forces on its components (the API server's auth manager)
+    **({"AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER} if AIRFLOW_3 else {}),
+}
+#: The separately started components, in start order.
+COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server") if AIRFLOW_3 else ("scheduler", "triggerer")
 
 
 def free_port() -> int:
@@ -46,12 +73,20 @@ class LocalAirflow:
         dags_folder: Path = REPO / "example_dags",
         extra_env: dict[str, str] | None = None,
         log: Callable[[str], None] = print,
+        mode: str = "standalone",
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.mode = mode
         self.home = Path(tempfile.mkdtemp(prefix="openhands-airflow-"))
         self.port = free_port()
         self.pool_slots = pool_slots
         self.log = log
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # standalone mode
+        self.processes: dict[str, subprocess.Popen] = {}  # components mode
+        self.killed: set[str] = set()  # components killed on purpose and not restarted since
+        self.starts: dict[str, int] = {}  # how many times each component was started
+        self.sessions: set[int] = set()  # every process started here leads a session of its own
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
             **os.environ,
@@ -68,10 +103,21 @@ class LocalAirflow:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(self.port),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{self.port}/execution/",
+            # Log servers bind fixed ports by default: never clash with another Airflow on this host.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW_CONN_OPENHANDS_DEFAULT": json.dumps(connection),
+            **(COMPONENTS_ENV if mode == "components" else {}),
             **(extra_env or {}),
         }
         self.env.pop("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", None)
+        if mode == "components" and AIRFLOW_3:
+            # `airflow standalone` makes the API server's admin password; here it is ours, for :meth:`api`
+            passwords = self.home / "simple_auth_manager_passwords.json"
+            passwords.write_text(json.dumps({"admin": secrets.token_urlsafe(16)}))
+            self.env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+            self.env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+        self._token: str | None = None
         self.deferred_seen: set[tuple[str, str, int]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -89,6 +135,11 @@ class LocalAirflow:
         self.cli("db", "migrate")
         self.cli("pools", "set", "openhands", str(self.pool_slots), "OpenHands conversations", "--include-deferred")
         self.log(f"Pool 'openhands' has {self.pool_slots} slots (deferred tasks included)")
+        if self.mode == "components":
+            self.log(f"Starting {', '.join(COMPONENTS)} as separate processes ...")
+            for component in COMPONENTS:
+                self._spawn(component)
+            return self
         self.log("Starting airflow standalone (scheduler, triggerer, DAG processor, API server) ...")
         log_file = open(self.home / "standalone.log", "w")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
@@ -98,17 +149,122 @@ class LocalAirflow:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.sessions.add(self.process.pid)
         return self
+
+    def _spawn(self, component: str) -> subprocess.Popen:
+        self.starts[component] = self.starts.get(component, 0) + 1
+        with open(self.home / f"{component}.log", "a") as log_file:
+            log_file.write(f"===== start {self.starts[component]} of {component} at {time.ctime()} =====\n")
+            log_file.flush()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "airflow", component],
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[component] = process
+        self.sessions.add(process.pid)
+        self.killed.discard(component)
+        return process
+
+    def kill(self, component: str, sig: int = signal.SIGKILL) -> list[int]:
+        """Send ``sig`` to a component and to every process under it (task and trigger runners put
+        themselves in process groups of their own, so the whole tree, not just the group); wait for
+        it to exit on SIGKILL or SIGTERM. Returns the pids signalled."""
+        if self.mode != "components":
+            raise RuntimeError("kill() needs LocalAirflow(mode='components')")
+        process = self.processes[component]
+        pids = [process.pid, *_descendants(process.pid)]
+        for pid in pids:  # the parent first, so it cannot start anything new meanwhile
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.killed.add(component)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _kill_tree(process.pid)
+                process.wait()
+        self.log(f"Sent {signal.Signals(sig).name} to the {component} ({len(pids)} processes)")
+        return pids
+
+    def restart(self, component: str) -> None:
+        """Start a component again: after :meth:`kill`, or stop it first (SIGTERM) if it still runs."""
+        if self.mode != "components":
+            raise RuntimeError("restart() needs LocalAirflow(mode='components')")
+        process = self.processes.get(component)
+        if process is not None and process.poll() is None:
+            self._terminate(process)
+        self._spawn(component)
+        self.log(f"Started the {component} again (start {self.starts[component]})")
+
+    def task_process(self, ti_id: str) -> int | None:
+        """The pid of a task instance's task process (Airflow 3 titles it ``airflow worker -- <ti id>``),
+        if it runs in this Airflow."""
+        # exactly this title: the LocalExecutor process that supervises it is "airflow worker -- LocalExecutor: <id>"
+        title = f"airflow worker -- {uuid.UUID(str(ti_id))}"
+        listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+        for line in listing.splitlines()[1:]:
+            pid, _, args = line.strip().partition(" ")
+            if args.strip() == title and self._ours(int(pid)):
+                return int(pid)
+        return None
+
+    def kill_task(self, ti_id: str, sig: int = signal.SIGKILL) -> int:
+        """Kill a task instance's task process (not its supervisor, which reports the death)."""
+        pid = self.task_process(ti_id)
+        if pid is None:
+            raise LookupError(f"no task process for task instance {ti_id}")
+        os.kill(pid, sig)
+        self.log(f"Sent {signal.Signals(sig).name} to the task process {pid} of task instance {ti_id}")
+        return pid
+
+    def _ours(self, pid: int) -> bool:
+        """Whether a process belongs to this Airflow: it is in the session of a process started here
+        (Airflow's task and trigger runners change process group, not session, and stay in it when
+        orphaned), or its environment names this AIRFLOW_HOME (``setproctitle`` may clobber it)."""
+        if _session(pid) in self.sessions:
+            return True
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            return False
+        return f"AIRFLOW_HOME={self.home}".encode() in environ.split(b"\0")
+
+    def leftovers(self) -> list[int]:
+        """Processes of this Airflow still running (none once :meth:`stop` returned)."""
+        return [pid for pid in _pids() if pid != os.getpid() and self._ours(pid)]
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen) -> None:
+        """SIGTERM the process group (Airflow stops its children), SIGKILL the tree after 30 s."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _kill_tree(process.pid)
+            process.wait()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            self._terminate(self.process)
         self.process = None
+        for process in self.processes.values():
+            if process.poll() is None:
+                self._terminate(process)
+        self.processes = {}
+        # What a killed component left behind (task processes in groups of their own): nothing may outlive us.
+        for _ in range(2):
+            leftovers = self.leftovers()
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if leftovers:
+                self.log(f"Killed {len(leftovers)} leftover process(es) of this Airflow")
+                time.sleep(0.5)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.home, ignore_errors=True)
@@ -120,8 +276,31 @@ class LocalAirflow:
         self.stop()
 
     def standalone_log(self, tail: int = 4000) -> str:
-        path = self.home / "standalone.log"
-        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+        """The end of the Airflow output: ``airflow standalone``'s, or each component's."""
+        names = ["standalone"] if self.mode == "standalone" else list(COMPONENTS)
+        parts = []
+        for name in names:
+            path = self.home / f"{name}.log"
+            if path.exists():
+                text = path.read_text(errors="replace")[-tail:]
+                parts.append(text if self.mode == "standalone" else f"----- {name} -----\n{text}")
+        return "\n".join(parts)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, try_number: int = 1) -> str:
+        """A task try's log file (Airflow 3's default layout), or '' if there is none."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if map_index >= 0:
+            folder /= f"map_index={map_index}"
+        path = folder / f"attempt={try_number}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def check_alive(self) -> None:
+        """Raise if Airflow died by itself (not by :meth:`kill`)."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"airflow standalone exited:\n{self.standalone_log()}")
+        for component, process in self.processes.items():
+            if component not in self.killed and process.poll() is not None:
+                raise RuntimeError(f"airflow {component} exited ({process.returncode}):\n{self.standalone_log()}")
 
     # -- the metadata DB -------------------------------------------------------------------------
 
@@ -132,8 +311,7 @@ class LocalAirflow:
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited:\n{self.standalone_log()}")
+            self.check_alive()
             try:
                 if self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id):
                     return
@@ -177,10 +355,51 @@ class LocalAirflow:
                 last_report = time.time()
             if run and run[0][0] in FINISHED_RUN_STATES:
                 return run[0][0]
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited:\n{self.standalone_log()}")
+            self.check_alive()
             time.sleep(0.3)
         raise TimeoutError(f"{dag_id} run {run_id} did not end within {timeout:.0f}s")
+
+    # -- the REST API (Airflow 3) ------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+        """Call the API server as the admin user (a token from the simple auth manager)."""
+        if self._token is None:
+            password_file = self.env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
+                self.home / "simple_auth_manager_passwords.json.generated"
+            )
+            password = json.loads(Path(password_file).read_text())["admin"]
+            answer = self._http("POST", "/auth/token", {"username": "admin", "password": password}, None, timeout)
+            self._token = answer["access_token"]
+        return self._http(method, path, body, self._token, timeout)
+
+    def _http(self, method: str, path: str, body: Any, token: str | None, timeout: float) -> Any:
+        request = urllib.request.Request(
+            f"http://localhost:{self.port}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+        )
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    payload = answer.read()
+                return json.loads(payload) if payload else None
+            except urllib.error.HTTPError as exc:
+                raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:2000]!r}") from exc
+            except OSError:  # the API server is not up (yet, or again)
+                if time.time() >= deadline:
+                    raise
+                time.sleep(1)
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[dict[str, Any]]:
+        """Clear task instances of one run, as a person does with the UI's Clear button."""
+        answer = self.api(
+            "POST",
+            f"/api/v2/dags/{dag_id}/clearTaskInstances",
+            {"dry_run": False, "only_failed": False, "dag_run_id": run_id, "task_ids": task_ids},
+        )
+        return list(answer.get("task_instances") or [])
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """An XCom value as stored (JSON in the DB on Airflow 3)."""
@@ -200,3 +419,42 @@ class LocalAirflow:
             return json.loads(value)
         except (TypeError, ValueError):
             return value
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the name (state, ppid, pgrp, session, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold spaces
+    except (OSError, IndexError):
+        return None
+
+
+def _session(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[3]) if fields else None
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process under ``root`` (from /proc), parents before children."""
+    children: dict[int, list[int]] = {}
+    for pid in _pids():
+        fields = _stat(pid)
+        if fields:
+            children.setdefault(int(fields[1]), []).append(pid)
+    found: list[int] = []
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop(0)
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _kill_tree(root: int) -> None:
+    for pid in [root, *_descendants(root)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
