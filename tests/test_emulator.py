@@ -22,6 +22,9 @@ START_TASKS = "/api/v1/app-conversations/start-tasks"
 TASK_SEARCH = "/api/v1/app-conversations/start-tasks/search"
 EVENTS = "/api/v1/conversation/{conversation_id}/events/search"
 SEND = "/api/v1/app-conversations/{conversation_id}/send-message"
+CHANGES = "/api/v1/app-conversations/{conversation_id}/git/changes"
+DIFF = "/api/v1/app-conversations/{conversation_id}/git/diff"
+FILE = "/api/v1/app-conversations/{conversation_id}/file"
 
 
 class Client:
@@ -78,6 +81,18 @@ class Client:
         body = {"role": "user", "content": [{"type": "text", "text": text}], **fields}
         self.contract.validate_request("v1", "POST", SEND, body)
         return self.call("POST", SEND.format(conversation_id=conversation_id), template=SEND, json=body)
+
+    def read(self, template: str, conversation_id: str, **params: Any) -> requests.Response:
+        """GET one of the workspace endpoints (git changes, git diff, file), checked against the spec."""
+        return self.call("GET", template.format(conversation_id=conversation_id), template=template, params=params)
+
+    def pause(self, conversation_id: str) -> None:
+        sandbox = self.conversation(conversation_id)["sandbox_id"]
+        assert self.call("POST", f"/api/v1/sandboxes/{sandbox}/pause").json() == {"success": True}
+
+    def resume(self, conversation_id: str) -> None:
+        sandbox = self.conversation(conversation_id)["sandbox_id"]
+        assert self.call("POST", f"/api/v1/sandboxes/{sandbox}/resume").json() == {"success": True}
 
     def control(self, path: str, body: Any = None) -> requests.Response:
         return requests.post(self.emu.url + path, json=body or {}, timeout=10)
@@ -499,6 +514,11 @@ def test_a_scripted_final_answer(api):
         ('[fake-llm finish="X"] [emulator duration=1] Mixed', {"duration": "1"}, '[fake-llm finish="X"] Mixed'),
         ("[emulator sandbox_error=0.5] Plain", {"sandbox_error": "0.5"}, "Plain"),
         ("seeded [emulator]", {}, "seeded"),
+        (
+            '[emulator write="report.json:{\\"a\\": 1}" output=\'{"ok": true}\'] Task',
+            {"write": 'report.json:{"a": 1}', "output": '{"ok": true}'},
+            "Task",
+        ),
         ("No marker at all", {}, "No marker at all"),
     ],
 )
@@ -608,3 +628,218 @@ def test_v0_still_works(emu, contract):
     assert wait_for(lambda: requests.get(emu.url + path, headers=headers, timeout=5).json()["status"] == "RUNNING")
     info = requests.get(emu.url + path, headers=headers, timeout=5).json()
     contract.validate_response("v0", "GET", "/api/conversations/{conversation_id}", info)
+
+
+# -- 15. what the agent leaves: git changes, diffs, files (issue 11) --------------------------------
+
+CHANGED = (
+    "[emulator change=src/app.py:MODIFIED change=README.md:ADDED change=old.py->new.py:RENAMED"
+    " change=gone.txt:DELETED duration=0.6] Upgrade the dependency"
+)
+
+
+def finished(api: Client, conversation_id: str, timeout: float = 5) -> bool:
+    return wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "finished", timeout)
+
+
+def test_git_changes_and_diffs_of_a_finished_turn(api, emu):
+    conversation_id = api.ready(api.start(CHANGED))  # acme/web: the project is /workspace/project/web
+    root = "/workspace/project/web"
+    assert api.conversation(conversation_id)["execution_status"] == "running"
+    assert api.read(CHANGES, conversation_id, path=root).json() == []  # stricter: nothing before the end
+    assert finished(api, conversation_id)
+    changes = api.read(CHANGES, conversation_id, path=root)
+    assert changes.status_code == 200
+    assert changes.json() == [  # the agent server's GitChange: repository-relative, sorted by path
+        {"status": "ADDED", "path": "README.md"},
+        {"status": "DELETED", "path": "gone.txt"},
+        {"status": "ADDED", "path": "new.py"},  # a rename is DELETED + ADDED, as git diff --name-status
+        {"status": "DELETED", "path": "old.py"},
+        {"status": "UPDATED", "path": "src/app.py"},  # MODIFIED in the marker: the real enum says UPDATED
+    ]
+    assert api.read(CHANGES, conversation_id, path=root + "/", ref="HEAD").json() == changes.json()
+    assert api.read(CHANGES, conversation_id, path="/workspace/project").json() == []  # not the repository
+    assert api.read(CHANGES, conversation_id, path="web").json() == []
+
+    updated = api.read(DIFF, conversation_id, path=f"{root}/src/app.py")
+    assert updated.status_code == 200 and set(updated.json()) == {"modified", "original"}
+    assert updated.json()["original"] and updated.json()["modified"] != updated.json()["original"]
+    assert not updated.json()["modified"].endswith("\n")
+    added = api.read(DIFF, conversation_id, path=f"{root}/README.md").json()
+    assert added["original"] == "" and added["modified"]
+    moved = api.read(DIFF, conversation_id, path=f"{root}/new.py").json()
+    assert moved["original"] == "" and "old.py" in moved["modified"]
+    for missing in (f"{root}/gone.txt", f"{root}/setup.py", "src/app.py"):  # deleted, untouched, relative
+        answer = api.read(DIFF, conversation_id, path=missing)
+        assert (answer.status_code, answer.json()) == (502, {"detail": "Agent server error: 400"}), missing
+
+
+def test_git_endpoints_refuse_like_the_real_server(api, emu):
+    conversation_id = api.ready(api.start(CHANGED.replace("duration=0.6", "duration=0.1")))
+    assert finished(api, conversation_id)
+    for template, params in ((CHANGES, {}), (DIFF, {"ref": "HEAD"})):
+        answer = api.read(template, conversation_id, **params)  # path is required: FastAPI's 422
+        assert answer.status_code == 422
+        assert answer.json()["detail"][0]["loc"] == ["query", "path"]
+        assert api.read(template, "not-a-uuid", path="/x").status_code == 422
+        unknown = api.read(template, uuid.uuid4().hex, path="/workspace/project/web")
+        assert unknown.status_code == 404 and "is not reachable" in unknown.json()["detail"]
+    pending = api.start("Not ready", conversation_id=uuid.uuid4().hex)
+    assert api.read(CHANGES, pending["request"]["conversation_id"], path="/workspace/project/web").status_code == 404
+    api.pause(conversation_id)  # a client must read the changes before it pauses the sandbox
+    paused = api.read(CHANGES, conversation_id, path="/workspace/project/web")
+    assert paused.status_code == 409
+    assert paused.json() == {"detail": "Sandbox is paused; resume it before reading git state."}
+    assert api.read(DIFF, conversation_id, path="/workspace/project/web/README.md").status_code == 409
+    api.resume(conversation_id)
+    assert len(api.read(CHANGES, conversation_id, path="/workspace/project/web").json()) == 5
+    emu.conversation(conversation_id).sandbox_override = "MISSING"
+    assert api.read(CHANGES, conversation_id, path="/workspace/project/web").status_code == 404
+
+
+def test_a_big_diff(api):
+    text = "[emulator change=data.csv:UPDATED change=big.bin:ADDED diff_bytes=200000 duration=0.1] Regenerate"
+    conversation_id = api.ready(api.start(text, selected_repository=None))
+    assert finished(api, conversation_id)
+    assert api.read(CHANGES, conversation_id, path="/workspace/project").json() == [
+        {"status": "ADDED", "path": "big.bin"},
+        {"status": "UPDATED", "path": "data.csv"},
+    ]
+    diff = api.read(DIFF, conversation_id, path="/workspace/project/data.csv").json()
+    assert len(diff["modified"]) == 200000 and len(diff["original"]) < 1000
+    assert len(api.read(FILE, conversation_id, file_path="/workspace/project/big.bin").json()) == 200000
+    huge = api.ready(api.start("[emulator change=dump.sql:ADDED diff_bytes=1048577 duration=0.1] Dump"))
+    assert finished(api, huge)
+    assert api.read(CHANGES, huge, path="/workspace/project/web").json() == [{"status": "ADDED", "path": "dump.sql"}]
+    too_big = api.read(DIFF, huge, path="/workspace/project/web/dump.sql")  # over the agent server's 1 MiB
+    assert (too_big.status_code, too_big.json()) == (502, {"detail": "Agent server error: 400"})
+
+
+def test_files_the_agent_wrote(api, emu, contract):
+    text = (
+        '[emulator write=\'report.json:{"a": 1}\' write="notes/x.txt:line: one" duration=0.6]'
+        ' [emulator output="{\\"cause\\": \\"disk full\\", \\"confidence\\": 0.9}"] Triage'
+    )
+    conversation_id = api.ready(api.start(text))
+    root = "/workspace/project/web"
+    early = api.read(FILE, conversation_id, file_path=f"{root}/report.json")
+    assert early.status_code == 404  # the agent has not finished its turn yet
+    assert finished(api, conversation_id)
+    report = api.read(FILE, conversation_id, file_path=f"{root}/report.json")
+    assert report.status_code == 200 and report.json() == '{"a": 1}'  # the file's text, as a JSON string
+    contract.validate_response("v1", "GET", FILE, report.json())
+    assert json.loads(api.read(FILE, conversation_id, file_path=f"{root}/openhands_output.json").json()) == {
+        "cause": "disk full",
+        "confidence": 0.9,
+    }
+    assert api.read(FILE, conversation_id, file_path=f"{root}/notes/x.txt").json() == "line: one"
+    assert api.read(FILE, conversation_id, file_path=f"{root}/./notes/../report.json").json() == '{"a": 1}'
+    for missing in (f"{root}/other.json", "report.json"):  # never written; relative (not absolute)
+        answer = api.read(FILE, conversation_id, file_path=missing)
+        assert answer.status_code == 404, missing
+    assert api.read(FILE, conversation_id).status_code == 404  # the default, PLAN.md, was not written
+    assert api.read(FILE, uuid.uuid4().hex, file_path=f"{root}/report.json").status_code == 404
+    written = [e for e in api.events(conversation_id, kind__eq="ActionEvent")["items"] if e["tool_name"] != "finish"]
+    assert [e["action"]["path"] for e in written] == [
+        f"{root}/report.json",
+        f"{root}/notes/x.txt",
+        f"{root}/openhands_output.json",
+    ]
+    assert {e["action"]["kind"] for e in written} == {"FileEditorAction"}
+    newest = api.events(conversation_id, kind__eq="ActionEvent", sort_order="TIMESTAMP_DESC", limit=1)["items"]
+    assert newest[0]["tool_name"] == "finish"
+    assert {c["path"] for c in api.read(CHANGES, conversation_id, path=root).json()} == {
+        "report.json",
+        "notes/x.txt",
+        "openhands_output.json",
+    }
+    api.pause(conversation_id)
+    assert api.read(FILE, conversation_id, file_path=f"{root}/report.json").status_code == 409
+    emu.missing_file_answer = "empty"  # how the real server answers every miss: 200 ""
+    for params in ({"file_path": f"{root}/report.json"}, {"file_path": "report.json"}):
+        answer = api.read(FILE, conversation_id, **params)
+        assert (answer.status_code, answer.json()) == (200, ""), params
+
+
+def test_a_failed_turn_writes_nothing_and_a_follow_up_adds_files(api):
+    conversation_id = api.ready(api.start("[emulator output='{}' outcome=error duration=0.1] Try"))
+    assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "error")
+    output = "/workspace/project/web/openhands_output.json"
+    assert api.read(FILE, conversation_id, file_path=output).status_code == 404
+    api.send(conversation_id, "[emulator output='{\"ok\": true}' duration=0.1] Again")
+    assert finished(api, conversation_id)
+    assert api.read(FILE, conversation_id, file_path=output).json() == '{"ok": true}'
+
+
+def test_a_bad_marker_is_refused(api):
+    for bad in ("change=app.py", "change=app.py:CHANGED", "change=a.py:RENAMED", "cost=lots", "write=:x"):
+        body = {"initial_message": {"content": [{"type": "text", "text": f"[emulator {bad}] Go"}]}}
+        answer = api.call("POST", CONVERSATIONS, json=body)
+        assert answer.status_code == 400 and answer.json()["detail"].startswith("emulator marker:"), bad
+    conversation_id = api.ready(api.start("Fine"))
+    assert api.send(conversation_id, "[emulator diff_bytes=-1] Go").status_code == 400
+
+
+# -- 16. growing cost --------------------------------------------------------------------------------
+
+
+def test_cost_grows_while_the_agent_runs(api, emu):
+    conversation_id = api.ready(api.start("[emulator cost=2.5 duration=2] Expensive"))
+    seen: list[tuple[str, float, int]] = []
+
+    def done() -> bool:
+        state = api.conversation(conversation_id)
+        usage = state["metrics"]["accumulated_token_usage"]
+        seen.append((state["execution_status"], state["metrics"]["accumulated_cost"], usage["prompt_tokens"]))
+        return state["execution_status"] == "finished"
+
+    assert wait_for(done, 5, step=0.1)
+    running = [cost for status, cost, _ in seen if status == "running"]
+    assert running == sorted(running) and running[0] < 0.5
+    assert any(cost < 1.0 for cost in running) and any(1.0 <= cost < 2.5 for cost in running)  # crossed mid-run
+    assert [tokens for *_, tokens in seen] == sorted(tokens for *_, tokens in seen)
+    assert seen[-1][1] == 2.5
+    final = api.conversation(conversation_id)["metrics"]
+    assert final["accumulated_token_usage"]["completion_tokens"] > 0 and final["accumulated_cost"] == 2.5
+    api.send(conversation_id, "[emulator cost=0.5 duration=0.2] And more")  # a turn adds its own cost
+    assert wait_for(lambda: api.conversation(conversation_id)["metrics"]["accumulated_cost"] == 3.0, 3)
+    plain = api.ready(api.start("[emulator duration=0.3] Default price"))
+    assert finished(api, plain)
+    assert api.conversation(plain)["metrics"]["accumulated_cost"] == pytest.approx(0.003)
+
+
+def test_cost_stops_growing_when_paused(api):
+    conversation_id = api.ready(api.start("[emulator cost=10 duration=5] Runaway"))
+    assert wait_for(lambda: api.conversation(conversation_id)["metrics"]["accumulated_cost"] > 1.0, 3)
+    api.pause(conversation_id)
+    frozen = api.conversation(conversation_id)["metrics"]["accumulated_cost"]
+    time.sleep(0.3)
+    assert api.conversation(conversation_id)["metrics"]["accumulated_cost"] == frozen < 10
+
+
+# -- 17. observability tags and metadata -----------------------------------------------------------
+
+
+def test_observability_tags_and_metadata_are_kept(api, emu):
+    tags = ["dag_id:nightly", "task_id:fix"]
+    metadata = {"dag_id": "nightly", "map_index": 3, "retry": False, "score": 0.5, "repos": ["a", "b"]}
+    task = api.start(observability_tags=tags, observability_metadata=metadata)  # request checked by the spec
+    assert task["request"]["observability_tags"] == tags  # the start task's request echoes them
+    assert task["request"]["observability_metadata"] == metadata
+    conversation_id = api.ready(task)
+    assert api.tasks(task["id"])[0]["request"]["observability_metadata"] == metadata
+    assert emu.conversation(conversation_id).request["observability_tags"] == tags
+    assert emu.conversation(conversation_id).request["observability_metadata"] == metadata
+    assert api.conversation(conversation_id)["tags"] == {}  # AppConversation has no place for them
+    body = {"initial_message": {"content": [{"type": "text", "text": "Go"}]}}
+    for bad in (
+        {"observability_tags": "dag_id:nightly"},
+        {"observability_tags": ["ok", 3]},
+        {"observability_metadata": ["a"]},
+        {"observability_metadata": {"nested": {"a": 1}}},
+        {"observability_metadata": {"mixed": ["a", 1]}},
+        {"observability_metadata": {"none": None}},
+    ):
+        answer = api.call("POST", CONVERSATIONS, json={**body, **bad})
+        assert answer.status_code == 422, bad
+        assert answer.json()["detail"][0]["loc"][:2] == ["body", next(iter(bad))]

@@ -14,6 +14,14 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
   not) is honoured, and **the sandbox id then equals the conversation id** (as on the real server;
   without a chosen id the sandbox id is random). The start task's ``request`` echoes the request
   (``secrets`` left out), its ``conversation_id`` written as a dashed UUID whichever form was sent.
+  ``observability_tags`` (a list of strings), ``observability_metadata`` (string keys; values a string,
+  boolean, integer or number, or a list of one such type) and ``observability_span_name`` are checked
+  as ``AppConversationStartRequest`` types them (else 422) and echoed in that ``request``, the only
+  place the spec has for them (read them back there or from ``emu.conversation(id).request``;
+  ``AppConversation.tags`` stays ``{}``: it holds the server's own tags). The open-source
+  ``openhands-ai`` 1.11 model has no such fields and drops them silently. A message whose
+  ``[emulator ...]`` markers are malformed is refused with 400 ``{"detail": "emulator marker: ..."}``
+  (a test-authoring error, here and in send-message).
 * A ``conversation_id`` already used (*stricter*: even by a start that failed or a conversation since
   deleted) is **not** refused: the answer is 200 and that new start task ends in ``ERROR`` with
   ``detail`` "Server error '500 Internal Server Error' for url
@@ -58,6 +66,51 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
   ERROR -> 503, MISSING -> 410 (*stricter*: the spec lists these codes, the real server was not seen
   to use them); sandbox taken over by a reused conversation id -> 502 "Agent server error: 404" (as
   observed); a body not matching ``AppSendMessageRequest`` -> 422.
+* ``metrics``: ``accumulated_cost`` grows linearly while each turn runs, from what earlier turns
+  cost to that plus the turn's cost (the ``cost=`` marker, else ``COST_PER_SECOND`` = 0.01 per second
+  of the turn), so a budget check sees it cross a threshold mid-run; ``accumulated_token_usage``
+  grows with it (100 000 prompt and 20 000 completion tokens per dollar). It stops growing at a pause
+  (and at a takeover) and resumes with the sandbox.
+* The agent's workspace (``/workspace/project``, the Cloud sandbox's working directory; with a
+  ``selected_repository`` ``owner/name`` the project and git repository is
+  ``/workspace/project/name``, as the server clones it; relative marker paths are relative to it).
+  What a turn changed (``change=``/``write=``/``output=`` markers) appears **at once when the turn
+  ends, and only if it ended** ``finished`` (*stricter*: the real workspace changes while the agent
+  works; a turn that ended ``error``/``stuck`` left nothing). The three endpoints below answer only
+  while the sandbox runs, as in the real server's code: unknown (or not yet READY) conversation ->
+  404 ``{"detail": "Conversation <uuid> is not reachable"}``; sandbox PAUSED -> **409**
+  ``{"detail": "Sandbox is paused; resume it before reading git state."}`` (``... reading files.``
+  for ``file``, *stricter*); sandbox STARTING/ERROR (a transient ERROR too)/MISSING -> 404 "not
+  reachable"; sandbox taken over by a reused id -> 502 "Agent server error: 404" (*stricter*). A
+  client must read them **before it pauses the sandbox** (or resume it first). A conversation id that
+  is not a UUID, or a required query parameter missing, -> FastAPI's 422.
+
+  * ``GET /api/v1/app-conversations/{id}/git/changes?path=<repository root>[&ref=]`` -> the agent
+    server's ``list[GitChange]``: ``[{"status": "ADDED"|"UPDATED"|"DELETED", "path": "<file>"}]``,
+    paths relative to the repository, sorted by path. The real enum is ``MOVED/ADDED/DELETED/UPDATED``
+    (no ``MODIFIED``): a change ``M`` is ``UPDATED``, and a rename is listed as the old path
+    ``DELETED`` plus the new one ``ADDED`` (as ``git diff --name-status`` is read). Files written
+    with ``write=``/``output=`` inside the repository count as ``ADDED`` (untracked files are listed).
+    ``path`` required (422 without). Any ``path`` other than the repository root (normalised; a
+    relative path, ``/workspace/project`` when a repository is cloned below it) is "not a git
+    repository": ``[]``, as the agent server answers. ``ref`` is accepted and changes nothing.
+  * ``GET /api/v1/app-conversations/{id}/git/diff?path=<file>[&ref=]`` -> the agent server's
+    ``GitDiff``: ``{"modified": "<text now>", "original": "<text at the base ref>"}``; ``modified``
+    is read as the agent server does (lines joined by ``\n``: no final newline); an added file's
+    ``original`` is ``""``. A file that does not exist (a ``DELETED`` one too) or is over 1 MiB
+    (``MAX_DIFF_FILE_BYTES``) -> 502 ``{"detail": "Agent server error: 400"}`` (the agent server's
+    400, passed on as the app server does). *Stricter*: ``path`` must be absolute (the agent server
+    resolves a relative one against its own working directory), and a file the agent did not touch
+    counts as not existing (-> 502). A file written outside the repository -> ``{"modified": null,
+    "original": null}`` (not in a git repository, as observed in the code).
+  * ``GET /api/v1/app-conversations/{id}/file?file_path=<absolute path>`` (default
+    ``/workspace/project/PLAN.md``, as in the spec) -> the file's text as a JSON string. A file the
+    agent did not write (or deleted), a relative ``file_path`` (the agent server wants absolute
+    paths), or a read before the turn that writes it ended -> **404** (``{"detail": "File not
+    found"}`` / ``"Path must be absolute"``): *stricter* than the real server, which answers **200
+    ``""``** for every miss and every refusal (unknown conversation, sandbox not running, relative
+    path, any error). The knob ``missing_file_answer="empty"`` makes every miss and refusal answer
+    200 ``""`` as it does (422s aside), to test a client against that too.
 * ``POST /api/v1/sandboxes/{id}/pause`` and ``/resume`` -> ``{"success": true}``; unknown -> 404.
   Resume on a full account -> the 429 ``CONCURRENCY_LIMIT_REACHED`` answer.
 * ``DELETE /api/v1/app-conversations/{id}`` -> ``{"success": true}``; unknown -> 404.
@@ -81,6 +134,8 @@ Knobs (constructor keyword arguments; also ``POST /_emulator/config`` with the s
   Refused requests do not count against the window. :meth:`Emulator.requests_per_minute` gives the
   peak of API requests seen in any 60 s window (``max_requests_per_minute`` in ``stats()``).
 * ``turn_lag_seconds`` (0.5), ``conversation_seconds``, ``start_seconds``, ``latency``.
+* ``missing_file_answer``: ``"404"`` (default, *stricter*) or ``"empty"`` (the real server's 200 ``""``)
+  for ``GET .../file`` misses and refusals.
 * ``outcomes_by_repository``: ``{"owner/repo": "error"}``.
 * Markers in a message: ``[emulator outcome=error duration=3]`` (outcome ``finished`` by default;
   also ``error``, ``stuck``), ``start=error`` (the start task fails with a ``detail``),
@@ -90,7 +145,25 @@ Knobs (constructor keyword arguments; also ``POST /_emulator/config`` with the s
   ``execution_status`` null for 2 s in the middle of the run, then ``RUNNING`` again; the run lasts
   that much longer: sandbox ERROR alone is not proof of failure), ``finish="All done: text"`` (the
   agent's final answer, its ``FinishAction`` message, for that turn). Values may be quoted (``"..."``
-  or ``'...'``) to hold spaces or ``]``; every ``[emulator ...]`` marker in a message counts.
+  or ``'...'``) to hold spaces or ``]``, and a quoted value its own quote escaped with a backslash
+  (``"{\\"a\\": 1}"``; other backslashes are kept as written); every ``[emulator ...]`` marker in a
+  message counts. What the agent does to its workspace, per turn (applied at the end of a turn that
+  ends ``finished``, in order; repeatable keys):
+
+  * ``change=<path>:<STATUS>`` with STATUS ``ADDED``, ``UPDATED`` (or its alias ``MODIFIED``,
+    listed as ``UPDATED``) or ``DELETED``; ``change=<old>-><new>:RENAMED`` (or ``MOVED``) deletes the
+    old path and adds the new one with the old text. E.g. ``[emulator change=src/app.py:MODIFIED
+    change=README.md:ADDED]``. Texts are generated: an updated file's ``original`` is three lines, its
+    new text two of them and a line naming the turn.
+  * ``diff_bytes=200000``: each file this turn's ``change=`` markers add or update gets a new text of
+    exactly that many characters (over 1 MiB its diff is refused, as on the agent server).
+  * ``write="<path>:<text>"`` (path before the first colon; quote the value:
+    ``[emulator write='report.json:{"a": 1}']``): the agent writes that file (text kept verbatim,
+    so invalid JSON can be scripted too); ``output="<text>"`` writes ``openhands_output.json`` (the
+    provider's structured-output file) in the project directory. Each write is also on record as the
+    real agent's ``file_editor`` ``create`` ``ActionEvent`` (``FileEditorAction``: ``path``,
+    ``file_text``) and its ``FileEditorObservation``, before the turn's ``finish``.
+  * ``cost=2.5``: what the turn costs in all (``metrics.accumulated_cost`` reaches it at the end).
 * Faults (:meth:`Emulator.add_fault`, ``POST /_emulator/faults``): a status code, headers, a raw
   body, a delay (``passthrough``: delay then answer normally), a reset connection, for requests
   matching a method and a path pattern, ``times`` times (1 by default) and/or for ``seconds`` from
@@ -112,6 +185,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import posixpath
 import re
 import socket
 import sys
@@ -170,10 +244,19 @@ CONFIG_KEYS = (
     "capacity_error_style",
     "rate_limit_per_minute",
     "turn_lag_seconds",
+    "missing_file_answer",
 )
-# ``[emulator key=value key="a quoted value, ] and all"]``: quoted values may hold spaces and ``]``.
-_MARKER = re.compile(r"""\[emulator\b((?:"[^"]*"|'[^']*'|[^\]"'])*)\]""")
-_PAIR = re.compile(r"""([\w-]+)=(?:"([^"]*)"|'([^']*)'|([^\s"']*))""")
+WORKSPACE_ROOT = "/workspace/project"  # the Cloud sandbox's working_dir; a repository is cloned below it
+OUTPUT_FILE = "openhands_output.json"  # what ``[emulator output=...]`` writes, in the project directory
+MAX_DIFF_FILE_BYTES = 1024 * 1024  # the agent server's cap for git diff: a bigger file is an error there
+CHANGE_STATUSES = {"UPDATED": "UPDATED", "MODIFIED": "UPDATED", "ADDED": "ADDED", "DELETED": "DELETED"}
+RENAME_STATUSES = ("RENAMED", "MOVED")
+COST_PER_SECOND = 0.01  # a turn's default cost per second of running, when no ``cost=`` marker sets it
+TOKENS_PER_DOLLAR = (100_000, 20_000)  # prompt and completion tokens per dollar spent
+# ``[emulator key=value key="a quoted value, ] and all"]``: quoted values may hold spaces and ``]``,
+# and their own quote escaped with a backslash (``"{\\"a\\": 1}"``); other backslashes stay as written.
+_MARKER = re.compile(r"""\[emulator\b((?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\]"'])*)\]""")
+_PAIR = re.compile(r"""([\w-]+)=(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([^\s"']*))""")
 _EVENT_NAMESPACE = uuid.UUID("6f1b6a3e-0c8e-4d55-9a43-6b0b1c1e0a11")
 USER_ID = "emulated-user"
 _SEND_ID = re.compile(r"/api/v1/app-conversations/([^/]+)/send-message")
@@ -199,19 +282,96 @@ def _hex(value: Any) -> str | None:
         return None
 
 
-def _directives(message: str) -> dict[str, str]:
-    """The ``key=value`` pairs of every ``[emulator ...]`` marker in a message (later ones win)."""
-    found: dict[str, str] = {}
+def _directive_pairs(message: str) -> list[tuple[str, str]]:
+    """Every ``key=value`` pair of every ``[emulator ...]`` marker in a message, in order."""
+    found: list[tuple[str, str]] = []
     for match in _MARKER.finditer(message or ""):
         for pair in _PAIR.finditer(match.group(1)):
-            key, *values = pair.groups()
-            found[key] = next((v for v in values if v is not None), "").strip()
+            key, double, single, bare = pair.groups()
+            if double is not None:
+                value = double.replace('\\"', '"')
+            elif single is not None:
+                value = single.replace("\\'", "'")
+            else:
+                value = bare or ""
+            found.append((key, value.strip() if key not in ("write", "output") else value))
     return found
+
+
+def _directives(message: str) -> dict[str, str]:
+    """The ``key=value`` pairs of every ``[emulator ...]`` marker in a message (later ones win)."""
+    return dict(_directive_pairs(message))
+
+
+def _change_spec(spec: str) -> list[tuple[str, str]]:
+    """``path:STATUS`` -> [(path, status)]; ``old->new:RENAMED`` -> [(old, DELETED), (new, ADDED)]."""
+    path, sep, status = spec.rpartition(":")
+    status = status.strip().upper()
+    if not sep or not path.strip():
+        raise ValueError(f"change={spec!r}: expected change=<path>:<STATUS>")
+    if status in RENAME_STATUSES:
+        old, arrow, new = path.partition("->")
+        if not arrow or not old.strip() or not new.strip():
+            raise ValueError(f"change={spec!r}: a rename is change=<old>-><new>:RENAMED")
+        return [(old.strip(), "DELETED"), (new.strip(), "RENAMED_TO")]
+    if status not in CHANGE_STATUSES:
+        raise ValueError(f"change={spec!r}: status must be one of {sorted(CHANGE_STATUSES)} or RENAMED")
+    return [(path.strip(), CHANGE_STATUSES[status])]
+
+
+def _marker_problem(message: str) -> str | None:
+    """What is wrong with a message's ``[emulator ...]`` markers, if anything (a test-authoring error)."""
+    try:
+        for key, value in _directive_pairs(message):
+            if key == "change":
+                _change_spec(value)
+            elif key == "write" and not value.partition(":")[0].strip():
+                raise ValueError(f"write={value!r}: expected write=<path>:<text>")
+            elif key in ("cost", "diff_bytes", "duration", "sandbox_error") and (
+                not value or float(value) < 0 or math.isnan(float(value))
+            ):
+                raise ValueError(f"{key}={value!r}: expected a number >= 0")
+    except ValueError as exc:
+        return f"emulator marker: {exc}"
+    return None
 
 
 def _invalid(loc: list[Any], msg: str, kind: str, value: Any = None) -> tuple[int, Any]:
     """FastAPI's 422 answer."""
     return 422, {"detail": [{"type": kind, "loc": loc, "msg": msg, "input": value}]}
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, bool, int, float)) and not (isinstance(value, float) and math.isnan(value))
+
+
+def _observability_problem(body: dict[str, Any]) -> tuple[int, Any] | None:
+    """422 for observability fields that do not fit ``AppConversationStartRequest``."""
+    tags = body.get("observability_tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        return _invalid(["body", "observability_tags"], "Input should be a valid list of strings", "list_type", tags)
+    span = body.get("observability_span_name")
+    if span is not None and not isinstance(span, str):
+        return _invalid(["body", "observability_span_name"], "Input should be a valid string", "string_type", span)
+    metadata = body.get("observability_metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        return _invalid(["body", "observability_metadata"], "Input should be a valid dictionary", "dict_type", metadata)
+    for key, value in metadata.items():
+        homogeneous = (
+            isinstance(value, list)
+            and all(_scalar(v) for v in value)
+            and len({bool if isinstance(v, bool) else float if isinstance(v, int) else type(v) for v in value}) <= 1
+        )
+        if not (_scalar(value) or homogeneous):
+            return _invalid(
+                ["body", "observability_metadata", key],
+                "Input should be a scalar (string, boolean, integer, number) or a list of one such type",
+                "union_tag_invalid",
+                value,
+            )
+    return None
 
 
 def _parse_time(value: str) -> float | None:
@@ -365,6 +525,65 @@ class Turn:
         text = " ".join(_MARKER.sub("", self.message).split())
         return f"Done: {text[:40]}"
 
+    def cost(self) -> float:
+        """What the turn costs once it ended: the ``cost=`` marker, else ``COST_PER_SECOND`` per second."""
+        scripted = _directives(self.message).get("cost")
+        if scripted:
+            return float(scripted)
+        return 0.0 if self.start == math.inf else COST_PER_SECOND * (self.end - self.start)
+
+    def spent(self, until: float) -> float:
+        """The cost so far: it grows linearly from 0 at the start to :meth:`cost` at the end."""
+        if self.start == math.inf or until <= self.start:
+            return 0.0
+        span = self.end - self.start
+        return self.cost() * (1.0 if span <= 0 else min(1.0, (until - self.start) / span))
+
+    def edits(self) -> list[tuple[str, str, str | None]]:
+        """The turn's effects on the workspace, in order: (path, status, written text or None).
+
+        ``change=<path>:<STATUS>`` gives (path, ADDED/UPDATED/DELETED, None); a rename gives the old
+        path DELETED and the new one ``RENAMED_TO``; ``write=<path>:<text>`` gives (path, WRITE, text);
+        ``output=<text>`` gives (openhands_output.json, WRITE, text).
+        """
+        found: list[tuple[str, str, str | None]] = []
+        for key, value in _directive_pairs(self.message):
+            if key == "change":
+                found += [(path, status, None) for path, status in _change_spec(value)]
+            elif key == "write":
+                path, _, text = value.partition(":")
+                found.append((path.strip(), "WRITE", text))
+            elif key == "output":
+                found.append((OUTPUT_FILE, "WRITE", value))
+        return found
+
+    def diff_bytes(self) -> int | None:
+        scripted = _directives(self.message).get("diff_bytes")
+        return int(float(scripted)) if scripted else None
+
+
+def _original_text(path: str) -> str:
+    """A file's text before the agent changed it (as ``git show <ref>:<path>`` prints it)."""
+    return "\n".join(f"{path}: line {n} as it was in the repository" for n in (1, 2, 3))
+
+
+def _modified_text(path: str, turn_number: int, size: int | None) -> str:
+    """A changed file's new text; exactly ``size`` characters with ``diff_bytes=<size>``."""
+    line = f"{path}: changed by the agent in turn {turn_number + 1}"
+    if size is None:
+        return "\n".join([*_original_text(path).splitlines()[:2], line])
+    text = "\n".join([line] * (size // (len(line) + 1) + 1))
+    return text[:size]
+
+
+@dataclass
+class FileState:
+    """A file the agent touched: its git status, its text at the base ref and now (None: deleted)."""
+
+    status: str  # ADDED, UPDATED or DELETED (the agent server's GitChangeStatus)
+    original: str
+    modified: str | None
+
 
 @dataclass
 class Conversation:
@@ -457,8 +676,60 @@ class Conversation:
             points += [turn.start, turn.end, *(turn.error_window() or ())]
         return max(p for p in points if p <= now)
 
-    def ran(self, until: float) -> float:
-        return sum(max(0.0, min(until, t.end) - t.start) for t in self.turns if t.start <= until)
+    def spent(self, until: float) -> float:
+        """The accumulated cost up to ``until``: each turn's grows linearly while it runs."""
+        return sum(t.spent(until) for t in self.turns)
+
+    @property
+    def project_dir(self) -> str:
+        """Where the agent works: ``/workspace/project/<repository name>``, else ``/workspace/project``."""
+        if self.repository:
+            return f"{WORKSPACE_ROOT}/{self.repository.rstrip('/').split('/')[-1]}"
+        return WORKSPACE_ROOT
+
+    def absolute(self, path: str) -> str:
+        return posixpath.normpath(path if path.startswith("/") else posixpath.join(self.project_dir, path))
+
+    def in_repository(self, absolute: str) -> str | None:
+        """The path relative to the project directory (the git repository), or None if outside it."""
+        prefix = self.project_dir + "/"
+        return absolute[len(prefix) :] if absolute.startswith(prefix) else None
+
+    def workspace(self, until: float) -> dict[str, FileState]:
+        """What the agent's turns left in the workspace by ``until``, by absolute path.
+
+        *Stricter*: a turn's files and changes appear at once when it ends, and only if it ended
+        ``finished`` (none mid-run, none from a turn that ended in ``error`` or ``stuck``).
+        """
+        files: dict[str, FileState] = {}
+        for number, turn in enumerate(self.turns):
+            if turn.outcome != "finished" or turn.start == math.inf or turn.end > until:
+                continue
+            size = turn.diff_bytes()
+            moved: str | None = None
+            for path, status, text in turn.edits():
+                where = self.absolute(path)
+                before = files.get(where)
+                if status == "DELETED":
+                    moved = before.modified if before and before.modified is not None else _original_text(path)
+                    if before is not None and before.status == "ADDED":
+                        del files[where]  # added, then deleted: no change at all
+                    else:
+                        files[where] = FileState("DELETED", before.original if before else _original_text(path), None)
+                    continue
+                if status == "RENAMED_TO":
+                    text = moved
+                elif text is None:
+                    text = _modified_text(path, number, size)
+                if before is None:
+                    existed = status == "UPDATED"
+                    files[where] = FileState(
+                        "UPDATED" if existed else "ADDED", _original_text(path) if existed else "", text
+                    )
+                else:
+                    kept = "ADDED" if before.status == "ADDED" else "UPDATED"
+                    files[where] = FileState(kept, before.original, text)
+        return files
 
     def alive(self, now: float) -> bool:
         """Holds an account slot: the sandbox is starting or running (finished or not)."""
@@ -486,6 +757,7 @@ class Emulator:
         capacity_error_style: str = "nested",
         rate_limit_per_minute: int | None = None,
         turn_lag_seconds: float = 0.5,
+        missing_file_answer: str = "404",
     ) -> None:
         self.api_key = api_key
         self.host = host
@@ -498,6 +770,7 @@ class Emulator:
         self.capacity_error_style = capacity_error_style
         self.rate_limit_per_minute = rate_limit_per_minute
         self.turn_lag_seconds = turn_lag_seconds
+        self.missing_file_answer = missing_file_answer
         #: ``{"owner/repo": "error"}``: the agent's outcome for conversations on that repository.
         self.outcomes_by_repository: dict[str, str] = {}
         self.lock = threading.RLock()
@@ -577,6 +850,8 @@ class Emulator:
             raise ValueError(f"unknown emulator knobs: {unknown}")
         if knobs.get("capacity_error_style", "nested") not in ("nested", "flat"):
             raise ValueError("capacity_error_style must be 'nested' or 'flat'")
+        if knobs.get("missing_file_answer", "404") not in ("404", "empty"):
+            raise ValueError("missing_file_answer must be '404' or 'empty'")
         with self.lock:
             for key, value in knobs.items():
                 setattr(self, key, value)
@@ -738,6 +1013,12 @@ class Emulator:
         wanted = body.get("conversation_id")
         if wanted is not None and _hex(wanted) is None:
             return _invalid(["body", "conversation_id"], "Input should be a valid UUID", "uuid_parsing", wanted)
+        invalid = _observability_problem(body)
+        if invalid:
+            return invalid
+        problem = _marker_problem(message)
+        if problem:
+            return 400, {"detail": problem}
         refusal = self._quota_refusal() or self._capacity_refusal()
         if refusal:
             return refusal
@@ -876,7 +1157,7 @@ class Emulator:
         # What the agent did stays on record when the sandbox is paused afterwards.
         done_by = self._on_record_until(conversation, now)
         done = conversation.agent_status(done_by) == "finished"
-        ran = conversation.ran(done_by)
+        spent = conversation.spent(done_by)
         return {
             "id": conversation.id,
             "created_by_user_id": USER_ID,
@@ -891,12 +1172,12 @@ class Emulator:
             "agent_kind": "openhands",
             "metrics": {
                 "model_name": "emulated-model",
-                "accumulated_cost": round(0.01 * ran, 4),
+                "accumulated_cost": round(spent, 6),
                 "max_budget_per_task": None,
                 "accumulated_token_usage": {
                     "model": "emulated-model",
-                    "prompt_tokens": int(1000 * ran),
-                    "completion_tokens": int(200 * ran),
+                    "prompt_tokens": int(TOKENS_PER_DOLLAR[0] * spent),
+                    "completion_tokens": int(TOKENS_PER_DOLLAR[1] * spent),
                 },
             },
             "parent_conversation_id": None,
@@ -1021,6 +1302,9 @@ class Emulator:
             return 503, {"detail": f"Sandbox is in {sandbox} state or the agent server is unavailable."}
         if self._taken_over(conversation, now):  # the sandbox's agent server knows no such conversation
             return 502, {"detail": "Agent server error: 404"}
+        problem = _marker_problem(text)
+        if problem:
+            return 400, {"detail": problem}
         directives = _directives(text)
         previous_end = conversation.finished_at()
         run = body.get("run", True)
@@ -1082,6 +1366,10 @@ class Emulator:
             state(max(turn.start, sent), number, 1, "running")
             end = turn.end
             if turn.outcome == "finished":
+                writes = [(path, text) for path, status, text in turn.edits() if status == "WRITE"]
+                for index, (path, text) in enumerate(writes):
+                    at = turn.start + (end - 0.003 - turn.start) * (index + 1) / (len(writes) + 1)
+                    self._file_editor_events(add, conversation, at, number, 10 + 2 * index, path, text or "")
                 final = turn.final_message()
                 call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{number}').hex[:24]}"
                 action_id = add(
@@ -1138,6 +1426,70 @@ class Emulator:
         events.sort(key=lambda pair: pair[0])
         return events
 
+    @staticmethod
+    def _file_editor_events(
+        add: Any, conversation: Conversation, at: float, turn_no: int, seq: int, path: str, text: str
+    ) -> None:
+        """The agent's ``file_editor`` ``create`` call and its observation, as the real agent writes a file."""
+        where = conversation.absolute(path)
+        call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{turn_no}/{seq}').hex[:24]}"
+        summary = f"create {where}"
+        action_id = add(
+            at,
+            turn_no,
+            seq,
+            "ActionEvent",
+            source="agent",
+            thought=[],
+            reasoning_content=None,
+            thinking_blocks=[],
+            responses_reasoning_item=None,
+            action={
+                "command": "create",
+                "path": where,
+                "file_text": text,
+                "old_str": None,
+                "new_str": None,
+                "insert_line": None,
+                "view_range": None,
+                "kind": "FileEditorAction",
+            },
+            tool_name="file_editor",
+            tool_call_id=call_id,
+            tool_call={
+                "id": call_id,
+                "responses_item_id": None,
+                "name": "file_editor",
+                "arguments": json.dumps({"command": "create", "path": where, "file_text": text, "summary": summary}),
+                "origin": "completion",
+            },
+            llm_response_id=f"chatcmpl-{call_id[5:]}",
+            security_risk="UNKNOWN",
+            critic_result=None,
+            summary=summary,
+        )
+        add(
+            at + 0.0001,
+            turn_no,
+            seq + 1,
+            "ObservationEvent",
+            source="environment",
+            tool_name="file_editor",
+            tool_call_id=call_id,
+            observation={
+                "content": [{"type": "text", "text": f"File created successfully at: {where}"}],
+                "is_error": False,
+                "command": "create",
+                "path": where,
+                "prev_exist": False,
+                "old_content": None,
+                "new_content": text,
+                "kind": "FileEditorObservation",
+            },
+            action_id=action_id,
+            extended_content=[],
+        )
+
     def v1_events_search(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
         q = _Query(query)
         kind = q.choice("kind__eq", EVENT_KINDS, None)
@@ -1164,6 +1516,92 @@ class Emulator:
         if order == "TIMESTAMP_DESC":
             items.reverse()
         return 200, _page(items, offset, limit)
+
+    # -- V1: the agent's workspace (git changes, diffs, files) -------------------------------------
+
+    def _reachable(self, conversation_id: str, now: float, reading: str) -> tuple[Conversation | None, Any]:
+        """The conversation whose sandbox's agent server answers now, else the refusal (as observed in
+        the real server's code: unknown -> 404, PAUSED -> 409, other non-RUNNING states -> 404)."""
+        conversation = self._v1_find(conversation_id, now)
+        if conversation is None:
+            return None, (404, {"detail": f"Conversation {uuid.UUID(_hex(conversation_id))} is not reachable"})
+        sandbox = self._v1_sandbox_status(conversation, now)
+        if sandbox == "PAUSED":
+            return None, (409, {"detail": f"Sandbox is paused; resume it before reading {reading}."})
+        if sandbox != "RUNNING":
+            return None, (404, {"detail": f"Conversation {uuid.UUID(conversation.id)} is not reachable"})
+        if self._taken_over(conversation, now):  # another boot's agent server (*stricter*)
+            return None, (502, {"detail": "Agent server error: 404"})
+        return conversation, None
+
+    @staticmethod
+    def _path_parameter(conversation_id: str, query: dict[str, list[str]], name: str) -> Any:
+        """FastAPI's 422s: a conversation id that is no UUID, a required query parameter missing."""
+        if _hex(conversation_id) is None:
+            return _invalid(
+                ["path", "conversation_id"], "Input should be a valid UUID", "uuid_parsing", conversation_id
+            )
+        if name and not query.get(name):
+            return _invalid(["query", name], "Field required", "missing")
+        return None
+
+    def v1_git_changes(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        invalid = self._path_parameter(conversation_id, query, "path")
+        if invalid:
+            return invalid
+        now = time.time()
+        conversation, refusal = self._reachable(conversation_id, now, "git state")
+        if conversation is None:
+            return refusal
+        root = query["path"][-1]
+        # Only the repository root is a git repository; any other path is "not a repo": [] (as the
+        # agent server answers). ``ref`` is accepted and changes nothing here.
+        if not root.startswith("/") or posixpath.normpath(root) != conversation.project_dir:
+            return 200, []
+        changes = []
+        for where, state in conversation.workspace(now).items():
+            relative = conversation.in_repository(where)
+            if relative is not None:
+                changes.append({"status": state.status, "path": relative})
+        return 200, sorted(changes, key=lambda change: change["path"])
+
+    def v1_git_diff(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        invalid = self._path_parameter(conversation_id, query, "path")
+        if invalid:
+            return invalid
+        now = time.time()
+        conversation, refusal = self._reachable(conversation_id, now, "git state")
+        if conversation is None:
+            return refusal
+        path = query["path"][-1]
+        state = conversation.workspace(now).get(posixpath.normpath(path)) if path.startswith("/") else None
+        # The agent server answers 400 (which the app server passes on as 502) for a file that does
+        # not exist (a deleted one too) or is over 1 MiB. *Stricter*: relative paths, and files the
+        # agent did not touch, count as not existing.
+        if state is None or state.modified is None:
+            return 502, {"detail": "Agent server error: 400"}
+        if len(state.modified.encode()) > MAX_DIFF_FILE_BYTES:
+            return 502, {"detail": "Agent server error: 400"}
+        if conversation.in_repository(posixpath.normpath(path)) is None:
+            return 200, {"modified": None, "original": None}  # not in a git repository
+        return 200, {"modified": "\n".join(state.modified.splitlines()), "original": state.original}
+
+    def v1_file(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        invalid = self._path_parameter(conversation_id, query, "")
+        if invalid:
+            return invalid
+        now = time.time()
+        empty = self.missing_file_answer == "empty"
+        conversation, refusal = self._reachable(conversation_id, now, "files")
+        if conversation is None:
+            return (200, "") if empty else refusal
+        path = (query.get("file_path") or [f"{WORKSPACE_ROOT}/PLAN.md"])[-1]
+        if not path.startswith("/"):
+            return (200, "") if empty else (404, {"detail": "Path must be absolute"})
+        state = conversation.workspace(now).get(posixpath.normpath(path))
+        if state is None or state.modified is None:
+            return (200, "") if empty else (404, {"detail": "File not found"})
+        return 200, state.modified
 
     # -- benchmarks --------------------------------------------------------------------------------
 
@@ -1320,6 +1758,14 @@ class Emulator:
             match = re.fullmatch(r"/api/v1/conversation/([^/]+)/events/search", path)
             if method == "GET" and match:
                 return self.v1_events_search(match.group(1), query)
+            match = re.fullmatch(r"/api/v1/app-conversations/([^/]+)/(git/changes|git/diff|file)", path)
+            if method == "GET" and match:
+                conversation_id, what = match.groups()
+                if what == "file":
+                    return self.v1_file(conversation_id, query)
+                if what == "git/changes":
+                    return self.v1_git_changes(conversation_id, query)
+                return self.v1_git_diff(conversation_id, query)
             match = re.fullmatch(r"/api/v1/sandboxes/([^/]+)/(pause|resume)", path)
             if method == "POST" and match:
                 sandbox_id, action = match.groups()
