@@ -104,7 +104,8 @@ def test_parsing_a_dag_file_does_not_import_http_clients():
         "import airflow_provider_openhands.operators.openhands, airflow_provider_openhands.sensors.openhands\n"
         "import airflow_provider_openhands.decorators.openhands\n"
         "heavy = ('requests', 'httpx', 'tenacity', 'airflow_provider_openhands.hooks',\n"
-        "         'airflow_provider_openhands.triggers', 'airflow_provider_openhands.testing')\n"
+        "         'airflow_provider_openhands.triggers', 'airflow_provider_openhands.testing',\n"
+        "         'pydantic_ai', 'openlineage', 'airflow_provider_openhands.lineage')\n"
         "print(sorted(m for m in set(sys.modules) - before if m.startswith(heavy)))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

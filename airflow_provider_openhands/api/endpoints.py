@@ -378,6 +378,20 @@ def resume(api_version: str, sandbox_id: str) -> Flow[bool]:
     return True
 
 
+def send_message(conversation_id: str, text: str, *, run: bool = True) -> Flow[dict[str, Any]]:
+    """V1: a follow-up user message (``AppSendMessageRequest``); with ``run`` the agent starts a new
+    turn on it. The sandbox must be RUNNING (a PAUSED one answers 409: resume it first). Not retried
+    unless the server surely did not act (it creates a turn)."""
+    request = ApiRequest(
+        "POST",
+        f"/api/v1/app-conversations/{conversation_id}/send-message",
+        json={"role": "user", "content": [{"type": "text", "text": text}], "run": run},
+        idempotent=False,
+    )
+    body = yield request
+    return body if isinstance(body, dict) else {"success": True}
+
+
 def check_auth(api_version: str) -> Flow[None]:
     """The cheapest authenticated call: list at most one conversation."""
     if api_version == V0:

@@ -11,7 +11,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_openhands.api import endpoints
-from airflow_provider_openhands.api.options import StartOptions, check_positive
+from airflow_provider_openhands.api.options import StartOptions, check_message, check_positive
 from airflow_provider_openhands.api.state import (
     V0,
     conversation_page_url,
@@ -262,6 +262,20 @@ class OpenHandsHook(BaseHook):
     def resume_conversation(self, sandbox_id: str) -> bool:
         """Resume a paused V1 sandbox. False if it is gone, or on V0."""
         return self._sync.run(endpoints.resume(self.api_version, sandbox_id))
+
+    def send_message(self, conversation_id: str, text: str, *, run: bool = True) -> dict[str, Any]:
+        """V1: send a follow-up message; with ``run`` the agent works on it in a new turn (its end
+        shows in :meth:`get_turn_outcome`). The sandbox must be running: resume a paused one first."""
+        if self.api_version == V0:
+            raise OpenHandsConfigError("follow-up messages need the V1 API (this connection uses V0)")
+        return self._sync.run(endpoints.send_message(conversation_id, check_message(text, "message"), run=run))
+
+    def agent(self, agent: str) -> Any:
+        """Bind an agent (``"owner/repo"``, ``"owner/repo@branch"`` or ``""``) for common.ai's
+        managed-agent consumers (``ManagedAgentToolset``); needs the ``common-ai`` extra."""
+        from airflow_provider_openhands.hooks.managed_agent import OpenHandsManagedAgentHook
+
+        return OpenHandsManagedAgentHook.from_hook(self).agent(agent)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call, retried once at most (a person waits for the answer); the

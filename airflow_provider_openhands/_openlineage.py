@@ -1,0 +1,27 @@
+"""The OpenLineage run facet of an OpenHands conversation (imported only when lineage is extracted:
+needs the ``openlineage`` extra)."""
+
+from __future__ import annotations
+
+import attr
+from openlineage.client.facet_v2 import RunFacet
+
+from airflow_provider_openhands import __version__
+
+
+@attr.define
+class OpenHandsConversationRunFacet(RunFacet):
+    """The OpenHands conversation a task ran: id, page URL, status, pull requests, cost and model."""
+
+    conversationId: str
+    url: str | None = None
+    status: str | None = None
+    prNumbers: list[int] = attr.field(factory=list)
+    prUrls: list[str] = attr.field(factory=list)
+    cost: float | None = None
+    model: str | None = None
+    providerVersion: str = __version__
+
+    @staticmethod
+    def _get_schema() -> str:
+        return "https://github.com/airflow-provider-openhands/schemas/OpenHandsConversationRunFacet.json"
