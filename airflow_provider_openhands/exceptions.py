@@ -103,3 +103,11 @@ class OpenHandsConversationFailed(OpenHandsError, AirflowFailException):
     for a new one that likely fails alike). Task retries stay for what they are good at: a worker
     that died, a service that was down.
     """
+
+
+class OpenHandsBudgetExceeded(OpenHandsError, AirflowFailException):
+    """The conversation's cost passed ``max_cost_usd``: it was stopped, and the task fails."""
+
+
+class OpenHandsOutputError(OpenHandsError, AirflowFailException):
+    """The agent's structured output is missing, not JSON, or does not match ``output_schema``."""

@@ -28,6 +28,7 @@ START_FAILED = "start_failed"
 START_TIMEOUT = "start_timeout"
 TIMEOUT = "timeout"
 ERROR = "error"
+BUDGET = "budget"  # the conversation's cost passed max_cost_usd
 
 #: Returned by :meth:`Watch.on_conversation` for a paused V1 conversation: read its events once.
 NEED_EVENTS = "need_events"
@@ -51,6 +52,7 @@ class Watch:
         failure_statuses: Collection[str],
         wait_for_completion: bool = True,
         unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
+        max_cost_usd: float | None = None,
         log: logging.Logger | Any,
     ) -> None:
         self.lc = lifecycle
@@ -58,6 +60,7 @@ class Watch:
         self.failure_statuses = frozenset(failure_statuses)
         self.wait_for_completion = wait_for_completion
         self.unreachable_timeout = unreachable_timeout
+        self.max_cost_usd = max_cost_usd
         self.log = log
         self.last_state: dict[str, Any] | None = None
         self.last_start_status: str | None = None
@@ -163,6 +166,13 @@ class Watch:
         return self._judge(state)
 
     def _judge(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        cost = (state.get("metrics") or {}).get("accumulated_cost")
+        if self.max_cost_usd is not None and isinstance(cost, (int, float)) and cost > self.max_cost_usd:
+            message = (
+                f"Conversation {self.lc.conversation_id} cost ${cost:.4f}, over max_cost_usd "
+                f"${self.max_cost_usd:.4f}: stopped"
+            )
+            return self.event(BUDGET, message, cost=cost)
         outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
         if self._status_log is None:
             self._status_log = StatusLogger(self.log, str(self.lc.conversation_id))

@@ -93,6 +93,8 @@ def v1_start_body(options: StartOptions) -> dict[str, Any]:
         git_provider=options.git_provider,
         title=options.title,
         conversation_id=options.conversation_id,
+        observability_tags=list(options.observability_tags) or None,
+        observability_metadata=dict(options.observability_metadata) or None,
     )
     return _merge_extra(body, options.extra_body)
 
@@ -230,6 +232,41 @@ def ended_status(conversation_id: str) -> Flow[str | None]:
     """How the newest turn ended according to the events, or None (see :func:`turn_outcome`)."""
     outcome = yield from turn_outcome(conversation_id)
     return outcome["status"]
+
+
+def git_changes(conversation_id: str, path: str) -> Flow[list[dict[str, str]]]:
+    """V1: the files the agent changed in the workspace directory ``path``: ``[{path, status}]``.
+    Read while the sandbox runs (the agent server answers it)."""
+    request = ApiRequest("GET", f"/api/v1/app-conversations/{conversation_id}/git/changes", params=(("path", path),))
+    body = yield request
+    if not isinstance(body, list):
+        raise _shape_error(request, ResponseShapeError("git changes should be a JSON list"))
+    changes = []
+    for item in body:
+        if isinstance(item, dict) and isinstance(item.get("path"), str):
+            changes.append({"path": item["path"], "status": str(item.get("status") or "MODIFIED")})
+    return changes
+
+
+def git_diff(conversation_id: str, path: str) -> Flow[dict[str, str]]:
+    """V1: one changed file's ``original`` and ``modified`` text."""
+    request = ApiRequest("GET", f"/api/v1/app-conversations/{conversation_id}/git/diff", params=(("path", path),))
+    body = yield request
+    if not isinstance(body, dict):
+        raise _shape_error(request, ResponseShapeError("git diff should be a JSON object"))
+    return {"original": str(body.get("original") or ""), "modified": str(body.get("modified") or "")}
+
+
+def read_file(conversation_id: str, file_path: str) -> Flow[str | None]:
+    """V1: a file of the workspace as text; None if the agent did not write it."""
+    request = ApiRequest("GET", f"/api/v1/app-conversations/{conversation_id}/file", params=(("file_path", file_path),))
+    try:
+        body = yield request
+    except OpenHandsNotFoundError:
+        return None
+    if body is not None and not isinstance(body, str):
+        raise _shape_error(request, ResponseShapeError("a file should be a JSON string"))
+    return body or None
 
 
 def stop_start_task(task_id: str) -> Flow[bool]:

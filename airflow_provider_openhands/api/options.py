@@ -90,6 +90,9 @@ class StartOptions:
     title: str | None = None
     conversation_id: str | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    #: V1 only: where the conversation's spend is attributed (DAG, task, run, map index).
+    observability_tags: tuple[str, ...] = ()
+    observability_metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def checked(self, api_version: str) -> StartOptions:
         """Raise :class:`OpenHandsConfigError` naming the first bad parameter."""

@@ -142,6 +142,23 @@ def _pr_numbers(body: dict[str, Any], what: str) -> list[int]:
     return list(value)
 
 
+#: Where each hosted git provider shows a pull (merge) request. Self-hosted providers have no known host.
+_PR_URL = {
+    "github": "https://github.com/{repository}/pull/{number}",
+    "gitlab": "https://gitlab.com/{repository}/-/merge_requests/{number}",
+    "bitbucket": "https://bitbucket.org/{repository}/pull-requests/{number}",
+}
+
+
+def pr_urls(repository: str | None, git_provider: str | None, numbers: list[int]) -> list[str]:
+    """Links to the conversation's pull requests, where the provider's host is known (GitHub when
+    the service does not say)."""
+    template = _PR_URL.get(git_provider or "github")
+    if not repository or template is None:
+        return []
+    return [template.format(repository=repository, number=number) for number in numbers]
+
+
 def _metrics(raw: Any) -> dict[str, Any] | None:
     """Keep the figures a pipeline reports on: cost and token counts."""
     if not isinstance(raw, dict):
@@ -189,7 +206,13 @@ def normalise_v1(body: Any, base_url: str, fallback_id: str | None = None) -> di
         "title": _opt_str(conv, "title", "AppConversation"),
         "selected_repository": _opt_str(conv, "selected_repository", "AppConversation"),
         "selected_branch": _opt_str(conv, "selected_branch", "AppConversation"),
+        "git_provider": _opt_str(conv, "git_provider", "AppConversation"),
         "pr_number": _pr_numbers(conv, "AppConversation"),
+        "pr_urls": pr_urls(
+            _opt_str(conv, "selected_repository", "AppConversation"),
+            _opt_str(conv, "git_provider", "AppConversation"),
+            _pr_numbers(conv, "AppConversation"),
+        ),
         "url": conversation_page_url(base_url, conversation_id),
         "metrics": _metrics(conv.get("metrics")),
         "created_at": conv.get("created_at"),
@@ -252,7 +275,13 @@ def normalise_v0(info: Any, agent_state: str | None, base_url: str, fallback_id:
         "title": _opt_str(conv, "title", "ConversationInfo"),
         "selected_repository": _opt_str(conv, "selected_repository", "ConversationInfo"),
         "selected_branch": _opt_str(conv, "selected_branch", "ConversationInfo"),
+        "git_provider": _opt_str(conv, "git_provider", "ConversationInfo"),
         "pr_number": _pr_numbers(conv, "ConversationInfo"),
+        "pr_urls": pr_urls(
+            _opt_str(conv, "selected_repository", "ConversationInfo"),
+            _opt_str(conv, "git_provider", "ConversationInfo"),
+            _pr_numbers(conv, "ConversationInfo"),
+        ),
         "url": conversation_page_url(base_url, conversation_id),
         "metrics": None,
         "created_at": conv.get("created_at"),

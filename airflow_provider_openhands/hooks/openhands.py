@@ -255,6 +255,18 @@ class OpenHandsHook(BaseHook):
             return {"status": None, "final_message": None}
         return self._sync.run(endpoints.turn_outcome(conversation_id))
 
+    def get_git_changes(self, conversation_id: str, path: str) -> list[dict[str, str]]:
+        """V1: ``[{path, status}]`` of the files the agent changed under ``path`` (sandbox running)."""
+        return self._sync.run(endpoints.git_changes(conversation_id, path))
+
+    def get_git_diff(self, conversation_id: str, path: str) -> dict[str, str]:
+        """V1: ``{original, modified}`` of one changed file (sandbox running)."""
+        return self._sync.run(endpoints.git_diff(conversation_id, path))
+
+    def read_file(self, conversation_id: str, file_path: str) -> str | None:
+        """V1: a workspace file's text, None if the agent did not write it (sandbox running)."""
+        return self._sync.run(endpoints.read_file(conversation_id, file_path))
+
     def stop_start_task(self, task_id: str) -> bool:
         """Pause the sandbox a V1 start task has made so far. False if it has none (yet)."""
         return self._sync.run(endpoints.stop_start_task(task_id))

@@ -70,6 +70,15 @@ class ConversationWaiter:
     pause_when_done: bool
     unreachable_timeout: float
     log: Any
+    #: What is read once after the end (see :meth:`final_state`); operators set them from parameters.
+    include_changes: bool = True
+    include_diff: bool = False
+    max_diff_chars: int = 100_000
+    git_path: str | None = None
+    output_files: tuple[str, ...] = ()
+    output_schema: dict[str, Any] | None = None
+    output_path: str | None = None
+    max_cost_usd: float | None = None
 
     def _init_statuses(
         self, success_statuses: Collection[str] | None, failure_statuses: Collection[str] | None
@@ -103,6 +112,7 @@ class ConversationWaiter:
             failure_statuses=self.failure_statuses,
             wait_for_completion=wait_for_completion,
             unreachable_timeout=self.unreachable_timeout,
+            max_cost_usd=self.max_cost_usd,
             log=self.log,
         )
 
@@ -118,6 +128,7 @@ class ConversationWaiter:
             failure_statuses=self.failure_statuses,
             cancel_on_kill=self.cancel_on_kill,
             unreachable_timeout=self.unreachable_timeout,
+            max_cost_usd=self.max_cost_usd,
         )
 
     def wait_in_worker(self, watch: Watch) -> dict[str, Any]:
@@ -163,14 +174,83 @@ class ConversationWaiter:
         return state
 
     def final_state(self, conversation_id: str, status: str | None) -> dict[str, Any]:
-        """Read the conversation once it ended, and its events once for the agent's final message
-        (``final_message``). A sandbox paused since reads ``paused``: the status the wait saw (or
-        remembered) stands."""
+        """Read the conversation once it ended, with what it produced: the agent's final message
+        (events), the changed files (git), the files and structured output asked for. Read while the
+        sandbox still runs, before ``pause_when_done`` pauses it. A sandbox paused since reads
+        ``paused``: the status the wait saw (or remembered) stands."""
+        from airflow_provider_openhands import results
+
         state = self.hook.get_conversation(conversation_id)
         if status and classify(state["status"], self.success_statuses, self.failure_statuses) is None:
             state["status"] = status
         state["final_message"] = self.hook.get_turn_outcome(conversation_id)["final_message"]
+        state["usage"] = results.usage(state)
+        state["changed_files"] = None
+        if state.get("api_version") != "v1" or state.get("sandbox_status") != "RUNNING":
+            if self.output_schema or self.output_files or self.include_diff:
+                self.log.warning(
+                    "Conversation %s: its sandbox is not running; its files cannot be read", conversation_id
+                )
+            return state
+        if self.include_changes or self.include_diff:
+            state["changed_files"] = self._read(
+                "changed files", self.hook.get_git_changes, conversation_id, self._git_path(state)
+            )
+        root = self._git_path(state)
+        if self.include_diff:
+            state["diff"] = {
+                change["path"]: self._diff(conversation_id, results.in_workspace(root, change["path"]))
+                for change in state["changed_files"] or []
+                if change["status"] != "DELETED"
+            }
+        if self.output_files:
+            state["files"] = {
+                path: self._output_file(conversation_id, results.in_workspace(root, path), path)
+                for path in self.output_files
+            }
+        if self.output_schema and classify(state["status"], self.success_statuses, self.failure_statuses) != FAILURE:
+            text = self.hook.read_file(conversation_id, results.in_workspace(root, results.OUTPUT_FILE))
+            state["output"] = results.parse_output(text, self.output_schema, state["final_message"])
         return state
+
+    def _git_path(self, state: dict[str, Any]) -> str:
+        from airflow_provider_openhands.results import workspace_path
+
+        return self.git_path or workspace_path(state.get("selected_repository"))
+
+    def _read(self, what: str, read: Any, *args: Any) -> Any:
+        """A read of what the agent produced: its failure is a warning, never the task's failure."""
+        try:
+            return read(*args)
+        except OpenHandsError as exc:
+            self.log.warning("Could not read the %s of conversation %s: %s", what, args[0], exc)
+            return None
+
+    def _diff(self, conversation_id: str, path: str) -> dict[str, str] | None:
+        from airflow_provider_openhands.results import capped
+
+        diff = self._read("diff", self.hook.get_git_diff, conversation_id, path)
+        if diff is None:
+            return None
+        return {side: capped(text, self.max_diff_chars) for side, text in diff.items()}
+
+    def _output_file(self, conversation_id: str, path: str, name: str) -> str | None:
+        """A file's text, or where it was written in object storage when ``output_path`` is set."""
+        text = self._read("file", self.hook.read_file, conversation_id, path)
+        if text is None or self.output_path is None:
+            return text
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        target = ObjectStoragePath(str(self.output_path)) / conversation_id / name.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        return str(target)
+
+    def push_usage(self, context: Any, state: dict[str, Any]) -> None:
+        """Cost and tokens to XCom ``usage``, on success and on failure alike."""
+        from airflow_provider_openhands.results import usage
+
+        context["ti"].xcom_push(key="usage", value=state.get("usage") or usage(state))
 
     def on_timeout(self, conversation_id: str | None, message: str, sandbox_id: str | None = None) -> None:
         if conversation_id and self.stop_on_timeout:

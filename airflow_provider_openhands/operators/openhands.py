@@ -44,6 +44,7 @@ from airflow_provider_openhands.operators._waiting import (
     default_deferrable,
     raise_for_error_event,
 )
+from airflow_provider_openhands.results import check_output_schema, output_instruction
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -106,6 +107,18 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     :param deterministic_conversation_id: derive the conversation id from the task instance, so a
         retry finds the conversation an earlier try started instead of starting a second one.
     :param id_namespace: salt for those ids besides the connection id, e.g. ``"staging"``.
+    :param max_cost_usd: stop the conversation and fail the task (``OpenHandsBudgetExceeded``) once
+        its cost passes this many dollars. Cost and tokens go to XCom ``usage`` on success and failure.
+    :param include_changes: add ``changed_files`` (path, status) to the result, read once after the end.
+    :param include_diff: also add each changed file's ``diff`` (original and modified text, each cut to
+        ``max_diff_chars`` with a marker).
+    :param git_path: the repository's directory in the workspace (default: the repository's name).
+    :param output_files: workspace files to read into the result's ``files`` after the end.
+    :param output_path: with ``output_files``, write them under this object-storage path
+        (``ObjectStoragePath``, e.g. ``s3://bucket/prefix``) and put their paths in the result instead.
+    :param output_schema: a JSON Schema. The agent is asked to write ``openhands_output.json``
+        matching it; the task returns it validated as ``output``, and fails (saying why, with the
+        agent's final message) when it is missing or invalid.
     """
 
     template_fields = ("initial_user_msg", "repository", "selected_branch", "title", "extra_body")
@@ -138,6 +151,14 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         unreachable_timeout: float = 30 * 60.0,
         deterministic_conversation_id: bool = True,
         id_namespace: str | None = None,
+        max_cost_usd: float | None = None,
+        include_changes: bool = True,
+        include_diff: bool = False,
+        max_diff_chars: int = 100_000,
+        git_path: str | None = None,
+        output_files: Collection[str] = (),
+        output_path: str | None = None,
+        output_schema: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -161,6 +182,18 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self.unreachable_timeout = check_positive(unreachable_timeout, "unreachable_timeout")
         self.deterministic_conversation_id = deterministic_conversation_id
         self.id_namespace = id_namespace
+        self.max_cost_usd = None if max_cost_usd is None else check_positive(max_cost_usd, "max_cost_usd")
+        self.include_changes = include_changes
+        self.include_diff = include_diff
+        self.max_diff_chars = int(check_positive(max_diff_chars, "max_diff_chars"))
+        self.git_path = git_path
+        if isinstance(output_files, str):
+            raise OpenHandsConfigError("output_files must be a list of paths, not one string")
+        self.output_files = tuple(output_files)
+        self.output_path = output_path
+        self.output_schema = check_output_schema(output_schema)
+        if self.output_schema and not wait_for_completion:
+            raise OpenHandsConfigError("output_schema needs wait_for_completion=True: the output is read after the end")
         self._init_statuses(success_statuses, failure_statuses)
         self._lifecycle: Lifecycle | None = None
         self._check_static_inputs()
@@ -192,8 +225,11 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         extra_body = dict(self.extra_body or {})
         if "secrets" in extra_body:
             raise OpenHandsConfigError("pass secrets with the operator's secrets= parameter, not in extra_body")
+        message = check_message(self.initial_user_msg)
+        if self.output_schema:
+            message += output_instruction(self.output_schema)
         options = StartOptions(
-            initial_user_msg=check_message(self.initial_user_msg),
+            initial_user_msg=message,
             repository=check_repository(self.repository),
             selected_branch=self.selected_branch or None,
             git_provider=check_git_provider(self.git_provider),
@@ -229,7 +265,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             elif lc.phase == PHASE_CAPACITY:
                 self._wait_for_capacity(lc)
             elif lc.phase == PHASE_DONE:
-                return self._result(lc)
+                return self._result(context, lc)
             elif lc.phase == PHASE_RUNNING and not self.wait_for_completion:
                 return lc.conversation_id
             else:
@@ -244,7 +280,13 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         extra_body = dict(lc.options.get("extra_body") or {})
         if self.secrets:
             extra_body["secrets"] = self.secrets
-        options = StartOptions(**{**lc.options, "extra_body": extra_body}, conversation_id=lc.client_id)
+        tags, metadata, title = self._attribution(context)
+        options = StartOptions(
+            **{**lc.options, "extra_body": extra_body, "title": lc.options.get("title") or title},
+            conversation_id=lc.client_id,
+            observability_tags=tags,
+            observability_metadata=metadata,
+        )
         try:
             started = self.hook.submit_conversation(options)
         except OpenHandsConcurrencyLimitError as exc:
@@ -261,6 +303,22 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         lc.phase = PHASE_STARTING
         lc.start_deadline = now + self.start_timeout
         self.log.info("Start task %s created; waiting for the sandbox to be READY", lc.start_task_id)
+
+    def _attribution(self, context: Context) -> tuple[tuple[str, ...], dict[str, Any], str]:
+        """Who spends: DAG, task, run and map index as observability tags and metadata (V1), so spend
+        can be grouped per DAG in OpenHands, and a readable default title."""
+        ti = context["ti"]
+        fields = {
+            "airflow_dag_id": ti.dag_id,
+            "airflow_task_id": ti.task_id,
+            "airflow_run_id": ti.run_id,
+            "airflow_map_index": int(getattr(ti, "map_index", -1)),
+        }
+        moment = context.get("logical_date") or getattr(context.get("dag_run"), "run_after", None)
+        when = moment.strftime("%Y-%m-%d") if hasattr(moment, "strftime") else ti.run_id
+        suffix = f"[{fields['airflow_map_index']}]" if fields["airflow_map_index"] >= 0 else ""
+        title = f"{ti.dag_id}.{ti.task_id}{suffix} {when}"
+        return tuple(f"{key}:{value}" for key, value in fields.items()), fields, title
 
     def _plan_capacity_wait(self, lc: Lifecycle, limit: int | None, current: int | None) -> None:
         """No free conversation slot: wait with backoff, within one ``capacity_timeout`` for the task."""
@@ -332,6 +390,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             raise OpenHandsStartTimeout(message)
         elif outcome == "timeout":
             self.on_timeout(lc.conversation_id, message, lc.sandbox_id)
+        elif outcome == "budget":
+            self._over_budget(context, lc, message)
         elif outcome == "error":
             raise_for_error_event(event)
         else:
@@ -344,8 +404,20 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             self._check_client_id(lc)
             self.push_conversation(context, lc.conversation_id)
 
-    def _result(self, lc: Lifecycle) -> dict[str, Any]:
-        return self.finish(self.final_state(str(lc.conversation_id), lc.outcome))
+    def _result(self, context: Context, lc: Lifecycle) -> dict[str, Any]:
+        state = self.final_state(str(lc.conversation_id), lc.outcome)
+        self.push_usage(context, state)
+        return self.finish(state)
+
+    def _over_budget(self, context: Context, lc: Lifecycle, message: str) -> None:
+        from airflow_provider_openhands.exceptions import OpenHandsBudgetExceeded
+
+        self.stop_quietly(str(lc.conversation_id), lc.sandbox_id)
+        try:
+            self.push_usage(context, self.hook.get_conversation(str(lc.conversation_id)))
+        except OpenHandsError as exc:
+            self.log.warning("Could not read the usage of conversation %s: %s", lc.conversation_id, exc)
+        raise OpenHandsBudgetExceeded(message)
 
     def _stop_start(self, lc: Lifecycle) -> None:
         """Stop what a start that never became READY may have started: its sandbox, once it has one

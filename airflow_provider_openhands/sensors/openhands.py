@@ -52,6 +52,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
     :param cancel_on_kill: stop the conversation when the task is killed.
     :param pause_when_done: once it ended, pause its sandbox (V1) / stop it (V0), freeing the slot.
     :param unreachable_timeout: seconds of transient failures a deferred wait rides out.
+    :param max_cost_usd: stop the conversation and fail once its cost passes this many dollars.
 
     ``poke_interval``, ``timeout``, ``mode`` and ``soft_fail`` are Airflow's own sensor options.
     """
@@ -72,6 +73,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         cancel_on_kill: bool = False,
         pause_when_done: bool = True,
         unreachable_timeout: float = 30 * 60.0,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", 30.0)
@@ -83,6 +85,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         self.cancel_on_kill = cancel_on_kill
         self.pause_when_done = pause_when_done
         self.unreachable_timeout = check_positive(unreachable_timeout, "unreachable_timeout")
+        self.max_cost_usd = None if max_cost_usd is None else check_positive(max_cost_usd, "max_cost_usd")
         self._init_statuses(success_statuses, failure_statuses)
         check_positive(self.poke_interval, "poke_interval")
         check_positive(self.timeout, "timeout")
@@ -95,6 +98,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         from airflow_provider_openhands.watch import NEED_EVENTS
 
+        self._context = context
         if self._watch is None:
             self.push_conversation(context, self.conversation_id)
             self._watch = self.make_watch(Lifecycle(phase=PHASE_RUNNING, conversation_id=self.conversation_id))
@@ -138,6 +142,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
             self.soft_fail = soft_fail
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        self._context = context
         try:
             return self._complete(event)
         except OpenHandsError as exc:
@@ -153,7 +158,14 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         """The task's result for the wait's final event (the same for a poke and a trigger)."""
         outcome = event.get("outcome")
         if outcome in ("success", "failure"):
-            return self.finish(self.final_state(self.conversation_id, event.get("status")))
+            state = self.final_state(self.conversation_id, event.get("status"))
+            self.push_usage(self._context, state)
+            return self.finish(state)
+        if outcome == "budget":
+            from airflow_provider_openhands.exceptions import OpenHandsBudgetExceeded
+
+            self.stop_quietly(self.conversation_id)
+            raise OpenHandsBudgetExceeded(event.get("message", "over max_cost_usd"))
         if outcome == "timeout":
             self.on_timeout(self.conversation_id, event.get("message", "timed out"))
         raise_for_error_event(event)

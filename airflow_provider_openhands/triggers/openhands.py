@@ -61,6 +61,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
     :param wait_for_completion: False to fire as soon as the conversation exists.
     :param cancel_on_kill: stop the conversation (or its start) if a user kills the task (Airflow >= 3.3).
     :param unreachable_timeout: seconds of transient failures (5xx, 429, timeouts) to ride out.
+    :param max_cost_usd: fire a ``budget`` event once the conversation's cost passes it.
     :param coalesce: share one poller with the other OpenHands triggers of this triggerer on the
         same connection; False polls on its own.
     :param success_statuses: normalised statuses that end the wait successfully.
@@ -81,6 +82,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         failure_statuses: Collection[str] | None = None,
         cancel_on_kill: bool = False,
         unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
+        max_cost_usd: float | None = None,
         coalesce: bool = True,
     ) -> None:
         super().__init__()
@@ -92,6 +94,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         self.failure_statuses = sorted(failure_statuses or DEFAULT_FAILURE_STATUSES)
         self.cancel_on_kill = cancel_on_kill
         self.unreachable_timeout = float(unreachable_timeout)
+        self.max_cost_usd = None if max_cost_usd is None else float(max_cost_usd)
         self.coalesce = coalesce
 
     @property
@@ -110,6 +113,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 "failure_statuses": self.failure_statuses,
                 "cancel_on_kill": self.cancel_on_kill,
                 "unreachable_timeout": self.unreachable_timeout,
+                "max_cost_usd": self.max_cost_usd,
                 "coalesce": self.coalesce,
             },
         )
@@ -124,6 +128,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
             failure_statuses=self.failure_statuses,
             wait_for_completion=self.wait_for_completion,
             unreachable_timeout=self.unreachable_timeout,
+            max_cost_usd=self.max_cost_usd,
             log=self.log,
         )
         event = None

@@ -248,3 +248,46 @@ with DAG("oh_test_capacity_start_task", schedule=None, start_date=datetime(2026,
         retries=1,
         retry_delay=0,
     )
+
+
+# -- results: budget, attribution, changes, files, structured output (tests/test_results.py) --
+
+with DAG("oh_test_budget", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as budget:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="A long, expensive task [emulator duration=60]",
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        max_cost_usd=0.02,
+        retries=1,
+        retry_delay=0,
+    )
+
+TRIAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "cause": {"type": "string"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "suggested_fix": {"type": "string"},
+    },
+    "required": ["cause", "confidence", "suggested_fix"],
+}
+
+for _mode in ("deferrable", "worker"):
+    with DAG(f"oh_test_results_{_mode}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as _dag:
+        OpenHandsStartConversationOperator(
+            task_id="run",
+            initial_user_msg="{{ dag_run.conf['message'] }}",
+            repository="acme/website",
+            git_provider="github",
+            deferrable=_mode == "deferrable",
+            wait_for_completion=True,
+            poll_interval=POLL,
+            output_schema=TRIAGE_SCHEMA,
+            output_files=["report.json"],
+            include_diff=True,
+            max_diff_chars=1000,
+        )
+    globals()[_dag.dag_id] = _dag

@@ -1,0 +1,130 @@
+"""What a conversation produced, in the task's result (issue 11): final message, changed files and
+diffs, files, structured output, usage on success and failure, budget, cost attribution."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_openhands.api.state import normalise_v1
+from airflow_provider_openhands.exceptions import OpenHandsConfigError
+from tests.test_dag_runs import run_dag, task_states
+
+pytestmark = [pytest.mark.airflow_e2e, pytest.mark.parametrize("api_version", ["v1"])]
+
+
+def xcom_value(dag_run, key: str, task_id: str = "run"):
+    """An XCom as stored by Airflow (3: XComModel, JSON; 2: XCom, serialized)."""
+    from airflow.utils.session import create_session
+
+    try:
+        from airflow.models.xcom import XComModel as Model
+    except ImportError:
+        from airflow.models.xcom import XCom as Model
+    with create_session() as session:
+        row = (
+            session.query(Model).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key).one()
+        )
+        if hasattr(Model, "deserialize_value"):
+            return Model.deserialize_value(row)
+        return json.loads(row.value) if isinstance(row.value, str) else row.value
+
+
+def test_a_budget_crossed_mid_run_stops_once_and_fails_with_usage(airflow_db, connection, api_version, capfd):
+    dag_run = run_dag("oh_test_budget")
+    states = task_states(dag_run)
+    assert states == {"run": "failed"}
+    (ti,) = dag_run.get_task_instances()
+    assert ti.try_number == 1  # OpenHandsBudgetExceeded is not retried
+    assert connection.stats()["stops"] == 1
+    out, err = capfd.readouterr()
+    assert "max_cost_usd" in out + err
+    usage = xcom_value(dag_run, "usage")
+    assert usage["accumulated_cost"] > 0.02 and usage["conversation_id"]
+
+
+def test_the_start_request_carries_the_attribution_and_a_readable_title(airflow_db, connection, api_version, contract):
+    run_dag("oh_test_wait_in_operator")
+    (post,) = connection.requests_to("POST", "app-conversations$")
+    body = post["body"]
+    contract.validate_request("v1", "POST", "/api/v1/app-conversations", body)
+    assert "airflow_dag_id:oh_test_wait_in_operator" in body["observability_tags"]
+    assert body["observability_metadata"]["airflow_task_id"] == "run"
+    assert body["observability_metadata"]["airflow_map_index"] == -1
+    assert body["title"].startswith("oh_test_wait_in_operator.run ")
+
+
+def test_pr_urls_are_built_from_the_repository_and_provider(api_version):
+    state = normalise_v1(
+        {
+            "id": "a" * 32,
+            "sandbox_status": "RUNNING",
+            "execution_status": "finished",
+            "selected_repository": "acme/app",
+            "git_provider": "gitlab",
+            "pr_number": [7],
+        },
+        "https://app.all-hands.dev",
+    )
+    assert state["pr_urls"] == ["https://gitlab.com/acme/app/-/merge_requests/7"]
+
+
+def test_a_bad_output_schema_fails_at_parse_time(api_version):
+    from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
+
+    with pytest.raises(OpenHandsConfigError, match="output_schema"):
+        OpenHandsStartConversationOperator(
+            task_id="t", initial_user_msg="x", wait_for_completion=True, output_schema={"type": "no-such-type"}
+        )
+
+
+GOOD_OUTPUT = '{\\"cause\\": \\"disk full\\", \\"confidence\\": 0.8, \\"suggested_fix\\": \\"rotate the logs\\"}'
+WORK = (
+    "[emulator change=src/app.py:MODIFIED diff_bytes=5000 "
+    'write=\'report.json:{"ok": true}\' finish="Cause found" output="{output}"]'
+)
+
+
+@pytest.mark.parametrize("mode", ["deferrable", "worker"])
+def test_the_result_carries_output_files_changes_and_capped_diffs(airflow_db, connection, api_version, mode):
+    message = "Triage the alert " + WORK.replace("{output}", GOOD_OUTPUT)
+    dag_run = run_dag(f"oh_test_results_{mode}", {"message": message})
+    assert task_states(dag_run) == {"run": "success"}
+    result = xcom_value(dag_run, "return_value")
+    assert result["output"] == {"cause": "disk full", "confidence": 0.8, "suggested_fix": "rotate the logs"}
+    assert result["final_message"] == "Cause found"
+    assert result["files"] == {"report.json": '{"ok": true}'}
+    changed = {c["path"]: c["status"] for c in result["changed_files"]}
+    assert changed["src/app.py"] == "UPDATED" and changed["report.json"] == "ADDED"
+    modified = result["diff"]["src/app.py"]["modified"]
+    assert len(modified) < 1200 and "cut by airflow-provider-openhands: 4000 more characters" in modified
+    (post,) = connection.requests_to("POST", "app-conversations$")
+    sent = post["body"]["initial_message"]["content"][0]["text"]
+    assert "openhands_output.json" in sent and '"confidence"' in sent  # the schema went with the task
+    assert xcom_value(dag_run, "usage")["accumulated_cost"] > 0
+
+
+def test_an_output_that_does_not_match_the_schema_fails_saying_why(airflow_db, connection, api_version, capfd):
+    bad = GOOD_OUTPUT.replace("0.8", "3")
+    dag_run = run_dag("oh_test_results_deferrable", {"message": "Triage " + WORK.replace("{output}", bad)})
+    assert task_states(dag_run) == {"run": "failed"}
+    out, err = capfd.readouterr()
+    assert "does not match output_schema: confidence: 3 is greater than the maximum of 1" in out + err
+    assert "Cause found" in out + err  # the agent's final message is quoted
+
+
+def test_a_missing_output_fails(airflow_db, connection, api_version, capfd):
+    dag_run = run_dag("oh_test_results_deferrable", {"message": 'Triage [emulator finish="I gave up"]'})
+    assert task_states(dag_run) == {"run": "failed"}
+    out, err = capfd.readouterr()
+    assert "did not write openhands_output.json" in out + err and "I gave up" in out + err
+
+
+def test_reading_results_adds_two_requests_once_after_the_end(airflow_db, connection, api_version):
+    """By default: the events (final message) and git changes, once each, after the end; polling
+    (conversation reads) is unchanged."""
+    run_dag("oh_test_wait_in_operator")
+    assert len(connection.requests_to("GET", "events/search")) == 1
+    assert len(connection.requests_to("GET", "git/changes")) == 1
+    assert connection.requests_to("GET", "/file") == [] and connection.requests_to("GET", "git/diff") == []
