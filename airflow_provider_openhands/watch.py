@@ -174,6 +174,8 @@ class Watch:
             )
             return self.event(BUDGET, message, cost=cost)
         outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+        if outcome is not None and not self._newer_than_turn_start(state):
+            outcome = None  # still the previous turn's end: a follow-up's turn has not shown yet
         if self._status_log is None:
             self._status_log = StatusLogger(self.log, str(self.lc.conversation_id))
         self._status_log.update(state, outcome)
@@ -183,6 +185,15 @@ class Watch:
         self.lc.outcome = state["status"]
         message = f"Conversation {self.lc.conversation_id} ended: {describe(state)}"
         return self.event(outcome, message, status=state["status"])
+
+    def _newer_than_turn_start(self, state: dict[str, Any]) -> bool:
+        """For a follow-up turn: the state was updated after the message was sent. Right after a
+        send-message the service still shows the previous turn's ``finished`` with its old
+        ``updated_at``."""
+        if not self.lc.turn_after:
+            return True
+        updated, start = parse_time(state.get("updated_at")), parse_time(self.lc.turn_after)
+        return updated is not None and start is not None and updated > start
 
     def on_error(self, exc: BaseException, now: float) -> dict[str, Any] | None:
         """Ride out what may pass (5xx, 429, timeouts, refused) until the deadline; stop on the rest."""

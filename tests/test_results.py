@@ -11,7 +11,7 @@ from airflow_provider_openhands.api.state import normalise_v1
 from airflow_provider_openhands.exceptions import OpenHandsConfigError
 from tests.test_dag_runs import run_dag, task_states
 
-pytestmark = [pytest.mark.airflow_e2e, pytest.mark.parametrize("api_version", ["v1"])]
+pytestmark = pytest.mark.airflow_e2e
 
 
 def xcom_value(dag_run, key: str, task_id: str = "run"):
@@ -31,6 +31,7 @@ def xcom_value(dag_run, key: str, task_id: str = "run"):
         return json.loads(row.value) if isinstance(row.value, str) else row.value
 
 
+@pytest.mark.parametrize("api_version", ["v1"])
 def test_a_budget_crossed_mid_run_stops_once_and_fails_with_usage(airflow_db, connection, api_version, capfd):
     dag_run = run_dag("oh_test_budget")
     states = task_states(dag_run)
@@ -44,6 +45,7 @@ def test_a_budget_crossed_mid_run_stops_once_and_fails_with_usage(airflow_db, co
     assert usage["accumulated_cost"] > 0.02 and usage["conversation_id"]
 
 
+@pytest.mark.parametrize("api_version", ["v1"])
 def test_the_start_request_carries_the_attribution_and_a_readable_title(airflow_db, connection, api_version, contract):
     run_dag("oh_test_wait_in_operator")
     (post,) = connection.requests_to("POST", "app-conversations$")
@@ -55,6 +57,7 @@ def test_the_start_request_carries_the_attribution_and_a_readable_title(airflow_
     assert body["title"].startswith("oh_test_wait_in_operator.run ")
 
 
+@pytest.mark.parametrize("api_version", ["v1"])
 def test_pr_urls_are_built_from_the_repository_and_provider(api_version):
     state = normalise_v1(
         {
@@ -70,6 +73,7 @@ def test_pr_urls_are_built_from_the_repository_and_provider(api_version):
     assert state["pr_urls"] == ["https://gitlab.com/acme/app/-/merge_requests/7"]
 
 
+@pytest.mark.parametrize("api_version", ["v1"])
 def test_a_bad_output_schema_fails_at_parse_time(api_version):
     from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
 
@@ -87,6 +91,7 @@ WORK = (
 
 
 @pytest.mark.parametrize("mode", ["deferrable", "worker"])
+@pytest.mark.parametrize("api_version", ["v1"])
 def test_the_result_carries_output_files_changes_and_capped_diffs(airflow_db, connection, api_version, mode):
     message = "Triage the alert " + WORK.replace("{output}", GOOD_OUTPUT)
     dag_run = run_dag(f"oh_test_results_{mode}", {"message": message})
@@ -105,6 +110,7 @@ def test_the_result_carries_output_files_changes_and_capped_diffs(airflow_db, co
     assert xcom_value(dag_run, "usage")["accumulated_cost"] > 0
 
 
+@pytest.mark.parametrize("api_version", ["v1"])
 def test_an_output_that_does_not_match_the_schema_fails_saying_why(airflow_db, connection, api_version, capfd):
     bad = GOOD_OUTPUT.replace("0.8", "3")
     dag_run = run_dag("oh_test_results_deferrable", {"message": "Triage " + WORK.replace("{output}", bad)})
@@ -114,6 +120,7 @@ def test_an_output_that_does_not_match_the_schema_fails_saying_why(airflow_db, c
     assert "Cause found" in out + err  # the agent's final message is quoted
 
 
+@pytest.mark.parametrize("api_version", ["v1"])
 def test_a_missing_output_fails(airflow_db, connection, api_version, capfd):
     dag_run = run_dag("oh_test_results_deferrable", {"message": 'Triage [emulator finish="I gave up"]'})
     assert task_states(dag_run) == {"run": "failed"}
@@ -121,6 +128,7 @@ def test_a_missing_output_fails(airflow_db, connection, api_version, capfd):
     assert "did not write openhands_output.json" in out + err and "I gave up" in out + err
 
 
+@pytest.mark.parametrize("api_version", ["v1"])
 def test_reading_results_adds_two_requests_once_after_the_end(airflow_db, connection, api_version):
     """By default: the events (final message) and git changes, once each, after the end; polling
     (conversation reads) is unchanged."""
@@ -128,3 +136,30 @@ def test_reading_results_adds_two_requests_once_after_the_end(airflow_db, connec
     assert len(connection.requests_to("GET", "events/search")) == 1
     assert len(connection.requests_to("GET", "git/changes")) == 1
     assert connection.requests_to("GET", "/file") == [] and connection.requests_to("GET", "git/diff") == []
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_follow_up_resumes_the_sandbox_and_waits_for_its_own_turn(
+    airflow_db, connection, api_version, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OPENHANDS_TEST_RESULTS", str(tmp_path))
+    connection.turn_lag_seconds = 1.0  # polls keep showing the first turn's "finished" for a while
+    dag_run = run_dag("oh_test_follow_up")
+    assert set(task_states(dag_run).values()) == {"success"}
+    first = json.loads((tmp_path / "oh_test_follow_up-first.json").read_text())
+    second = json.loads((tmp_path / "oh_test_follow_up-second.json").read_text())
+    assert first["final_message"] == "First answer" and second["final_message"] == "Second answer"
+    assert second["conversation_id"] == first["conversation_id"]
+    assert {c["path"] for c in second["changed_files"]} >= {"tests/test_readme.py"}
+    stats = connection.stats()
+    assert stats["created"] == 1 and stats["resumes"] == 1
+    assert len(connection.requests_to("POST", "send-message")) == 1
+
+
+@pytest.mark.parametrize("api_version", ["v0"])
+def test_v1_only_results_fail_clearly_on_v0_before_any_request(airflow_db, connection, api_version, capfd):
+    dag_run = run_dag("oh_test_results_deferrable", {"message": "Triage"})
+    assert task_states(dag_run) == {"run": "failed"}
+    assert connection.requests == []
+    out, err = capfd.readouterr()
+    assert "output_schema, output_files, include_diff: not on V0" in out + err

@@ -228,6 +228,19 @@ def turn_outcome(conversation_id: str) -> Flow[dict[str, Any]]:
         raise _shape_error(request, exc) from None
 
 
+def newest_events(conversation_id: str, limit: int = EVENTS_PAGE) -> Flow[list[dict[str, Any]]]:
+    """V1: the conversation's newest events, newest first."""
+    request = ApiRequest(
+        "GET",
+        f"/api/v1/conversation/{conversation_id}/events/search",
+        params=(("sort_order", "TIMESTAMP_DESC"), ("limit", str(limit))),
+    )
+    body = yield request
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise _shape_error(request, ResponseShapeError("EventPage has no items list"))
+    return [event for event in body["items"] if isinstance(event, dict)]
+
+
 def ended_status(conversation_id: str) -> Flow[str | None]:
     """How the newest turn ended according to the events, or None (see :func:`turn_outcome`)."""
     outcome = yield from turn_outcome(conversation_id)

@@ -345,7 +345,7 @@ def _is_finish(event: dict[str, Any]) -> bool:
     )
 
 
-def _message_text(event: dict[str, Any]) -> str:
+def message_text(event: dict[str, Any]) -> str:
     message = event.get("llm_message") if isinstance(event.get("llm_message"), dict) else {}
     content = message.get("content")
     if isinstance(content, str):
@@ -362,7 +362,7 @@ def final_message_from_events(page: Any) -> str | None:
             action = event.get("action") if isinstance(event.get("action"), dict) else {}
             return str(action.get("message") or "")
         if event.get("kind") == "MessageEvent":
-            return _message_text(event) if event.get("source") == "agent" else None
+            return message_text(event) if event.get("source") == "agent" else None
     return None
 
 

@@ -50,6 +50,14 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 DEFAULT_CONN_ID = "openhands_default"
+
+
+def datetime_now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat()
+
+
 #: Start options a task carries through deferrals and retries (secrets are not among them).
 CARRIED_OPTIONS = ("initial_user_msg", "repository", "selected_branch", "git_provider", "title", "extra_body")
 
@@ -116,12 +124,15 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     :param output_files: workspace files to read into the result's ``files`` after the end.
     :param output_path: with ``output_files``, write them under this object-storage path
         (``ObjectStoragePath``, e.g. ``s3://bucket/prefix``) and put their paths in the result instead.
+    :param conversation_id: continue this conversation instead of starting one (V1): the message is
+        sent as a follow-up turn (a paused sandbox is resumed first), and the task waits for the end
+        of that turn only. A retry does not send the message twice.
     :param output_schema: a JSON Schema. The agent is asked to write ``openhands_output.json``
         matching it; the task returns it validated as ``output``, and fails (saying why, with the
         agent's final message) when it is missing or invalid.
     """
 
-    template_fields = ("initial_user_msg", "repository", "selected_branch", "title", "extra_body")
+    template_fields = ("initial_user_msg", "repository", "selected_branch", "title", "extra_body", "conversation_id")
     template_fields_renderers = {"extra_body": "json", "initial_user_msg": "md"}
     operator_extra_links = (OpenHandsConversationLink(),)
     ui_color = "#e7f0fe"
@@ -159,6 +170,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         output_files: Collection[str] = (),
         output_path: str | None = None,
         output_schema: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -182,6 +194,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self.unreachable_timeout = check_positive(unreachable_timeout, "unreachable_timeout")
         self.deterministic_conversation_id = deterministic_conversation_id
         self.id_namespace = id_namespace
+        self.conversation_id = conversation_id
         self.max_cost_usd = None if max_cost_usd is None else check_positive(max_cost_usd, "max_cost_usd")
         self.include_changes = include_changes
         self.include_diff = include_diff
@@ -218,6 +231,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             check_message(self.initial_user_msg)
         if not is_templated(self.repository):
             check_repository(self.repository)
+
         check_git_provider(self.git_provider)
 
     def _options(self) -> dict[str, Any]:
@@ -241,8 +255,104 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     # -- run -------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        lifecycle = self._begin(context, self._options())
+        options = self._options()
+        self._check_api_features()
+        if self.conversation_id:
+            return self._advance(context, self._follow_up(context, options))
+        lifecycle = self._begin(context, options)
         return self._advance(context, lifecycle)
+
+    def _check_api_features(self) -> None:
+        """What only the V1 API serves fails before any request on a V0 connection, naming it."""
+        if self.hook.api_version == "v1":
+            return
+        wanted = {
+            "conversation_id (follow-up turns)": bool(self.conversation_id),
+            "output_schema": bool(self.output_schema),
+            "output_files": bool(self.output_files),
+            "include_diff": self.include_diff,
+        }
+        used = [name for name, on in wanted.items() if on]
+        if used:
+            raise OpenHandsConfigError(
+                f"{', '.join(used)}: not on V0 (connection {self.openhands_conn_id!r} uses api_version v0)"
+            )
+
+    # -- follow-up turns ---------------------------------------------------------------------------
+
+    def _follow_up(self, context: Context, options: dict[str, Any]) -> Lifecycle:
+        """Send the message to an existing conversation as a new turn; the lifecycle then waits for
+        that turn's end (``turn_after``)."""
+        from airflow_provider_openhands.api.state import canonical_id
+
+        conversation_id = str(self.conversation_id)
+        ti = context["ti"]
+        now = time.time()
+        try_number = int(getattr(ti, "try_number", 1) or 1)
+        lc = Lifecycle(
+            series=series_start(try_number, getattr(ti, "max_tries", None), self.retries),
+            try_number=try_number,
+            started_at=now,
+            wait_timeout=self.timeout,
+            hard_deadline=self._hard_deadline(context, now),
+            options=options,
+        )
+        state = self._running_sandbox(conversation_id)
+        message = options["initial_user_msg"]
+        sent_at = self._earlier_send(conversation_id, message) if try_number > lc.series else None
+        if sent_at is None:
+            lc.turn_after = state.get("updated_at") or datetime_now_iso()
+            self._send(conversation_id, state, message)
+            self.log.info("Follow-up message sent to conversation %s", canonical_id(conversation_id))
+        else:
+            lc.turn_after = sent_at
+            self.log.info("An earlier try already sent this message to %s: waiting on its turn", conversation_id)
+        lc.conversation_known(state["conversation_id"], now, state.get("sandbox_id"))
+        self._announce(context, lc)
+        return lc
+
+    def _running_sandbox(self, conversation_id: str) -> dict[str, Any]:
+        """The conversation, its sandbox resumed first if paused (a follow-up needs it running)."""
+        state = self.hook.get_conversation(conversation_id)
+        if state.get("sandbox_status") != "PAUSED":
+            return state
+        self.log.info("Conversation %s is paused: resuming its sandbox for the follow-up", conversation_id)
+        self.hook.resume_conversation(str(state.get("sandbox_id")))
+        give_up = time.time() + self.start_timeout
+        while state.get("sandbox_status") != "RUNNING":
+            if time.time() >= give_up:
+                raise OpenHandsStartTimeout(
+                    f"The sandbox of conversation {conversation_id} was not running {self.start_timeout:.0f}s after "
+                    f"its resume ({state.get('sandbox_status')})"
+                )
+            time.sleep(min(self.poll_interval, 2.0))
+            state = self.hook.get_conversation(conversation_id)
+        return state
+
+    def _earlier_send(self, conversation_id: str, message: str) -> str | None:
+        """When an earlier try of this task sent ``message`` already: the time of that user message."""
+        page = self.hook.get_events(conversation_id, limit=20)
+        for event in page:
+            if event.get("kind") == "MessageEvent" and event.get("source") == "user":
+                from airflow_provider_openhands.api.state import message_text
+
+                return event.get("timestamp") if message_text(event) == message else None
+        return None
+
+    def _send(self, conversation_id: str, state: dict[str, Any], message: str) -> None:
+        from airflow_provider_openhands.exceptions import OpenHandsApiError, OpenHandsPermanentError
+
+        try:
+            self.hook.send_message(conversation_id, message)
+        except OpenHandsApiError as exc:
+            if exc.status_code == 410:
+                raise OpenHandsPermanentError(
+                    f"Conversation {conversation_id} is archived (HTTP 410): start a new one instead", status_code=410
+                ) from None
+            if exc.status_code != 409:
+                raise
+            self._running_sandbox(conversation_id)  # paused meanwhile (HTTP 409): resume, send once more
+            self.hook.send_message(conversation_id, message)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after a trigger fired: the lifecycle comes back in its event."""
@@ -666,3 +776,22 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         from airflow_provider_openhands.lineage import facets_on_end
 
         return facets_on_end(self, task_instance)
+
+
+class OpenHandsSendMessageOperator(OpenHandsStartConversationOperator):
+    """Send a follow-up message to an existing conversation (V1) and wait for the end of that turn.
+
+    The same as ``OpenHandsStartConversationOperator(conversation_id=..., initial_user_msg=...)``:
+    a paused sandbox is resumed first, the task waits for the new turn only (not the previous
+    turn's ``finished``), returns the same result shape, and a retry does not send twice. HTTP 410
+    (archived) fails at once.
+
+    :param conversation_id: the conversation to continue (templated).
+    :param message: what the agent should do next (templated).
+    """
+
+    template_fields = OpenHandsStartConversationOperator.template_fields
+
+    def __init__(self, *, conversation_id: str, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("wait_for_completion", True)
+        super().__init__(initial_user_msg=message, conversation_id=conversation_id, **kwargs)

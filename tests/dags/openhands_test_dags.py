@@ -291,3 +291,25 @@ for _mode in ("deferrable", "worker"):
             max_diff_chars=1000,
         )
     globals()[_dag.dag_id] = _dag
+
+from airflow_provider_openhands.operators.openhands import OpenHandsSendMessageOperator  # noqa: E402
+
+with DAG("oh_test_follow_up", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as follow_up:
+    first_turn = OpenHandsStartConversationOperator(
+        task_id="start",
+        initial_user_msg='Fix the README [emulator finish="First answer" duration=0.5]',
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,  # and pause_when_done pauses it: the follow-up resumes it
+        poll_interval=POLL,
+    )
+    second_turn = OpenHandsSendMessageOperator(
+        task_id="follow_up",
+        conversation_id="{{ ti.xcom_pull(task_ids='start', key='conversation_id') }}",
+        message='Now add a test [emulator finish="Second answer" duration=1 change=tests/test_readme.py:ADDED]',
+        deferrable=True,
+        poll_interval=POLL,
+    )
+    first_turn >> second_turn
+    record.override(task_id="record_first")(first_turn.output, "oh_test_follow_up-first")
+    record.override(task_id="record_second")(second_turn.output, "oh_test_follow_up-second")
