@@ -37,12 +37,29 @@ def test_pipeline_chain_branches_on_the_pr(airflow_db, connection, monkeypatch):
     assert states == {
         "describe_task": "success",
         "fix": "success",
+        "add_test": "success",
         "route": "success",
         "announce_pr": "success",
         "nothing_to_merge": "skipped",
     }
-    (conversation,) = connection.conversations.values()
+    (conversation,) = connection.conversations.values()  # the follow-up went to the same conversation
     assert "a typo" in conversation.message and conversation.repository == "acme/docs"
+    (follow_up,) = connection.requests_to("POST", "send-message")
+    assert "add a test" in follow_up["body"]["content"][0]["text"]
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+@pytest.mark.parametrize(("confidence", "branch"), [(0.9, "open_fix_ticket"), (0.3, "page_a_human")])
+def test_alert_triage_branches_on_the_structured_answer(airflow_db, connection, monkeypatch, confidence, branch):
+    monkeypatch.setenv("OPENHANDS_EXAMPLE_POLL_SECONDS", "0.2")
+    answer = f'{{\\"cause\\": \\"queue closed\\", \\"confidence\\": {confidence}, \\"suggested_fix\\": \\"retry\\"}}'
+    log = f'ERROR worker.py:88 ConnectionResetError [emulator output="{answer}"]'
+    dag = load_dag(EXAMPLES / "openhands_alert_triage.py", "openhands_alert_triage")
+    states = task_states(dag.test(run_conf={"error_log": log}))
+    assert states["triage"] == "success" and states["decide"] == "success"
+    assert states[branch] == "success"
+    other = {"open_fix_ticket", "page_a_human"} - {branch}
+    assert states[other.pop()] == "skipped"
 
 
 @pytest.mark.parametrize("api_version", ["v1"])

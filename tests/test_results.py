@@ -26,9 +26,10 @@ def xcom_value(dag_run, key: str, task_id: str = "run"):
         row = (
             session.query(Model).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key).one()
         )
-        if hasattr(Model, "deserialize_value"):
-            return Model.deserialize_value(row)
-        return json.loads(row.value) if isinstance(row.value, str) else row.value
+        value = row.value
+    if isinstance(value, bytes):
+        value = value.decode()
+    return json.loads(value) if isinstance(value, str) else value
 
 
 @pytest.mark.parametrize("api_version", ["v1"])
