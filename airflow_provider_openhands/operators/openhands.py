@@ -231,7 +231,6 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             check_message(self.initial_user_msg)
         if not is_templated(self.repository):
             check_repository(self.repository)
-
         check_git_provider(self.git_provider)
 
     def _options(self) -> dict[str, Any]:
