@@ -2,7 +2,7 @@
 pointed at the bundled OpenHands emulator. Used by the demo (``scripts/run_demo.py``), the polling
 benchmark and the end-to-end tests.
 
-Two modes:
+Three modes:
 
 * ``standalone`` (default): ``airflow standalone`` runs every component under one parent.
 * ``components``: each component is a process (group) of its own: ``airflow scheduler``,
@@ -11,8 +11,19 @@ Two modes:
   :meth:`LocalAirflow.kill` one (SIGKILL by default: the component and every process under it, as
   when its host or container dies) and :meth:`LocalAirflow.restart` it, which ``airflow standalone``
   cannot do. :meth:`LocalAirflow.kill_task` kills one task instance's task process.
+* ``production`` (Airflow 3): what a deployment runs, on this host: the metadata DB in a fresh
+  PostgreSQL database (created at :meth:`LocalAirflow.start`, dropped at :meth:`LocalAirflow.stop`),
+  the CeleryExecutor with its broker in a fresh Redis DB number (flushed at stop), two Celery
+  workers (``celery-worker``, ``celery-worker-2``), two triggerers (``triggerer``, ``triggerer-2``),
+  scheduler, DAG processor and API server, each a process of its own with its log in the home. It
+  needs the ``production`` extra (``pip install -e ".[production]"``) and PostgreSQL and Redis
+  reachable (``OPENHANDS_PG`` host:port, default 127.0.0.1:5432, user ``postgres``, trust auth;
+  ``OPENHANDS_REDIS`` host:port, default 127.0.0.1:6379). :meth:`LocalAirflow.kill` and
+  :meth:`LocalAirflow.restart` work on every component; :meth:`LocalAirflow.component_of` tells
+  which one a process (a task's) runs under.
 
-It watches the metadata DB directly (read-only SQLite queries) rather than through the CLI, which
+It watches the metadata DB directly (read-only SQL; ``?`` placeholders whatever the database;
+errors raised as ``sqlite3.Error`` whatever the database) rather than through the CLI, which
 costs seconds per call, and it counts every task instance it sees in the ``deferred`` state: the
 proof that waits really ran in the triggerer. :meth:`LocalAirflow.stop` stops everything it
 started, including task processes a killed component left behind.
@@ -43,7 +54,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_3 = int(importlib.metadata.version("apache-airflow").split(".")[0]) >= 3
 FINISHED_RUN_STATES = ("success", "failed")
-MODES = ("standalone", "components")
+MODES = ("standalone", "components", "production")
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 COMPONENTS_ENV = {
     # a new triggerer takes over a dead one's triggers once its heartbeat is this old (default 30 s)
@@ -54,6 +65,37 @@ COMPONENTS_ENV = {
 }
 #: The separately started components, in start order.
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server") if AIRFLOW_3 else ("scheduler", "triggerer")
+#: The production mode's components, in start order.
+PRODUCTION_COMPONENTS = (
+    "scheduler",
+    "dag-processor",
+    "api-server",
+    "triggerer",
+    "triggerer-2",
+    "celery-worker",
+    "celery-worker-2",
+)
+PRODUCTION_ENV = {
+    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    # a live triggerer takes over a dead one's triggers once its heartbeat is this old (default 30 s)
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
+    # a task whose Celery worker died whole is noticed by its missing heartbeats (default 300 s)
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # a Celery worker killed whole takes the messages it had reserved (acks late) with it: those tasks
+    # stay queued until the broker's visibility timeout (6 h) unless the scheduler re-queues them
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "8",
+    "AIRFLOW__CELERY__SYNC_PARALLELISM": "2",
+    "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+}
+
+
+def _host_port(variable: str, default: str) -> tuple[str, int]:
+    host, _, port = os.environ.get(variable, default).rpartition(":")
+    return host, int(port)
 
 
 def free_port() -> int:
@@ -77,8 +119,15 @@ class LocalAirflow:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if mode == "production" and not AIRFLOW_3:
+            raise ValueError("the production mode needs Airflow 3")
         self.mode = mode
         self.home = Path(tempfile.mkdtemp(prefix="openhands-airflow-"))
+        self.components = PRODUCTION_COMPONENTS if mode == "production" else COMPONENTS
+        self.database: str | None = None  # production: the PostgreSQL database, while it exists
+        self.redis_db: int | None = None  # production: the Redis DB number claimed for the broker
+        self.pg_host, self.pg_port = _host_port("OPENHANDS_PG", "127.0.0.1:5432")
+        self.redis_host, self.redis_port = _host_port("OPENHANDS_REDIS", "127.0.0.1:6379")
         self.port = free_port()
         self.pool_slots = pool_slots
         self.log = log
@@ -86,6 +135,7 @@ class LocalAirflow:
         self.processes: dict[str, subprocess.Popen] = {}  # components mode
         self.killed: set[str] = set()  # components killed on purpose and not restarted since
         self.starts: dict[str, int] = {}  # how many times each component was started
+        self.triggerer_jobs: dict[str, int] = {}  # production: each triggerer's job id (its latest start)
         self.sessions: set[int] = set()  # every process started here leads a session of its own
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
@@ -108,10 +158,15 @@ class LocalAirflow:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW_CONN_OPENHANDS_DEFAULT": json.dumps(connection),
             **(COMPONENTS_ENV if mode == "components" else {}),
+            **(PRODUCTION_ENV if mode == "production" else {}),
             **(extra_env or {}),
         }
         self.env.pop("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", None)
-        if mode == "components" and AIRFLOW_3:
+        if mode == "production":
+            # chosen at start (the database and the Redis DB number are made there); never inherited
+            for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL"):
+                self.env.pop(name, None)
+        if mode in ("components", "production") and AIRFLOW_3:
             # `airflow standalone` makes the API server's admin password; here it is ours, for :meth:`api`
             passwords = self.home / "simple_auth_manager_passwords.json"
             passwords.write_text(json.dumps({"admin": secrets.token_urlsafe(16)}))
@@ -131,13 +186,15 @@ class LocalAirflow:
         return done.stdout
 
     def start(self) -> LocalAirflow:
+        if self.mode == "production":
+            self._create_services()
         self.log(f"Airflow home {self.home}: migrating the metadata DB ...")
         self.cli("db", "migrate")
         self.cli("pools", "set", "openhands", str(self.pool_slots), "OpenHands conversations", "--include-deferred")
         self.log(f"Pool 'openhands' has {self.pool_slots} slots (deferred tasks included)")
-        if self.mode == "components":
-            self.log(f"Starting {', '.join(COMPONENTS)} as separate processes ...")
-            for component in COMPONENTS:
+        if self.mode in ("components", "production"):
+            self.log(f"Starting {', '.join(self.components)} as separate processes ...")
+            for component in self.components:
                 self._spawn(component)
             return self
         self.log("Starting airflow standalone (scheduler, triggerer, DAG processor, API server) ...")
@@ -152,13 +209,83 @@ class LocalAirflow:
         self.sessions.add(self.process.pid)
         return self
 
+    # -- production: PostgreSQL and Redis ------------------------------------------------------------
+
+    def _create_services(self) -> None:
+        """A fresh PostgreSQL database and a free Redis DB number; raises if either is unreachable."""
+        try:
+            import psycopg2  # noqa: F401
+            import redis
+        except ImportError as exc:
+            raise RuntimeError(f'the production mode needs: pip install -e ".[production]" ({exc})') from exc
+        name = f"openhands_airflow_{uuid.uuid4().hex[:12]}"
+        self._psql("postgres", f'CREATE DATABASE "{name}"')
+        self.database = name
+        url = f"postgres@{self.pg_host}:{self.pg_port}/{name}"
+        client = redis.Redis(host=self.redis_host, port=self.redis_port, socket_timeout=10)
+        try:
+            databases = int(client.config_get("databases").get("databases", 16))
+        except redis.RedisError as exc:
+            raise RuntimeError(f"Redis at {self.redis_host}:{self.redis_port} is unreachable: {exc}") from exc
+        for number in range(1, databases):  # 0 is everybody's default: never
+            candidate = redis.Redis(host=self.redis_host, port=self.redis_port, db=number, socket_timeout=10)
+            # claimed atomically: another LocalAirflow (or anything) in that DB makes us look further
+            if candidate.dbsize() == 0 and candidate.set("openhands_local_airflow", str(self.home), nx=True):
+                self.redis_db = number
+                break
+        else:
+            raise RuntimeError(f"no empty Redis DB number at {self.redis_host}:{self.redis_port}")
+        self.env.update(
+            {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{url}",
+                # the driver named: a bare db+postgresql:// makes SQLAlchemy 2.1 load psycopg 3
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{url}",
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}",
+            }
+        )
+        self.log(f"PostgreSQL database {name}; Celery broker Redis DB {self.redis_db}")
+
+    def _psql(self, database: str, sql: str) -> None:
+        done = subprocess.run(
+            ["psql", "-h", self.pg_host, "-p", str(self.pg_port), "-U", "postgres", "-d", database, "-v",
+             "ON_ERROR_STOP=1", "-qc", sql],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"PostgreSQL at {self.pg_host}:{self.pg_port}: {sql!r} failed: {done.stderr.strip()}")
+
+    def _drop_services(self) -> None:
+        if self.database is not None:
+            self._psql("postgres", f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            self.log(f"Dropped the PostgreSQL database {self.database}")
+            self.database = None
+        if self.redis_db is not None:
+            import redis
+
+            redis.Redis(host=self.redis_host, port=self.redis_port, db=self.redis_db, socket_timeout=10).flushdb()
+            self.log(f"Flushed Redis DB {self.redis_db}")
+            self.redis_db = None
+
+    def _command(self, component: str) -> list[str]:
+        if self.mode != "production":
+            return [component]
+        # a second triggerer or worker on this host must not start another log server on the same port;
+        # pid files are per process (Airflow refuses a second one whose pid file names a live process)
+        second = ["--skip-serve-logs"] if component.endswith("-2") else []
+        pid = ["--pid", str(self.home / f"{component}.pid")]
+        if component.startswith("triggerer"):
+            return ["triggerer", *pid, *second]
+        if component.startswith("celery-worker"):
+            return ["celery", "worker", "--celery-hostname", f"{component}@%h", *pid, *second]
+        return [component]
+
     def _spawn(self, component: str) -> subprocess.Popen:
         self.starts[component] = self.starts.get(component, 0) + 1
         with open(self.home / f"{component}.log", "a") as log_file:
             log_file.write(f"===== start {self.starts[component]} of {component} at {time.ctime()} =====\n")
             log_file.flush()
             process = subprocess.Popen(
-                [sys.executable, "-m", "airflow", component],
+                [sys.executable, "-m", "airflow", *self._command(component)],
                 env=self.env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -167,14 +294,36 @@ class LocalAirflow:
         self.processes[component] = process
         self.sessions.add(process.pid)
         self.killed.discard(component)
+        if self.mode == "production" and component.startswith("triggerer"):
+            self._await_triggerer_job(component, process)
         return process
+
+    def _await_triggerer_job(self, component: str, process: subprocess.Popen, timeout: float = 180) -> None:
+        """Wait for a triggerer's job row, so that each triggerer's job id is known (triggers name
+        their triggerer by job id): triggerers start one after the other."""
+        known = set(self.triggerer_jobs.values())
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"airflow {component} exited ({process.returncode}):\n{self.standalone_log()}")
+            rows = self.query("SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running' ORDER BY id")
+            fresh = [row[0] for row in rows if row[0] not in known and row[0] > max(known, default=0)]
+            if fresh:
+                self.triggerer_jobs[component] = fresh[0]
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"the {component} registered no job within {timeout:.0f}s:\n{self.standalone_log()}")
+
+    def triggerer_of_job(self, job_id: int) -> str | None:
+        """The triggerer component that runs (or ran) as this job."""
+        return next((name for name, job in self.triggerer_jobs.items() if job == job_id), None)
 
     def kill(self, component: str, sig: int = signal.SIGKILL) -> list[int]:
         """Send ``sig`` to a component and to every process under it (task and trigger runners put
         themselves in process groups of their own, so the whole tree, not just the group); wait for
         it to exit on SIGKILL or SIGTERM. Returns the pids signalled."""
-        if self.mode != "components":
-            raise RuntimeError("kill() needs LocalAirflow(mode='components')")
+        if self.mode == "standalone":
+            raise RuntimeError("kill() needs LocalAirflow(mode='components') or mode='production'")
         process = self.processes[component]
         pids = [process.pid, *_descendants(process.pid)]
         for pid in pids:  # the parent first, so it cannot start anything new meanwhile
@@ -192,8 +341,8 @@ class LocalAirflow:
 
     def restart(self, component: str) -> None:
         """Start a component again: after :meth:`kill`, or stop it first (SIGTERM) if it still runs."""
-        if self.mode != "components":
-            raise RuntimeError("restart() needs LocalAirflow(mode='components')")
+        if self.mode == "standalone":
+            raise RuntimeError("restart() needs LocalAirflow(mode='components') or mode='production'")
         process = self.processes.get(component)
         if process is not None and process.poll() is None:
             self._terminate(process)
@@ -210,6 +359,20 @@ class LocalAirflow:
             pid, _, args = line.strip().partition(" ")
             if args.strip() == title and self._ours(int(pid)):
                 return int(pid)
+        return None
+
+    def component_of(self, pid: int) -> str | None:
+        """The component a process runs under (e.g. which Celery worker runs a task), if any."""
+        roots = {process.pid: name for name, process in self.processes.items()}
+        seen: set[int] = set()
+        while pid and pid not in seen:
+            if pid in roots:
+                return roots[pid]
+            seen.add(pid)
+            fields = _stat(pid)
+            if not fields:
+                return None
+            pid = int(fields[1])
         return None
 
     def kill_task(self, ti_id: str, sig: int = signal.SIGKILL) -> int:
@@ -265,6 +428,8 @@ class LocalAirflow:
             if leftovers:
                 self.log(f"Killed {len(leftovers)} leftover process(es) of this Airflow")
                 time.sleep(0.5)
+        if self.mode == "production":
+            self._drop_services()
 
     def cleanup(self) -> None:
         shutil.rmtree(self.home, ignore_errors=True)
@@ -277,7 +442,7 @@ class LocalAirflow:
 
     def standalone_log(self, tail: int = 4000) -> str:
         """The end of the Airflow output: ``airflow standalone``'s, or each component's."""
-        names = ["standalone"] if self.mode == "standalone" else list(COMPONENTS)
+        names = ["standalone"] if self.mode == "standalone" else list(self.components)
         parts = []
         for name in names:
             path = self.home / f"{name}.log"
@@ -305,8 +470,31 @@ class LocalAirflow:
     # -- the metadata DB -------------------------------------------------------------------------
 
     def query(self, sql: str, *params: Any) -> list[tuple]:
+        if self.mode == "production":
+            return self._pg_query(sql, params)
         with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
             return db.execute(sql, params).fetchall()
+
+    def _pg_query(self, sql: str, params: tuple) -> list[tuple]:
+        import psycopg2
+
+        if self.database is None:
+            raise sqlite3.OperationalError("no metadata database (not started, or stopped)")
+        try:
+            db = psycopg2.connect(
+                host=self.pg_host, port=self.pg_port, user="postgres", dbname=self.database, connect_timeout=10
+            )
+        except psycopg2.Error as exc:
+            raise sqlite3.OperationalError(str(exc)) from exc
+        try:
+            db.set_session(readonly=True, autocommit=True)
+            with db.cursor() as cursor:
+                cursor.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+                return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in cursor.fetchall()]
+        except psycopg2.Error as exc:
+            raise sqlite3.OperationalError(str(exc)) from exc
+        finally:
+            db.close()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.time() + timeout

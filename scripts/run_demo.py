@@ -1,12 +1,17 @@
 """The main job, offline: the bundled OpenHands emulator and a real local Airflow running the
 ``openhands_nightly_maintenance`` example DAG over a dozen repositories, then a summary table.
 
-    .venv/bin/python scripts/run_demo.py [--repositories 12] [--api-version v0]
+    .venv/bin/python scripts/run_demo.py [--repositories 12] [--api-version v0] [--production]
 
 It brings up ``airflow standalone`` (scheduler, triggerer, DAG processor, API server) in a
 temporary AIRFLOW_HOME with an ``openhands`` pool of 10 slots, triggers the DAG, shows progress
 while the conversations run (at most 10 at once, waiting in the triggerer), prints one row per
 repository (status, PRs, duration, link), and stops everything it started. About 2 minutes.
+
+``--production`` runs the same DAG under a production topology instead (``scripts/local_airflow.py``
+mode ``production``): a fresh PostgreSQL database, the CeleryExecutor on Redis, two Celery workers,
+two triggerers, scheduler, DAG processor and API server as separate processes. It needs the
+``production`` extra and PostgreSQL and Redis on this host; the database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repositories", type=int, default=12, help="how many repositories to maintain")
     parser.add_argument("--api-version", choices=["v1", "v0"], default="v1")
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="PostgreSQL, CeleryExecutor on Redis, two workers, two triggerers (needs the production extra)",
+    )
     args = parser.parse_args()
     repositories = [f"acme/service-{n:02d}" for n in range(args.repositories)]
 
@@ -64,6 +74,7 @@ def main() -> int:
             pool_slots=10,
             extra_env={"OPENHANDS_EXAMPLE_POLL_SECONDS": "2"},
             log=say,
+            mode="production" if args.production else "standalone",
         )
         try:
             airflow.start()
@@ -93,9 +104,11 @@ def main() -> int:
     print()
     print(table(report))
     print()
+    topology = "PostgreSQL, CeleryExecutor, 2 workers, 2 triggerers: " if args.production else ""
     say(
-        f"DAG run {state} in {elapsed:.0f}s: {len(report)} conversations, at most {stats['max_alive']} at once, "
-        f"{len(airflow.deferred_seen)} tasks waited in the triggerer"
+        f"{topology}DAG run {state} in {elapsed:.0f}s: {len(report)} conversations, "
+        f"at most {stats['max_alive']} at once, "
+        f"{len(airflow.deferred_seen)} tasks waited in the triggerer{'s' if args.production else ''}"
     )
     return 0 if state == "success" else 1
 

@@ -1,0 +1,1 @@
+../../example_dags/openhands_nightly_maintenance.py
