@@ -90,6 +90,7 @@ def test_templated_fields_and_link():
         "selected_branch",
         "title",
         "extra_body",
+        "conversation_id",
     }
     (link,) = OpenHandsStartConversationOperator.operator_extra_links
     assert link.name == "OpenHands Conversation"
