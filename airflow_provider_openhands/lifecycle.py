@@ -55,6 +55,7 @@ class Lifecycle:
     capacity_deadline: float | None = None
     wake_time: float | None = None
     outcome: str | None = None  # the final status once done
+    output_file: str | None = None  # output_schema: the file this turn's agent must write (absolute)
     turn_after: str | None = None  # a follow-up turn: only an end newer than this (updated_at) counts
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -33,30 +33,38 @@ def check_output_schema(schema: Any) -> dict[str, Any] | None:
     return dict(schema)
 
 
-def output_instruction(schema: Mapping[str, Any]) -> str:
+def output_file(root: str, turn: str | None = None) -> str:
+    """Where the agent leaves its structured output (absolute). A follow-up turn gets a file of its
+    own (``turn``), so an earlier turn's output can never pass for this one's."""
+    name = OUTPUT_FILE if not turn else OUTPUT_FILE.replace(".json", f"_{turn}.json")
+    return in_workspace(root, name)
+
+
+def output_instruction(schema: Mapping[str, Any], path: str) -> str:
     """Appended to the task text: where and in which shape the agent must leave its result."""
     return (
-        f"\n\nWhen you have finished, write your result as one JSON object to the file `{OUTPUT_FILE}` at the "
-        f"root of the workspace. It must validate against this JSON Schema:\n```json\n"
-        f"{json.dumps(schema, indent=2, sort_keys=True)}\n```"
+        f"\n\nWhen you have finished, write your result as one JSON object to the file `{path}`. "
+        f"It must validate against this JSON Schema:\n```json\n{json.dumps(schema, indent=2, sort_keys=True)}\n```"
     )
 
 
-def parse_output(text: str | None, schema: Mapping[str, Any], final_message: str | None) -> Any:
+def parse_output(
+    text: str | None, schema: Mapping[str, Any], final_message: str | None, path: str = OUTPUT_FILE
+) -> Any:
     """The agent's structured output, validated; :class:`OpenHandsOutputError` saying what is wrong."""
     from jsonschema import validators
 
     said = f" The agent's final message: {final_message!r}" if final_message else ""
     if text is None:
-        raise OpenHandsOutputError(f"The agent did not write {OUTPUT_FILE}.{said}")
+        raise OpenHandsOutputError(f"The agent did not write {path}.{said}")
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise OpenHandsOutputError(f"{OUTPUT_FILE} is not JSON ({exc}).{said}") from None
+        raise OpenHandsOutputError(f"{path} is not JSON ({exc}).{said}") from None
     errors = sorted(validators.validator_for(schema)(schema).iter_errors(value), key=lambda e: list(e.path))
     if errors:
         listed = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:10])
-        raise OpenHandsOutputError(f"{OUTPUT_FILE} does not match output_schema: {listed}.{said}")
+        raise OpenHandsOutputError(f"{path} does not match output_schema: {listed}.{said}")
     return value
 
 

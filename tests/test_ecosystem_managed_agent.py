@@ -167,6 +167,29 @@ def test_terminal_failures_are_invocation_errors(connection, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", json.dumps(bad_key))
     with pytest.raises(ManagedAgentInvocationError, match=r"401|authenticat"):
         managed_hook().invoke_agent("acme/app", request())
+    no_key = json.loads(connection_json(connection, "v1"))
+    no_key["password"] = ""
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", json.dumps(no_key))
+    with pytest.raises(ManagedAgentInvocationError, match="no API key"):  # a bad credential is no rephrasing matter
+        managed_hook().invoke_agent("acme/app", request())
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_session_cannot_retarget_the_agent(connection):
+    from airflow.providers.common.ai.exceptions import ManagedAgentInvocationError
+
+    other = managed_hook().invoke_agent("secret/private", request('Look [emulator finish="hidden"]'))
+    with pytest.raises(ManagedAgentInvocationError, match="belongs to repository 'secret/private'"):
+        managed_hook().invoke_agent("acme/app", request("And now?", session_id=other.session_id))
+    assert connection.requests_to("POST", "send-message") == []
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_start_timeout_pauses_the_start_tasks_sandbox(connection):
+    connection.start_seconds = 2.0
+    with pytest.raises(TimeoutError):
+        managed_hook().invoke_agent("acme/app", request("Long [emulator duration=60]", timeout=0.5))
+    assert connection.stats()["stops"] == 1 and connection.stats()["alive"] == 0
 
 
 @pytest.mark.parametrize("api_version", ["v1"])

@@ -193,3 +193,10 @@ def test_start_tasks_failing_for_capacity_spend_their_ids_within_one_capacity_ti
     assert len(asked) >= 2 and len(set(asked)) == len(asked)
     out, err = capfd.readouterr()
     assert "capacity_timeout" in out + err
+
+
+def test_a_permanent_error_met_in_the_triggerer_is_not_retried(airflow_db, connection, api_version):
+    """The trigger's error event says "permanent": the task fails once, as in the worker."""
+    connection.add_fault(status=401, method="GET", path="app-conversations$", times=10**6, body={"error": "revoked"})
+    dag_run = run_dag("oh_test_permanent_error_deferred")
+    assert task_states(dag_run) == {"run": "failed"} and tries(dag_run) == 1

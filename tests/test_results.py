@@ -4,6 +4,7 @@ diffs, files, structured output, usage on success and failure, budget, cost attr
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -84,6 +85,7 @@ def test_a_bad_output_schema_fails_at_parse_time(api_version):
         )
 
 
+TRIAGE = __import__("tests.dags.openhands_test_dags", fromlist=["TRIAGE_SCHEMA"]).TRIAGE_SCHEMA
 GOOD_OUTPUT = '{\\"cause\\": \\"disk full\\", \\"confidence\\": 0.8, \\"suggested_fix\\": \\"rotate the logs\\"}'
 WORK = (
     "[emulator change=src/app.py:MODIFIED diff_bytes=5000 "
@@ -126,7 +128,7 @@ def test_a_missing_output_fails(airflow_db, connection, api_version, capfd):
     dag_run = run_dag("oh_test_results_deferrable", {"message": 'Triage [emulator finish="I gave up"]'})
     assert task_states(dag_run) == {"run": "failed"}
     out, err = capfd.readouterr()
-    assert "did not write openhands_output.json" in out + err and "I gave up" in out + err
+    assert "did not write /workspace/project/website/openhands_output.json" in out + err and "I gave up" in out + err
 
 
 @pytest.mark.parametrize("api_version", ["v1"])
@@ -136,6 +138,7 @@ def test_reading_results_adds_two_requests_once_after_the_end(airflow_db, connec
     run_dag("oh_test_wait_in_operator")
     assert len(connection.requests_to("GET", "events/search")) == 1
     assert len(connection.requests_to("GET", "git/changes")) == 1
+    assert len(connection.requests_to("GET", "app-conversations$")) <= 2 + 30  # polls + one read after the end
     assert connection.requests_to("GET", "/file") == [] and connection.requests_to("GET", "git/diff") == []
 
 
@@ -164,3 +167,65 @@ def test_v1_only_results_fail_clearly_on_v0_before_any_request(airflow_db, conne
     assert connection.requests == []
     out, err = capfd.readouterr()
     assert "output_schema, output_files, include_diff: not on V0" in out + err
+
+
+def first_turn(connection, message: str) -> str:
+    from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+    hook = OpenHandsHook()
+    conversation_id = hook.start_conversation(message, "acme/website", poll_interval=0.05)
+    while hook.get_conversation(conversation_id)["status"] != "finished":
+        time.sleep(0.05)
+    return conversation_id
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_follow_up_never_takes_an_earlier_turns_output(airflow_db, connection, api_version, capfd):
+    """The first turn wrote openhands_output.json; the follow-up has a file of its own, which the
+    agent did not write this time: the task fails instead of returning the first turn's output."""
+    conversation_id = first_turn(connection, 'Triage [emulator output="' + GOOD_OUTPUT + '"]')
+    message = 'And the second alert? [emulator finish="I could not finish"]'
+    dag_run = run_dag("oh_test_follow_up_output", {"conversation_id": conversation_id, "message": message})
+    assert task_states(dag_run) == {"follow_up": "failed"}
+    out, err = capfd.readouterr()
+    assert "did not write /workspace/project/website/openhands_output_" in out + err
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_follow_up_retry_does_not_send_twice(airflow_db, connection, api_version):
+    """The first try is lost after its (long: more events than a page) turn ended; the retry finds
+    its message among the user messages and waits on that turn instead of sending it again."""
+    conversation_id = first_turn(connection, "Go")
+    writes = " ".join(f"write='notes/{n}.txt:{n}'" for n in range(15))
+    message = f'Now the docs [emulator finish="Docs done" {writes}]'
+    dag_run = run_dag("oh_test_follow_up_retry", {"conversation_id": conversation_id, "message": message})
+    assert task_states(dag_run) == {"follow_up": "success"}
+    (ti,) = dag_run.get_task_instances()
+    assert ti.try_number == 2
+    assert len(connection.requests_to("POST", "send-message")) == 1
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_the_output_is_read_even_after_the_sandbox_was_paused(airflow_db, connection, api_version):
+    """A retry after the end finds the sandbox paused (pause_when_done): it resumes it to read the
+    output instead of succeeding without one."""
+    conversation_id = first_turn(connection, 'Go [emulator output="' + GOOD_OUTPUT + '"]')
+    from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+    from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
+
+    OpenHandsHook().stop_conversation(conversation_id)
+    waiter = OpenHandsStartConversationOperator(
+        task_id="t", initial_user_msg="x", wait_for_completion=True, output_schema=TRIAGE, poll_interval=0.05
+    )
+    state = waiter.final_state(conversation_id, "finished")
+    assert state["output"]["cause"] == "disk full" and connection.stats()["resumes"] == 1
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_an_archived_conversation_fails_a_follow_up_at_once(airflow_db, connection, api_version):
+    conversation_id = first_turn(connection, "Go")
+    connection.conversation(conversation_id).sandbox_override = "MISSING"
+    dag_run = run_dag("oh_test_follow_up_retry", {"conversation_id": conversation_id, "message": "More"})
+    assert task_states(dag_run) == {"follow_up": "failed"}
+    (ti,) = dag_run.get_task_instances()
+    assert ti.try_number == 1  # 410 is permanent

@@ -228,13 +228,14 @@ def turn_outcome(conversation_id: str) -> Flow[dict[str, Any]]:
         raise _shape_error(request, exc) from None
 
 
-def newest_events(conversation_id: str, limit: int = EVENTS_PAGE) -> Flow[list[dict[str, Any]]]:
-    """V1: the conversation's newest events, newest first."""
-    request = ApiRequest(
-        "GET",
-        f"/api/v1/conversation/{conversation_id}/events/search",
-        params=(("sort_order", "TIMESTAMP_DESC"), ("limit", str(limit))),
-    )
+def newest_events(
+    conversation_id: str, limit: int = EVENTS_PAGE, kind: str | None = None
+) -> Flow[list[dict[str, Any]]]:
+    """V1: the conversation's newest events (of one ``kind``, if given), newest first."""
+    params = [("sort_order", "TIMESTAMP_DESC"), ("limit", str(limit))]
+    if kind:
+        params.append(("kind__eq", kind))
+    request = ApiRequest("GET", f"/api/v1/conversation/{conversation_id}/events/search", params=tuple(params))
     body = yield request
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise _shape_error(request, ResponseShapeError("EventPage has no items list"))

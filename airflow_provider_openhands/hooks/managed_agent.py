@@ -160,22 +160,13 @@ class OpenHandsManagedAgentHook(OpenHandsHook, BaseManagedAgentHook):
         deadline = time.monotonic() + timeout
         try:
             if request.session_id is not None:
-                conversation_id = self._continue(request.session_id, text, deadline)
+                conversation_id = self._continue(request.session_id, text, deadline, repository)
             else:
-                conversation_id = self.start_conversation(
-                    text,
-                    repository,
-                    selected_branch=branch,
-                    git_provider=options.get("git_provider"),
-                    title=options.get("title"),
-                    extra_body=options.get("extra_body"),
-                    poll_interval=min(self.poll_interval, 2.0),
-                    start_timeout=timeout,
-                )
+                conversation_id = self._start(text, repository, branch, options, timeout)
             state = self._wait_for_turn(conversation_id, deadline, timeout)
-        except (OpenHandsValidationError, OpenHandsConfigError) as exc:
+        except OpenHandsValidationError as exc:
             raise ManagedAgentRejected(str(exc)) from exc
-        except (OpenHandsAuthError, OpenHandsNotFoundError, OpenHandsQuotaError) as exc:
+        except (OpenHandsAuthError, OpenHandsNotFoundError, OpenHandsQuotaError, OpenHandsConfigError) as exc:
             raise ManagedAgentInvocationError(str(exc)) from exc
         except OpenHandsStartError as exc:
             if exc.capacity:  # a full account: transient, the task's retry is the right layer
@@ -204,11 +195,59 @@ class OpenHandsManagedAgentHook(OpenHandsHook, BaseManagedAgentHook):
             raise ManagedAgentInvocationError(f"vendor_options.extra_body may not set {retargeting}")
         return options
 
-    def _continue(self, conversation_id: str, text: str, deadline: float) -> str:
-        """A follow-up turn: resume the sandbox if it was paused, then send the message."""
+    def _start(
+        self, text: str, repository: str | None, branch: str | None, options: dict[str, Any], timeout: float
+    ) -> str:
+        """Start a conversation; a start not READY in time is stopped (its sandbox paused) before the
+        ``TimeoutError``, so it costs nothing more."""
+        from airflow_provider_openhands.api.options import StartOptions
+
+        started = self.submit_conversation(
+            StartOptions(
+                initial_user_msg=text,
+                repository=repository,
+                selected_branch=branch,
+                git_provider=options.get("git_provider"),
+                title=options.get("title"),
+                extra_body=dict(options.get("extra_body") or {}),
+            )
+        )
+        if started["conversation_id"]:
+            return started["conversation_id"]
+        task_id = started["start_task"]["id"]
+        try:
+            return self.wait_for_start_task(task_id, poll_interval=min(self.poll_interval, 2.0), timeout=timeout)
+        except OpenHandsError as exc:
+            if "not READY after" not in str(exc):
+                raise
+            self._stop_start(task_id)
+            raise TimeoutError(str(exc)) from exc
+
+    def _stop_start(self, task_id: str) -> None:
+        """Pause the start task's sandbox once it has one (a start names its sandbox late)."""
+        from airflow_provider_openhands.lifecycle import START_STOP_GRACE
+
+        give_up = time.monotonic() + START_STOP_GRACE
+        try:
+            while not self.stop_start_task(task_id):
+                if self.get_start_task(task_id)["status"] == "ERROR" or time.monotonic() >= give_up:
+                    self.log.warning("Start task %s has no sandbox to pause (yet)", task_id)
+                    return
+                time.sleep(min(self.poll_interval, 1.0))
+        except OpenHandsError as exc:
+            self.log.warning("Could not stop start task %s: %s", task_id, exc)
+
+    def _continue(self, conversation_id: str, text: str, deadline: float, repository: str | None) -> str:
+        """A follow-up turn: resume the sandbox if it was paused, then send the message. The session
+        must belong to the bound agent's repository: a session id cannot re-target the agent."""
         if self.api_version == V0:
             raise ManagedAgentInvocationError("follow-up turns (session_id) need the V1 API; this connection uses V0")
         state = self.get_conversation(conversation_id)
+        if (state.get("selected_repository") or "").lower() != (repository or "").lower():
+            raise ManagedAgentInvocationError(
+                f"session {conversation_id} belongs to repository {state.get('selected_repository')!r}, "
+                f"not to this agent's {repository!r}"
+            )
         if state["status"] in GONE_STATUSES:
             raise ManagedAgentInvocationError(
                 f"conversation {conversation_id} cannot go on: its sandbox is {state.get('sandbox_status')}"

@@ -255,11 +255,11 @@ class OpenHandsHook(BaseHook):
             return {"status": None, "final_message": None}
         return self._sync.run(endpoints.turn_outcome(conversation_id))
 
-    def get_events(self, conversation_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        """V1: the newest events of a conversation, newest first (none on V0)."""
+    def get_events(self, conversation_id: str, limit: int = 50, kind: str | None = None) -> list[dict[str, Any]]:
+        """V1: the newest events of a conversation (of one ``kind``), newest first (none on V0)."""
         if self.api_version == V0:
             return []
-        return self._sync.run(endpoints.newest_events(conversation_id, limit))
+        return self._sync.run(endpoints.newest_events(conversation_id, limit, kind))
 
     def get_git_changes(self, conversation_id: str, path: str) -> list[dict[str, str]]:
         """V1: ``[{path, status}]`` of the files the agent changed under ``path`` (sandbox running)."""

@@ -50,6 +50,12 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
+def results_error(message: str) -> Exception:
+    from airflow_provider_openhands.exceptions import OpenHandsOutputError
+
+    return OpenHandsOutputError(message)
+
+
 def raise_for_error_event(event: dict[str, Any]) -> None:
     """An ``error`` event as the exception it stands for: permanent ones are not retried."""
     message = event.get("message") or "OpenHands wait failed"
@@ -173,11 +179,14 @@ class ConversationWaiter:
             )
         return state
 
-    def final_state(self, conversation_id: str, status: str | None) -> dict[str, Any]:
+    def final_state(
+        self, conversation_id: str, status: str | None, *, context: Any = None, output_file: str | None = None
+    ) -> dict[str, Any]:
         """Read the conversation once it ended, with what it produced: the agent's final message
         (events), the changed files (git), the files and structured output asked for. Read while the
-        sandbox still runs, before ``pause_when_done`` pauses it. A sandbox paused since reads
-        ``paused``: the status the wait saw (or remembered) stands."""
+        sandbox still runs, before ``pause_when_done`` pauses it; a sandbox paused since is resumed
+        for files that must be read. ``usage`` goes to XCom first, so it is there even when reading
+        the output fails. A status the wait saw (or remembered) stands over a later ``paused``."""
         from airflow_provider_openhands import results
 
         state = self.hook.get_conversation(conversation_id)
@@ -185,9 +194,22 @@ class ConversationWaiter:
             state["status"] = status
         state["final_message"] = self.hook.get_turn_outcome(conversation_id)["final_message"]
         state["usage"] = results.usage(state)
+        if context is not None:
+            self.push_usage(context, state)
         state["changed_files"] = None
+        failed = classify(state["status"], self.success_statuses, self.failure_statuses) == FAILURE
+        needs_output = bool(self.output_schema) and not failed
+        must_read = needs_output or bool(self.output_files) or self.include_diff
+        if state.get("api_version") == "v1" and state.get("sandbox_status") == "PAUSED" and must_read:
+            running = self.running_sandbox(conversation_id)
+            state.update({k: running[k] for k in ("sandbox_status", "execution_status") if k in running})
         if state.get("api_version") != "v1" or state.get("sandbox_status") != "RUNNING":
-            if self.output_schema or self.output_files or self.include_diff:
+            if needs_output:
+                raise results_error(
+                    f"the sandbox of conversation {conversation_id} is not running "
+                    f"({state.get('sandbox_status')}): its output cannot be read"
+                )
+            if must_read:
                 self.log.warning(
                     "Conversation %s: its sandbox is not running; its files cannot be read", conversation_id
                 )
@@ -208,9 +230,31 @@ class ConversationWaiter:
                 path: self._output_file(conversation_id, results.in_workspace(root, path), path)
                 for path in self.output_files
             }
-        if self.output_schema and classify(state["status"], self.success_statuses, self.failure_statuses) != FAILURE:
-            text = self.hook.read_file(conversation_id, results.in_workspace(root, results.OUTPUT_FILE))
-            state["output"] = results.parse_output(text, self.output_schema, state["final_message"])
+        if needs_output:
+            path = output_file or results.output_file(root)
+            text = self.hook.read_file(conversation_id, path)
+            state["output"] = results.parse_output(text, self.output_schema, state["final_message"], path)
+        return state
+
+    def running_sandbox(self, conversation_id: str) -> dict[str, Any]:
+        """The conversation, its sandbox resumed first if paused (a follow-up, or files to read, need it)."""
+        state = self.hook.get_conversation(conversation_id)
+        if state.get("sandbox_status") != "PAUSED":
+            return state
+        self.log.info("Conversation %s is paused: resuming its sandbox", conversation_id)
+        self.hook.resume_conversation(str(state.get("sandbox_id")))
+        timeout = float(getattr(self, "start_timeout", 900.0))
+        give_up = time.time() + timeout
+        while state.get("sandbox_status") != "RUNNING":
+            if time.time() >= give_up:
+                from airflow_provider_openhands.exceptions import OpenHandsStartTimeout
+
+                raise OpenHandsStartTimeout(
+                    f"The sandbox of conversation {conversation_id} was not running {timeout:.0f}s after its resume "
+                    f"({state.get('sandbox_status')})"
+                )
+            time.sleep(min(self.poll_interval, 2.0))
+            state = self.hook.get_conversation(conversation_id)
         return state
 
     def _git_path(self, state: dict[str, Any]) -> str:
@@ -252,10 +296,21 @@ class ConversationWaiter:
 
         context["ti"].xcom_push(key="usage", value=state.get("usage") or usage(state))
 
-    def on_timeout(self, conversation_id: str | None, message: str, sandbox_id: str | None = None) -> None:
+    def on_timeout(
+        self, conversation_id: str | None, message: str, sandbox_id: str | None = None, context: Any = None
+    ) -> None:
         if conversation_id and self.stop_on_timeout:
             self.stop_quietly(conversation_id, sandbox_id)
+        if conversation_id and context is not None:
+            self.push_usage_quietly(context, conversation_id)
         raise ConversationTimeout(message)
+
+    def push_usage_quietly(self, context: Any, conversation_id: str) -> None:
+        """``usage`` for a task that fails (budget, timeout): one read, never raised over the failure."""
+        try:
+            self.push_usage(context, self.hook.get_conversation(conversation_id))
+        except OpenHandsError as exc:
+            self.log.warning("Could not read the usage of conversation %s: %s", conversation_id, exc)
 
     def stop_quietly(self, conversation_id: str, sandbox_id: str | None = None) -> None:
         """Stop a conversation; a failure to stop is logged, never raised over the real error."""

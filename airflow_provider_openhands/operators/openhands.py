@@ -44,7 +44,7 @@ from airflow_provider_openhands.operators._waiting import (
     default_deferrable,
     raise_for_error_event,
 )
-from airflow_provider_openhands.results import check_output_schema, output_instruction
+from airflow_provider_openhands.results import check_output_schema
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -238,11 +238,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         extra_body = dict(self.extra_body or {})
         if "secrets" in extra_body:
             raise OpenHandsConfigError("pass secrets with the operator's secrets= parameter, not in extra_body")
-        message = check_message(self.initial_user_msg)
-        if self.output_schema:
-            message += output_instruction(self.output_schema)
         options = StartOptions(
-            initial_user_msg=message,
+            initial_user_msg=check_message(self.initial_user_msg),
             repository=check_repository(self.repository),
             selected_branch=self.selected_branch or None,
             git_provider=check_git_provider(self.git_provider),
@@ -296,8 +293,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             hard_deadline=self._hard_deadline(context, now),
             options=options,
         )
-        state = self._running_sandbox(conversation_id)
-        message = options["initial_user_msg"]
+        state = self.running_sandbox(conversation_id)
+        turn = client_id(self._key(context), lc.series)[:8]  # one per follow-up task, the same on its retries
+        message = self._with_output_instruction(lc, options["initial_user_msg"], state.get("selected_repository"), turn)
         sent_at = self._earlier_send(conversation_id, message) if try_number > lc.series else None
         if sent_at is None:
             lc.turn_after = state.get("updated_at") or datetime_now_iso()
@@ -310,27 +308,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self._announce(context, lc)
         return lc
 
-    def _running_sandbox(self, conversation_id: str) -> dict[str, Any]:
-        """The conversation, its sandbox resumed first if paused (a follow-up needs it running)."""
-        state = self.hook.get_conversation(conversation_id)
-        if state.get("sandbox_status") != "PAUSED":
-            return state
-        self.log.info("Conversation %s is paused: resuming its sandbox for the follow-up", conversation_id)
-        self.hook.resume_conversation(str(state.get("sandbox_id")))
-        give_up = time.time() + self.start_timeout
-        while state.get("sandbox_status") != "RUNNING":
-            if time.time() >= give_up:
-                raise OpenHandsStartTimeout(
-                    f"The sandbox of conversation {conversation_id} was not running {self.start_timeout:.0f}s after "
-                    f"its resume ({state.get('sandbox_status')})"
-                )
-            time.sleep(min(self.poll_interval, 2.0))
-            state = self.hook.get_conversation(conversation_id)
-        return state
-
     def _earlier_send(self, conversation_id: str, message: str) -> str | None:
         """When an earlier try of this task sent ``message`` already: the time of that user message."""
-        page = self.hook.get_events(conversation_id, limit=20)
+        page = self.hook.get_events(conversation_id, limit=20, kind="MessageEvent")
         for event in page:
             if event.get("kind") == "MessageEvent" and event.get("source") == "user":
                 from airflow_provider_openhands.api.state import message_text
@@ -350,7 +330,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
                 ) from None
             if exc.status_code != 409:
                 raise
-            self._running_sandbox(conversation_id)  # paused meanwhile (HTTP 409): resume, send once more
+            self.running_sandbox(conversation_id)  # paused meanwhile (HTTP 409): resume, send once more
             self.hook.send_message(conversation_id, message)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -390,8 +370,14 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         if self.secrets:
             extra_body["secrets"] = self.secrets
         tags, metadata, title = self._attribution(context)
+        message = self._with_output_instruction(lc, lc.options["initial_user_msg"], lc.options.get("repository"), None)
         options = StartOptions(
-            **{**lc.options, "extra_body": extra_body, "title": lc.options.get("title") or title},
+            **{
+                **lc.options,
+                "initial_user_msg": message,
+                "extra_body": extra_body,
+                "title": lc.options.get("title") or title,
+            },
             conversation_id=lc.client_id,
             observability_tags=tags,
             observability_metadata=metadata,
@@ -412,6 +398,15 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         lc.phase = PHASE_STARTING
         lc.start_deadline = now + self.start_timeout
         self.log.info("Start task %s created; waiting for the sandbox to be READY", lc.start_task_id)
+
+    def _with_output_instruction(self, lc: Lifecycle, message: str, repository: str | None, turn: str | None) -> str:
+        """With ``output_schema``: where (an absolute path) and how the agent leaves its result."""
+        from airflow_provider_openhands.results import output_file, output_instruction, workspace_path
+
+        if not self.output_schema:
+            return message
+        lc.output_file = output_file(self.git_path or workspace_path(repository), turn)
+        return message + output_instruction(self.output_schema, lc.output_file)
 
     def _attribution(self, context: Context) -> tuple[tuple[str, ...], dict[str, Any], str]:
         """Who spends: DAG, task, run and map index as observability tags and metadata (V1), so spend
@@ -498,7 +493,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             self._stop_start(lc)
             raise OpenHandsStartTimeout(message)
         elif outcome == "timeout":
-            self.on_timeout(lc.conversation_id, message, lc.sandbox_id)
+            self.on_timeout(lc.conversation_id, message, lc.sandbox_id, context)
         elif outcome == "budget":
             self._over_budget(context, lc, message)
         elif outcome == "error":
@@ -514,18 +509,14 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             self.push_conversation(context, lc.conversation_id)
 
     def _result(self, context: Context, lc: Lifecycle) -> dict[str, Any]:
-        state = self.final_state(str(lc.conversation_id), lc.outcome)
-        self.push_usage(context, state)
+        state = self.final_state(str(lc.conversation_id), lc.outcome, context=context, output_file=lc.output_file)
         return self.finish(state)
 
     def _over_budget(self, context: Context, lc: Lifecycle, message: str) -> None:
         from airflow_provider_openhands.exceptions import OpenHandsBudgetExceeded
 
         self.stop_quietly(str(lc.conversation_id), lc.sandbox_id)
-        try:
-            self.push_usage(context, self.hook.get_conversation(str(lc.conversation_id)))
-        except OpenHandsError as exc:
-            self.log.warning("Could not read the usage of conversation %s: %s", lc.conversation_id, exc)
+        self.push_usage_quietly(context, str(lc.conversation_id))
         raise OpenHandsBudgetExceeded(message)
 
     def _stop_start(self, lc: Lifecycle) -> None:

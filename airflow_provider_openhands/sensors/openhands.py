@@ -158,16 +158,15 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         """The task's result for the wait's final event (the same for a poke and a trigger)."""
         outcome = event.get("outcome")
         if outcome in ("success", "failure"):
-            state = self.final_state(self.conversation_id, event.get("status"))
-            self.push_usage(self._context, state)
-            return self.finish(state)
+            return self.finish(self.final_state(self.conversation_id, event.get("status"), context=self._context))
         if outcome == "budget":
             from airflow_provider_openhands.exceptions import OpenHandsBudgetExceeded
 
             self.stop_quietly(self.conversation_id)
+            self.push_usage_quietly(self._context, self.conversation_id)
             raise OpenHandsBudgetExceeded(event.get("message", "over max_cost_usd"))
         if outcome == "timeout":
-            self.on_timeout(self.conversation_id, event.get("message", "timed out"))
+            self.on_timeout(self.conversation_id, event.get("message", "timed out"), context=self._context)
         raise_for_error_event(event)
 
     def on_kill(self) -> None:

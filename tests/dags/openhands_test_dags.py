@@ -313,3 +313,47 @@ with DAG("oh_test_follow_up", schedule=None, start_date=datetime(2026, 1, 1), ca
     first_turn >> second_turn
     record.override(task_id="record_first")(first_turn.output, "oh_test_follow_up-first")
     record.override(task_id="record_second")(second_turn.output, "oh_test_follow_up-second")
+
+with DAG("oh_test_permanent_error_deferred", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as perm2:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="Fix the README",
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        retries=2,
+        retry_delay=0,
+    )
+
+
+class DiesAfterItsTurn(OpenHandsSendMessageOperator):
+    """A follow-up whose first try is lost after its turn ended (a long turn: many events)."""
+
+    def execute_complete(self, context, event):
+        result = super().execute_complete(context, event)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("worker lost after the follow-up's turn")
+        return result
+
+
+with DAG("oh_test_follow_up_retry", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as fu_retry:
+    DiesAfterItsTurn(
+        task_id="follow_up",
+        conversation_id="{{ dag_run.conf['conversation_id'] }}",
+        message="{{ dag_run.conf['message'] }}",
+        deferrable=True,
+        poll_interval=POLL,
+        retries=1,
+        retry_delay=0,
+    )
+
+with DAG("oh_test_follow_up_output", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as fu_output:
+    OpenHandsSendMessageOperator(
+        task_id="follow_up",
+        conversation_id="{{ dag_run.conf['conversation_id'] }}",
+        message="{{ dag_run.conf['message'] }}",
+        deferrable=True,
+        poll_interval=POLL,
+        output_schema=TRIAGE_SCHEMA,
+    )
