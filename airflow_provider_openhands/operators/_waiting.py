@@ -164,7 +164,11 @@ class ConversationWaiter:
             time.sleep(self.poll_interval if wake_in is None else min(self.poll_interval, wake_in))
 
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Return the final state of a successful conversation; raise for a failed one."""
+        """Return the final state of a successful conversation; raise for a failed one. The state is
+        recorded first, for the outlets' asset events and the OpenLineage facets."""
+        from airflow_provider_openhands.lineage import record_state
+
+        record_state(self, state)
         self.log.info(summary_line(state))
         outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
         if outcome is not None and self.pause_when_done and still_running(state):
@@ -319,3 +323,27 @@ class ConversationWaiter:
             self.log.info("Stopped conversation %s" if stopped else "Conversation %s was already gone", conversation_id)
         except Exception as exc:
             self.log.warning("Could not stop conversation %s: %s", conversation_id, exc)
+
+    # -- asset events and OpenLineage (issue 13; see airflow_provider_openhands.lineage) ----------
+
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        """Airflow 3: the ``extra`` of the outlets' asset events holds the conversation's outcome."""
+        from airflow_provider_openhands.lineage import emit_asset_events
+
+        super().post_execute(context, result)  # type: ignore[misc]
+        emit_asset_events(self, context, result)
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow_provider_openhands.lineage import facets_on_start
+
+        return facets_on_start(self)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_provider_openhands.lineage import facets_on_end
+
+        return facets_on_end(self, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        from airflow_provider_openhands.lineage import facets_on_end
+
+        return facets_on_end(self, task_instance)

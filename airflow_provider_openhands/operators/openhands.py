@@ -736,37 +736,6 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             return
         self._stop_start(lc)
 
-    # -- asset events and OpenLineage (issue 13; see airflow_provider_openhands.lineage) ----------
-
-    def finish(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Record the final state (for the asset event and the lineage), then finish as before."""
-        from airflow_provider_openhands.lineage import record_state
-
-        record_state(self, state)
-        return super().finish(state)
-
-    def post_execute(self, context: Context, result: Any = None) -> None:
-        """Airflow 3: the ``extra`` of the outlets' asset events holds the conversation's outcome."""
-        from airflow_provider_openhands.lineage import emit_asset_events
-
-        super().post_execute(context, result)
-        emit_asset_events(self, context, result)
-
-    def get_openlineage_facets_on_start(self) -> Any:
-        from airflow_provider_openhands.lineage import facets_on_start
-
-        return facets_on_start(self)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow_provider_openhands.lineage import facets_on_end
-
-        return facets_on_end(self, task_instance)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        from airflow_provider_openhands.lineage import facets_on_end
-
-        return facets_on_end(self, task_instance)
-
 
 class OpenHandsSendMessageOperator(OpenHandsStartConversationOperator):
     """Send a follow-up message to an existing conversation (V1) and wait for the end of that turn.
