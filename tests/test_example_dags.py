@@ -140,3 +140,138 @@ def test_nightly_trigger_form_does_not_require_repositories():
     assert "null" in param.schema["type"] and "array" in param.schema["type"]
     param.resolve(None)  # validates: no value is allowed
     assert dag.max_active_runs == 1 and "max_active_runs" in dag.doc_md and "unpausing" in dag.doc_md.lower()
+
+
+def answer_reviews(dag_id: str, answers: dict[str, tuple[str, str]], bodies: dict[str, str], stop, errors: list):
+    """Answer each awaiting review of ``dag_id`` through the HITL REST API's handler, as a person would.
+
+    Runs in a thread while ``dag.test()`` waits for the input; on a review it has no answer for (or
+    any error) it fails the run, so ``dag.test()`` ends instead of waiting for ever.
+    """
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import State, TaskInstanceState
+
+    reviewer = SimpleAuthManagerUser(username="reviewer", role="admin")
+    while not stop.wait(0.2):
+        try:
+            with create_session() as session:
+                waiting = (
+                    session.query(TaskInstance)
+                    .filter(TaskInstance.dag_id == dag_id, TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                    .all()
+                )
+                for ti in waiting:
+                    if ti.task_id not in answers:
+                        raise AssertionError(f"no answer for {ti.task_id}")
+                    bodies[ti.task_id] = session.get(HITLDetail, ti.id).body
+                    option, comment = answers[ti.task_id]
+                    update_hitl_detail(
+                        dag_id=dag_id,
+                        dag_run_id=ti.run_id,
+                        task_id=ti.task_id,
+                        update_hitl_detail_payload=UpdateHITLDetailPayload(
+                            chosen_options=[option], params_input={"comment": comment}
+                        ),
+                        user=reviewer,
+                        session=session,
+                    )
+        except Exception as error:  # reported by the test
+            errors.append(error)
+            with create_session() as session:  # fail what waits, so that the run ends
+                for ti in session.query(TaskInstance).filter(
+                    TaskInstance.dag_id == dag_id, TaskInstance.state.not_in(list(State.finished))
+                ):
+                    ti.state = TaskInstanceState.FAILED
+            return
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+@pytest.mark.parametrize(
+    ("answers", "path"),
+    [
+        ({"review_1": ("approve", "")}, ["review_1", "approved_1", "report_pr"]),
+        (
+            {"review_1": ("request changes", "Rename the helper to parse_row"), "review_2": ("approve", "")},
+            ["review_1", "revise_1", "review_2", "approved_2", "report_pr"],
+        ),
+        (
+            {
+                "review_1": ("request changes", "Rename the helper to parse_row"),
+                "review_2": ("request changes", "Also add a docstring"),
+                "review_3": ("request changes", "Still not right"),
+            },
+            ["review_1", "revise_1", "review_2", "revise_2", "review_3", "changes_still_requested"],
+        ),
+    ],
+    ids=["approve", "one-follow-up", "out-of-rounds"],
+)
+def test_review_loop_sends_the_comment_back_until_approved(airflow_db, connection, monkeypatch, answers, path):
+    """Item 5: HITL reviews answered through the HITL API while dag.test() runs; at most 2 follow-ups."""
+    pytest.importorskip("airflow.providers.standard.operators.hitl")  # Airflow >= 3.1
+    import threading
+
+    monkeypatch.setenv("OPENHANDS_EXAMPLE_POLL_SECONDS", "0.2")
+    dag = load_dag(EXAMPLES / "openhands_review_loop.py", "openhands_review_loop")
+    bodies: dict[str, str] = {}
+    errors: list = []
+    stop = threading.Event()
+    reviewer = threading.Thread(target=answer_reviews, args=(dag.dag_id, answers, bodies, stop, errors), daemon=True)
+    reviewer.start()
+    try:
+        dag_run = dag.test(
+            run_conf={
+                "repository": "acme/app",
+                "task": 'Fix the tests [emulator finish="Fixed test_parse" change=src/parse.py:MODIFIED]',
+            }
+        )
+    finally:
+        stop.set()
+        reviewer.join(10)
+    assert not errors, errors
+    states = task_states(dag_run)
+    assert {task for task, state in states.items() if state == "success"} == {"propose", *path} | {
+        f"decide_{n}" for n in (1, 2, 3) if f"review_{n}" in path
+    }
+    assert {task for task, state in states.items() if state != "success"} <= {
+        task for task, state in states.items() if state == "skipped"
+    }
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "success"
+    # the review shows the agent's final message, its changed files and the conversation link
+    (conversation,) = connection.conversations.values()
+    assert "Fixed test_parse" in bodies["review_1"] and f"/conversations/{conversation.id}" in bodies["review_1"]
+    assert "- `src/parse.py` (UPDATED)" in bodies["review_1"] and "/pull/" in bodies["review_1"]
+    # each "request changes" before the last review sent its comment to the same conversation
+    follow_ups = [r["body"]["content"][0]["text"] for r in connection.requests_to("POST", "send-message")]
+    comments = [comment for option, comment in answers.values() if option == "request changes"][:2]
+    assert len(follow_ups) == len(comments)
+    for text, comment in zip(follow_ups, comments, strict=True):
+        assert comment in text and "same branch" in text
+    if "report_pr" in path:
+        report = dag_run.get_task_instance("report_pr").xcom_pull(task_ids="report_pr")
+        assert report.startswith("Approved: ")
+
+
+def test_review_loop_defines_its_dag_only_where_hitl_exists(airflow_db):
+    """Item 5: a DAG on Airflow >= 3.1; on 2.11 the file imports cleanly and defines none."""
+    import runpy
+
+    try:
+        from airflow.providers.standard.operators.hitl import HITLOperator
+    except Exception:  # Airflow 2.11 / 3.0: no human-in-the-loop
+        HITLOperator = None
+    defined = runpy.run_path(str(EXAMPLES / "openhands_review_loop.py")).values()
+    dags = [v for v in defined if hasattr(v, "task_dict") and not isinstance(v, type)]
+    if HITLOperator is None:
+        assert dags == []
+        return
+    (dag,) = dags
+    assert dag.dag_id == "openhands_review_loop" and "human-in-the-loop" in dag.doc_md
+    reviews = [t for t in dag.tasks if isinstance(t, HITLOperator)]
+    assert [t.task_id for t in reviews] == ["review_1", "review_2", "review_3"]
+    assert all(t.options == ["approve", "request changes"] and "comment" in t.params for t in reviews)
+    assert all(t.defaults is None and t.response_timeout for t in reviews)
