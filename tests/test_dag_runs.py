@@ -51,8 +51,8 @@ def test_wait_in_the_operator(airflow_db, connection, results, api_version):
     assert task_states(dag_run) == {"run": "success", "record_state": "success"}
     state = json.loads((results / "oh_test_wait_in_operator-state.json").read_text())
     assert state["status"] == "finished" and state["url"].startswith(connection.url)
-    if api_version == "v1":  # the agent's last word, read once from the events after the end
-        assert state["final_message"] == "Fixed two typos"
+    assert state["final_message"] == "Fixed two typos"  # the agent's last word, from the events
+    if api_version == "v1":  # V1 reads them once after the end; V0 with every poll's state
         assert len(connection.requests_to("GET", "events/search")) == 1
 
 

@@ -28,6 +28,7 @@ from airflow_provider_openhands.api.state import (
     normalise_v1,
     parse_start_task,
     status_from_events,
+    v0_final_message,
 )
 from airflow_provider_openhands.exceptions import (
     OpenHandsApiError,
@@ -366,7 +367,7 @@ def _v0_conversation(conversation_id: str, base_url: str) -> Flow[dict[str, Any]
         return None
     if info is None:
         return None
-    agent_state = None
+    agent_state = final_message = None
     if isinstance(info, dict) and info.get("status") in ("RUNNING", "STOPPED"):
         events_request = ApiRequest(
             "GET",
@@ -378,8 +379,9 @@ def _v0_conversation(conversation_id: str, base_url: str) -> Flow[dict[str, Any]
             agent_state = latest_agent_state(events)
         except ResponseShapeError as exc:
             raise _shape_error(events_request, exc) from None
+        final_message = v0_final_message(events)
     try:
-        return normalise_v0(info, agent_state, base_url, conversation_id)
+        return normalise_v0(info, agent_state, base_url, conversation_id, final_message)
     except ResponseShapeError as exc:
         raise _shape_error(request, exc) from None
 

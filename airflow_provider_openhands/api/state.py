@@ -242,6 +242,22 @@ def latest_agent_state(events_body: Any) -> str | None:
     return newest[1] if newest else None
 
 
+def v0_final_message(events_body: Any) -> str | None:
+    """V0: the agent's last word, from an events page: its ``finish`` action's ``final_thought``
+    (else the action's message), else its newest ``message`` action."""
+    if not isinstance(events_body, dict) or not isinstance(events_body.get("events"), list):
+        return None
+    agent = [e for e in events_body["events"] if isinstance(e, dict) and e.get("source") == "agent"]
+    ordered = sorted(agent, key=lambda e: e.get("id") if isinstance(e.get("id"), int) else -1, reverse=True)
+    for event in ordered:
+        args = event.get("args") if isinstance(event.get("args"), dict) else {}
+        if event.get("action") == "finish":
+            return str(args.get("final_thought") or event.get("message") or "")
+        if event.get("action") == "message":
+            return str(args.get("content") or event.get("message") or "")
+    return None
+
+
 def v0_status(conversation_status: str | None, runtime_status: str | None, agent_state: str | None) -> str:
     """V0 ``status`` tracks the runtime, not the agent: RUNNING can mean done, so read the agent."""
     if runtime_status and runtime_status.startswith("STATUS$ERROR"):
@@ -257,7 +273,9 @@ def v0_status(conversation_status: str | None, runtime_status: str | None, agent
     return _unknown("conversation status", str(conversation_status))
 
 
-def normalise_v0(info: Any, agent_state: str | None, base_url: str, fallback_id: str | None = None) -> dict[str, Any]:
+def normalise_v0(
+    info: Any, agent_state: str | None, base_url: str, fallback_id: str | None = None, final_message: str | None = None
+) -> dict[str, Any]:
     """``ConversationInfo`` plus the agent state from its events -> normalised state."""
     conv = _require_mapping(info, "ConversationInfo")
     conversation_id = _opt_str(conv, "conversation_id", "ConversationInfo") or fallback_id
@@ -284,6 +302,7 @@ def normalise_v0(info: Any, agent_state: str | None, base_url: str, fallback_id:
         ),
         "url": conversation_page_url(base_url, conversation_id),
         "metrics": None,
+        "final_message": final_message,
         "created_at": conv.get("created_at"),
         "updated_at": conv.get("last_updated_at"),
     }

@@ -196,7 +196,8 @@ class ConversationWaiter:
         state = self.hook.get_conversation(conversation_id)
         if status and classify(state["status"], self.success_statuses, self.failure_statuses) is None:
             state["status"] = status
-        state["final_message"] = self.hook.get_turn_outcome(conversation_id)["final_message"]
+        if state.get("api_version") == "v1":  # V0 reads it with the state, from the same events page
+            state["final_message"] = self.hook.get_turn_outcome(conversation_id)["final_message"]
         state["usage"] = results.usage(state)
         if context is not None:
             self.push_usage(context, state)

@@ -1691,6 +1691,18 @@ class Emulator:
             steps.append((conversation.stopped_at, "stopped"))
         events = []
         for number, (at, state) in enumerate(s for s in steps if s[0] <= end):
+            if state == "awaiting_user_input":  # the agent's finish action comes just before it
+                final = conversation.turns[0].final_message()
+                events.append(
+                    {
+                        "id": number * 2,
+                        "timestamp": _now_iso(at),
+                        "source": "agent",
+                        "action": "finish",
+                        "args": {"final_thought": final, "task_completed": "true", "outputs": {}},
+                        "message": final,
+                    }
+                )
             events.append(
                 {
                     "id": number * 2 + 1,
