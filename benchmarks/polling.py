@@ -40,6 +40,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from airflow_provider_openhands.testing.emulator import max_in_window
+
 REPO = Path(__file__).resolve().parent.parent
 INTERVAL = 5.0
 API_KEY = "bench-key"
@@ -193,16 +195,6 @@ def run_case(base: str, variant: str, n: int, spread: float, workdir: Path) -> d
         rpm_max=max_in_window(times, WINDOW),
     )
     return figures
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """The most requests received in any ``window`` seconds (the whole run if it was shorter)."""
-    most, first = 0, 0
-    for last, at in enumerate(times):
-        while times[first] <= at - window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def import_cost(modules: list[str], runs: int = 9) -> float:

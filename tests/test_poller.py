@@ -25,6 +25,7 @@ from airflow_provider_openhands.exceptions import (
 )
 from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 from airflow_provider_openhands.hooks.transport import ConnectionSettings
+from airflow_provider_openhands.testing.emulator import max_in_window
 from airflow_provider_openhands.testing.pytest_plugin import connection_json
 from airflow_provider_openhands.triggers import poller as poller_module
 from airflow_provider_openhands.triggers.poller import CONVERSATION, START_TASK, SharedPoller
@@ -49,16 +50,6 @@ def start(message: str = "Fix it [emulator duration=600]") -> str:
 def api_times(emulator) -> list[float]:
     """When the emulator received each API request (control paths left out)."""
     return sorted(r["at"] for r in list(emulator.requests) if r["path"].startswith("/api/"))
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """The most requests received in any half-open window of ``window`` seconds."""
-    most, first = 0, 0
-    for last, at in enumerate(times):
-        while times[first] <= at - window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 async def answers(subscription, count: int, timeout: float = 10) -> list:

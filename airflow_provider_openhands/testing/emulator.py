@@ -458,6 +458,16 @@ def _page(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
     return {"items": items[offset : offset + limit], "next_page_id": str(offset + limit) if more else None}
 
 
+def max_in_window(times: list[float], window: float) -> int:
+    """The most of the sorted ``times`` in any half-open window of ``window`` seconds (for rate checks)."""
+    most = first = 0
+    for last, at in enumerate(times):
+        while times[first] <= at - window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 @dataclass
 class Fault:
     """Answer matching requests with something other than the normal answer.
@@ -882,12 +892,7 @@ class Emulator:
         """The most API requests (control calls excluded) seen in any 60 s window since ``since``."""
         with self.lock:
             times = sorted(t for t in self.api_request_times if since is None or t >= since)
-        best = first = 0
-        for last, at in enumerate(times):
-            while at - times[first] >= 60.0:
-                first += 1
-            best = max(best, last - first + 1)
-        return best
+        return max_in_window(times, 60.0)
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
