@@ -111,3 +111,7 @@ class OpenHandsBudgetExceeded(OpenHandsError, AirflowFailException):
 
 class OpenHandsOutputError(OpenHandsError, AirflowFailException):
     """The agent's structured output is missing, not JSON, or does not match ``output_schema``."""
+
+
+class OpenHandsCapacityTimeout(OpenHandsError, AirflowFailException):
+    """No free conversation slot within ``capacity_timeout``."""

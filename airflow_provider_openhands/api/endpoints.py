@@ -22,12 +22,16 @@ from airflow_provider_openhands.api.state import (
     V1,
     ResponseShapeError,
     canonical_id,
+    error_from_events,
     final_message_from_events,
+    is_capacity_error,
     latest_agent_state,
+    message_text,
     normalise_v0,
     normalise_v1,
     parse_start_task,
-    status_from_events,
+    parse_time,
+    turn_from_events,
     v0_final_message,
 )
 from airflow_provider_openhands.exceptions import (
@@ -58,6 +62,8 @@ class ApiRequest:
     json: Any = None
     #: False for requests that create something: retried only when the server surely did not act.
     idempotent: bool = True
+    #: True for a download: a 2xx answer's body comes back as bytes, not parsed as JSON.
+    raw: bool = False
 
 
 def chunks(items: Sequence[str], size: int = MAX_IDS_PER_REQUEST) -> Iterable[Sequence[str]]:
@@ -215,8 +221,9 @@ EVENTS_PAGE = 50
 
 def turn_outcome(conversation_id: str) -> Flow[dict[str, Any]]:
     """V1, from the events: ``status``, how the newest turn ended (``finished``/``error``/``stuck``,
-    None if it did not), and ``final_message``, the agent's last word. Readable while the sandbox
-    is paused, when ``execution_status`` is not."""
+    None if it did not), ``final_message``, the agent's last word, and ``error``, the agent's own
+    last error (cut short; None if it ended well), all from one page. Readable while the sandbox is
+    paused, when ``execution_status`` is not."""
     request = ApiRequest(
         "GET",
         f"/api/v1/conversation/{conversation_id}/events/search",
@@ -224,7 +231,13 @@ def turn_outcome(conversation_id: str) -> Flow[dict[str, Any]]:
     )
     body = yield request
     try:
-        return {"status": status_from_events(body), "final_message": final_message_from_events(body)}
+        ended, live = turn_from_events(body)
+        return {
+            "status": ended,
+            "live": live,
+            "final_message": final_message_from_events(body),
+            "error": error_from_events(body),
+        }
     except ResponseShapeError as exc:
         raise _shape_error(request, exc) from None
 
@@ -241,6 +254,29 @@ def newest_events(
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise _shape_error(request, ResponseShapeError("EventPage has no items list"))
     return [event for event in body["items"] if isinstance(event, dict)]
+
+
+def user_message_sent(conversation_id: str, text: str, since: str | None) -> Flow[str | None]:
+    """V1: the time of the newest user message with exactly ``text`` sent since ``since`` (ISO), or
+    None. A follow-up's retry asks it before it sends again: an identical message an earlier DAG
+    run sent (before ``since``) does not count."""
+    params = [("sort_order", "TIMESTAMP_DESC"), ("limit", str(EVENTS_PAGE)), ("kind__eq", "MessageEvent")]
+    if since:
+        params.append(("timestamp__gte", since.replace("Z", "").replace("+00:00", "")))
+    request = ApiRequest("GET", f"/api/v1/conversation/{conversation_id}/events/search", params=tuple(params))
+    body = yield request
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise _shape_error(request, ResponseShapeError("EventPage has no items list"))
+    floor = parse_time(since) if since else None
+    for event in body["items"]:
+        if not isinstance(event, dict) or event.get("kind") != "MessageEvent" or event.get("source") != "user":
+            continue
+        moment = parse_time(event.get("timestamp"))
+        if floor is not None and (moment is None or moment < floor):
+            continue
+        if message_text(event) == text:
+            return str(event.get("timestamp"))
+    return None
 
 
 def ended_status(conversation_id: str) -> Flow[str | None]:
@@ -284,6 +320,15 @@ def read_file(conversation_id: str, file_path: str) -> Flow[str | None]:
     return body or None
 
 
+def download_trajectory(conversation_id: str) -> Flow[bytes]:
+    """V1: the conversation's trajectory (its events and metadata) as the zip the service exports."""
+    request = ApiRequest("GET", f"/api/v1/app-conversations/{conversation_id}/download", raw=True)
+    body = yield request
+    if not isinstance(body, bytes) or not body.startswith(b"PK"):
+        raise _shape_error(request, ResponseShapeError("a trajectory download should be a zip file"))
+    return body
+
+
 def stop_start_task(task_id: str) -> Flow[bool]:
     """Pause the sandbox of a V1 start task, if it has one yet. False when there is nothing to pause
     (no sandbox yet, or the start failed)."""
@@ -298,12 +343,6 @@ def stop_start_task(task_id: str) -> Flow[bool]:
     except OpenHandsNotFoundError:
         return False
     return True
-
-
-def is_capacity_error(task: dict[str, Any]) -> bool:
-    """A start task that failed because the account already runs as many conversations as it may."""
-    detail = str(task.get("detail") or "").lower()
-    return "concurrency" in detail or "concurrent conversations" in detail
 
 
 def started_conversation_id(task: dict[str, Any]) -> str | None:

@@ -53,7 +53,15 @@ def _json_or_none(text: str) -> Any:
         return None
 
 
-def check_response(method: str, path: str, status: int, headers: Mapping[str, str], text: str, conn_id: str) -> Any:
+def check_response(
+    method: str,
+    path: str,
+    status: int,
+    headers: Mapping[str, str],
+    text: str,
+    conn_id: str,
+    api_version: str | None = None,
+) -> Any:
     """Return the JSON body of a 2xx answer, or raise the exception its status calls for.
 
     The text of the answer is quoted (shortened) so the task log says what the server said; the
@@ -76,9 +84,13 @@ def check_response(method: str, path: str, status: int, headers: Mapping[str, st
     kwargs: dict[str, Any] = {"status_code": status, "method": method, "path": path}
     if status in (401, 403):
         reason = "is missing, wrong or revoked" if status == 401 else "belongs to an account not allowed this"
+        check = "the connection's password (Settings -> API Keys in OpenHands)"
+        if status == 401 and api_version == "v0":
+            # A V0 server's AuthenticationError also means a repository the key cannot reach.
+            reason = "may be wrong, revoked, or without access to the repository (V0 answers 401 for each)"
+            check += " and that its account can reach the repository"
         raise OpenHandsAuthError(
-            f"{where} was refused with HTTP {status}: the API key of connection {conn_id!r} {reason}. "
-            f"Check the connection's password (Settings -> API Keys in OpenHands).",
+            f"{where} was refused with HTTP {status}: the API key of connection {conn_id!r} {reason}. Check {check}.",
             **kwargs,
         )
     if status == 429:

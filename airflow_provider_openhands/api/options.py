@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ GIT_PROVIDERS = {
 }
 # owner/repo, or group/subgroup/repo as GitLab allows; never a URL.
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+# A conversation id as V1 and V0 write it: a UUID, with or without its dashes.
+_CONVERSATION_ID = re.compile(r"^[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}$")
 
 
 def is_templated(value: Any) -> bool:
@@ -40,8 +43,29 @@ def check_message(value: Any, name: str = "initial_user_msg") -> str:
 def check_repository(value: Any, name: str = "repository") -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _REPOSITORY.match(value.strip()):
-        raise OpenHandsConfigError(f"{name} must look like 'owner/repo' (no URL), got {value!r}")
+    if (
+        not isinstance(value, str)
+        or not _REPOSITORY.match(value.strip())
+        or any(part in (".", "..") for part in value.strip().split("/"))
+    ):
+        raise OpenHandsConfigError(f"{name} must look like 'owner/repo' (no URL, no '.' or '..'), got {value!r}")
+    return value.strip()
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_conversation_id(value: Any, name: str = "conversation_id") -> str:
+    """A conversation id, or the start operator's or the sensor's result (a dict holding one)."""
+    if isinstance(value, Mapping) and "conversation_id" in value:
+        value = value["conversation_id"]
+    if not isinstance(value, str) or not _CONVERSATION_ID.match(value.strip()):
+        raise OpenHandsConfigError(
+            f"{name} must be a conversation id (a UUID, e.g. the start operator's output) or a result "
+            f"holding one under 'conversation_id', got {type(value).__name__} {_short_repr(value)}"
+        )
     return value.strip()
 
 
@@ -62,8 +86,8 @@ def check_api_version(value: Any) -> str:
 
 
 def check_positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise OpenHandsConfigError(f"{name} must be a number greater than 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or not math.isfinite(value):
+        raise OpenHandsConfigError(f"{name} must be a finite number greater than 0, got {value!r}")
     return float(value)
 
 

@@ -342,6 +342,13 @@ def parse_time(value: Any) -> float | None:
     return moment.timestamp()
 
 
+def format_time(seconds: float) -> str:
+    """Epoch seconds as the ISO timestamp (UTC) the API's ``*__gte`` filters take; ``parse_time``'s inverse."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
+
+
 #: ``execution_status`` values that end a turn, as the agent reports them in its events.
 _ENDED_EXECUTION = {"finished": STATUS_FINISHED, "error": STATUS_ERROR, "stuck": STATUS_STUCK}
 _LIVE_EXECUTION = frozenset({"idle", "running", "waiting_for_confirmation"})
@@ -383,6 +390,57 @@ def final_message_from_events(page: Any) -> str | None:
         if event.get("kind") == "MessageEvent":
             return message_text(event) if event.get("source") == "agent" else None
     return None
+
+
+#: The most characters of the agent's error a task's failure, log and report show.
+ERROR_CHARS = 300
+
+
+def cut_error(text: str, limit: int = ERROR_CHARS) -> str:
+    """One line of at most ``limit`` characters (whitespace folded; ``...`` where it was cut)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
+
+
+def error_from_events(page: Any) -> str | None:
+    """The agent's own last error in the newest turn, cut to :data:`ERROR_CHARS`; None when the turn
+    ended well or shows none. Events newest first. A ``ConversationErrorEvent`` (the run loop
+    failed: ``code: detail``, e.g. ``LLMServiceUnavailableError: ...``) or an ``AgentErrorEvent``
+    (a tool call the agent could not make: its ``error``); the agent's ``finish`` or closing
+    message, or the user's message that began the turn, comes first when there is none."""
+    for event in _event_items(page):
+        kind = event.get("kind")
+        if kind == "ConversationErrorEvent":
+            code, detail = str(event.get("code") or "").strip(), str(event.get("detail") or "").strip()
+            text = f"{code}: {detail}" if code and detail else code or detail
+            return cut_error(text) if text else None
+        if kind == "AgentErrorEvent" and event.get("error"):
+            return cut_error(str(event["error"]))
+        if _is_finish(event) or kind == "MessageEvent":
+            return None
+    return None
+
+
+def turn_from_events(page: Any) -> tuple[str | None, bool]:
+    """``(ended, live)`` of the newest turn: how it ended (None if it did not), and whether the events
+    show it still going (a user message or a live state update newer than any end). Both empty:
+    the events say nothing decisive (a server that records none), and only the status can tell."""
+    ended = status_from_events(page)
+    if ended is not None:
+        return ended, False
+    for event in _event_items(page):
+        kind = event.get("kind")
+        if kind == "ConversationStateUpdateEvent" and event.get("key") == "execution_status":
+            return None, event.get("value") in _LIVE_EXECUTION
+        if kind == "MessageEvent" and event.get("source") == "user":
+            return None, True
+    return None, False
+
+
+def is_capacity_error(task: dict[str, Any]) -> bool:
+    """A start task that failed because the account already runs as many conversations as it may."""
+    detail = str(task.get("detail") or "").lower()
+    return "concurrency" in detail or "concurrent conversations" in detail
 
 
 def status_from_events(page: Any) -> str | None:

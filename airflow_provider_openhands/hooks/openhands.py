@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -79,6 +81,21 @@ def _is_ui_test_copy(conn_id: str) -> bool:
     )
 
 
+def _extra_of(conn: Any) -> dict[str, Any]:
+    """The connection's extra as a dict. Not ``extra_dejson``: it asks Airflow to mask every value of
+    the extra, and none of the provider's is a secret (``api_version`` "v1" is too short to mask:
+    "Skipping masking for a secret as it's too short"). Airflow masks the extra itself when it reads
+    the connection (the whole text, and values under secret-looking names); the hook masks the API key."""
+    raw = conn.extra
+    try:
+        extra = raw if isinstance(raw, Mapping) else json.loads(raw or "{}")
+    except ValueError:
+        extra = None
+    if not isinstance(extra, Mapping):
+        raise OpenHandsConfigError(f"Connection {conn.conn_id!r}: its extra is not a JSON object")
+    return dict(extra)
+
+
 class OpenHandsHook(BaseHook):
     """Talks to OpenHands Cloud (V1) or a legacy self-hosted server (V0).
 
@@ -130,15 +147,15 @@ class OpenHandsHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         conn = self.get_connection(self.openhands_conn_id)
-        return self._settings_from(conn, conn.extra_dejson)
+        return self._settings_from(conn, _extra_of(conn))
 
     async def asettings(self) -> ConnectionSettings:
         """Read the connection without blocking the triggerer's event loop."""
         if "settings" not in self.__dict__:
-            from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+            from airflow.providers.common.compat.connection import get_async_connection
 
             conn = await get_async_connection(self.openhands_conn_id, hook=self)
-            self.__dict__["settings"] = self._settings_from(conn, await get_async_extra_dejson(conn))
+            self.__dict__["settings"] = self._settings_from(conn, _extra_of(conn))
         return self.settings
 
     @property
@@ -161,6 +178,17 @@ class OpenHandsHook(BaseHook):
             settings = await self.asettings()
             self._async_transport = AsyncTransport(settings, self._retry(settings))
         return self._async_transport
+
+    @contextlib.contextmanager
+    def deadline(self, at: float | None) -> Iterator[None]:
+        """Every request this hook sends in the block (worker side), retries and ``Retry-After`` waits
+        included, ends by ``at`` (``time.time()``): a caller's own deadline is never outlived."""
+        transport = self._sync
+        previous, transport.deadline = transport.deadline, at
+        try:
+            yield
+        finally:
+            transport.deadline = previous
 
     def conversation_url(self, conversation_id: str) -> str:
         return conversation_page_url(self.base_url, conversation_id)
@@ -250,10 +278,22 @@ class OpenHandsHook(BaseHook):
         return self._sync.run(endpoints.ended_status(conversation_id))
 
     def get_turn_outcome(self, conversation_id: str) -> dict[str, Any]:
-        """V1: ``{"status", "final_message"}`` of the newest turn, from the events (both None on V0)."""
+        """V1: ``{"status", "live", "final_message", "error"}`` of the newest turn, from one page of its
+        events (empty on V0)."""
         if self.api_version == V0:
-            return {"status": None, "final_message": None}
+            return {"status": None, "live": False, "final_message": None, "error": None}
         return self._sync.run(endpoints.turn_outcome(conversation_id))
+
+    def find_user_message(self, conversation_id: str, text: str, since: str | None) -> str | None:
+        """V1: when a user message with exactly ``text`` was sent since ``since`` (ISO), or None."""
+        return self._sync.run(endpoints.user_message_sent(conversation_id, text, since))
+
+    def reread_connection(self) -> None:
+        """Forget the connection read so far (a rotated API key): the next request reads it again."""
+        transport = self.__dict__.pop("_sync", None)
+        if transport is not None:
+            transport.close()
+        self.__dict__.pop("settings", None)
 
     def get_events(self, conversation_id: str, limit: int = 50, kind: str | None = None) -> list[dict[str, Any]]:
         """V1: the newest events of a conversation (of one ``kind``), newest first (none on V0)."""
@@ -273,6 +313,12 @@ class OpenHandsHook(BaseHook):
         """V1: a workspace file's text, None if the agent did not write it (sandbox running)."""
         return self._sync.run(endpoints.read_file(conversation_id, file_path))
 
+    def download_trajectory(self, conversation_id: str) -> bytes:
+        """V1: the conversation's trajectory, a zip of its events and metadata (for audit)."""
+        if self.api_version == V0:
+            raise OpenHandsConfigError("trajectory downloads need the V1 API (this connection uses V0)")
+        return self._sync.run(endpoints.download_trajectory(conversation_id))
+
     def stop_start_task(self, task_id: str) -> bool:
         """Pause the sandbox a V1 start task has made so far. False if it has none (yet)."""
         return self._sync.run(endpoints.stop_start_task(task_id))
@@ -287,13 +333,6 @@ class OpenHandsHook(BaseHook):
         if self.api_version == V0:
             raise OpenHandsConfigError("follow-up messages need the V1 API (this connection uses V0)")
         return self._sync.run(endpoints.send_message(conversation_id, check_message(text, "message"), run=run))
-
-    def agent(self, agent: str) -> Any:
-        """Bind an agent (``"owner/repo"``, ``"owner/repo@branch"`` or ``""``) for common.ai's
-        managed-agent consumers (``ManagedAgentToolset``); needs the ``common-ai`` extra."""
-        from airflow_provider_openhands.hooks.managed_agent import OpenHandsManagedAgentHook
-
-        return OpenHandsManagedAgentHook.from_hook(self).agent(agent)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call, retried once at most (a person waits for the answer); the
@@ -349,8 +388,19 @@ class OpenHandsHook(BaseHook):
             return None
         return await transport.run(endpoints.ended_status(conversation_id))
 
+    async def aget_turn_outcome(self, conversation_id: str) -> dict[str, Any]:
+        transport = await self._async()
+        if transport.settings.api_version == V0:
+            return {"status": None, "live": False, "final_message": None, "error": None}
+        return await transport.run(endpoints.turn_outcome(conversation_id))
+
     async def astop_start_task(self, task_id: str) -> bool:
         return await (await self._async()).run(endpoints.stop_start_task(task_id))
+
+    async def areread_connection(self) -> None:
+        """Forget the connection read so far (a rotated API key): the next request reads it again."""
+        await self.aclose()
+        self.__dict__.pop("settings", None)
 
     async def aclose(self) -> None:
         if self._async_transport is not None:

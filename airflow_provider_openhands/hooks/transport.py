@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from airflow_provider_openhands.exceptions import (
     OpenHandsConfigError,
     OpenHandsTransientError,
 )
+from airflow_provider_openhands.hooks.budget import window_for
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _bracketed(host: str) -> str:
+    """An IPv6 address as a URL's host: ``::1`` -> ``[::1]`` (a host name or IPv4 address as is)."""
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -63,6 +73,9 @@ class ConnectionSettings:
     verify: bool = True
     max_retries: int = DEFAULT_MAX_RETRIES
     max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE
+    #: Self-hosted git providers' base URLs (extra ``git_hosts``, e.g. ``{"gitlab": "https://git.acme.dev"}``),
+    #: for the OpenLineage dataset namespaces of repositories.
+    git_hosts: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -91,9 +104,19 @@ class ConnectionSettings:
             timeout = check_positive(float(extra.get("timeout", DEFAULT_TIMEOUT)), "timeout")
         except (OpenHandsConfigError, ValueError, TypeError) as exc:
             raise OpenHandsConfigError(f"Connection {conn_id!r}: extra {exc}") from None
+        git_hosts = extra.get("git_hosts") or {}
+        if not isinstance(git_hosts, Mapping) or not all(
+            isinstance(url, str) and urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname
+            for url in git_hosts.values()
+        ):
+            raise OpenHandsConfigError(
+                f"Connection {conn_id!r}: extra git_hosts must map git providers to base URLs, "
+                f'e.g. {{"gitlab": "https://git.example.com"}}'
+            )
         return cls(
             conn_id=conn_id,
             base_url=base_url,
+            git_hosts={str(provider): url.rstrip("/") for provider, url in git_hosts.items()},
             api_key=str(password).strip(),
             api_version=api_version,
             timeout=timeout,
@@ -106,17 +129,28 @@ class ConnectionSettings:
 def _base_url(conn_id: str, host: str | None, port: int | None, extra: Mapping[str, Any]) -> str:
     """``host`` may be a full base URL or a bare host name (then ``extra.scheme``, default https)."""
     host = (host or "").strip()
+    if "@" in host:
+        # user:password@ would travel in URLs, logs and XCom (and requests/httpx would send it as Basic
+        # auth instead of the key): refused, and never quoted.
+        raise OpenHandsConfigError(
+            f"Connection {conn_id!r}: the host URL carries a user name or password ('user:password@'). "
+            f"Remove it from the host: the OpenHands API key belongs in the connection's password field."
+        )
     if not host:
         url = DEFAULT_BASE_URL
     elif "://" in host:
         url = host
     else:
-        url = f"{extra.get('scheme', 'https')}://{host}"
+        url = f"{extra.get('scheme', 'https')}://{_bracketed(host)}"
     parts = urlsplit(url)
+    try:
+        has_port = parts.port is not None
+    except ValueError:
+        raise OpenHandsConfigError(f"Connection {conn_id!r}: host {host!r} has an invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise OpenHandsConfigError(f"Connection {conn_id!r}: host {host!r} is not an http(s) base URL")
-    if port and not parts.port:
-        url = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
+    if port and not has_port:
+        url = f"{parts.scheme}://{_bracketed(parts.hostname)}:{port}{parts.path}"
     if (
         parts.scheme == "http"
         and not _is_loopback(parts.hostname)
@@ -150,13 +184,26 @@ class _WaitRetryAfter(tenacity.wait.wait_base):
         return self.fallback(retry_state)
 
 
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """Stop retrying when the next attempt would start after the caller's deadline (``time.time()``)."""
+
+    def __init__(self, deadline: Callable[[], float | None]):
+        self.deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        at = self.deadline()
+        return at is not None and time.time() + retry_state.upcoming_sleep >= at
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int = DEFAULT_MAX_RETRIES
     initial_wait: float = 1.0
     max_wait: float = 60.0
 
-    def tenacity_kwargs(self, request: ApiRequest) -> dict[str, Any]:
+    def tenacity_kwargs(
+        self, request: ApiRequest, deadline: Callable[[], float | None] | None = None
+    ) -> dict[str, Any]:
         def log_retry(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
@@ -171,7 +218,7 @@ class RetryPolicy:
 
         return {
             "retry": tenacity.retry_if_exception(lambda exc: is_retryable(exc, idempotent=request.idempotent)),
-            "stop": tenacity.stop_after_attempt(self.max_retries + 1),
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1) | _StopAtDeadline(deadline or (lambda: None)),
             "wait": _WaitRetryAfter(self.initial_wait, self.max_wait),
             "before_sleep": log_retry,
             "reraise": True,
@@ -214,18 +261,27 @@ class SyncTransport:
         self.session = requests.Session()
         self.session.headers.update(settings.headers)
         self.session.verify = settings.verify
+        self.budget = window_for(settings.conn_id, settings.base_url, settings.max_requests_per_minute)
+        #: When set (``time.time()``), every request, its retries and ``Retry-After`` waits included,
+        #: ends by then: no retry starts after it, and an attempt's timeout is cut to what is left.
+        self.deadline: float | None = None
 
     def _send_once(self, request: ApiRequest) -> Any:
+        timeout = self.settings.timeout
+        if self.deadline is not None:
+            timeout = max(0.5, min(timeout, self.deadline - time.time()))
         try:
             response = self.session.request(
                 request.method,
                 self.settings.base_url + request.path,
                 params=list(request.params),
                 json=request.json,
-                timeout=self.settings.timeout,
+                timeout=timeout,
             )
         except requests.RequestException as exc:
             raise _transport_error(request, exc, request_sent=not _never_connected(exc)) from None
+        if request.raw and 200 <= response.status_code < 300:
+            return response.content
         return check_response(
             request.method,
             request.path,
@@ -233,10 +289,24 @@ class SyncTransport:
             response.headers,
             response.text,
             self.settings.conn_id,
+            self.settings.api_version,
         )
 
+    def _send_within_budget(self, request: ApiRequest) -> Any:
+        """One attempt, counted against the connection's request budget in this process; a rate-limit
+        429 holds that budget for every task of the process (``hooks/budget.py``)."""
+        self.budget.acquire(self.settings.conn_id, self.deadline)
+        try:
+            return self._send_once(request)
+        except OpenHandsTransientError as exc:
+            if exc.status_code == 429:  # capacity and the daily quota raise other errors
+                wait = float(exc.retry_after) if exc.retry_after is not None else self.retry.initial_wait
+                self.budget.hold(min(wait, self.retry.max_wait))
+            raise
+
     def send(self, request: ApiRequest) -> Any:
-        return tenacity.Retrying(**self.retry.tenacity_kwargs(request))(self._send_once, request)
+        kwargs = self.retry.tenacity_kwargs(request, lambda: self.deadline)
+        return tenacity.Retrying(**kwargs)(self._send_within_budget, request)
 
     def run(self, flow: Flow[Any]) -> Any:
         return drive(flow, self.send)
@@ -264,6 +334,8 @@ class AsyncTransport:
             raise _transport_error(request, exc, request_sent=False) from None
         except httpx.HTTPError as exc:
             raise _transport_error(request, exc, request_sent=True) from None
+        if request.raw and 200 <= response.status_code < 300:
+            return response.content
         return check_response(
             request.method,
             request.path,
@@ -271,6 +343,7 @@ class AsyncTransport:
             response.headers,
             response.text,
             self.settings.conn_id,
+            self.settings.api_version,
         )
 
     async def send(self, request: ApiRequest) -> Any:
