@@ -24,4 +24,6 @@ class OpenHandsConversationRunFacet(RunFacet):
 
     @staticmethod
     def _get_schema() -> str:
-        return "https://github.com/airflow-provider-openhands/schemas/OpenHandsConversationRunFacet.json"
+        """The run facet's documented base schema (it resolves): a custom facet published nowhere
+        else points there, as the spec allows; its fields are described above."""
+        return RunFacet._get_schema()

@@ -7,6 +7,11 @@ boolean fields, so ``api_version`` is a text field that accepts ``v1`` or ``v0``
 in the connection's extra under its plain name (``{"timeout": 30}``); connections written by older
 Airflow versions may use the prefixed name (``extra__openhands__timeout``): :func:`form_extra` reads both.
 
+The defaults are no field values: a new connection's fields are empty (Airflow 3 stores them as
+``null``), an empty field means the default, so a later change of a default reaches every
+connection that did not set it. Each field's description names its default (Airflow 3.3 shows no
+placeholder for extra fields); Airflow 2 also shows it as the field's placeholder.
+
 Light on purpose: the providers manager imports this module through ``get_provider_info``.
 """
 
@@ -20,52 +25,62 @@ DEFAULT_CONN_ID = "openhands_default"
 DEFAULT_HOST = "https://app.all-hands.dev"
 PREFIX = f"extra__{CONN_TYPE}__"
 
-#: The extra fields of the form: name -> label, help text, JSON schema (``type`` without null).
+#: The extra fields of the form: name -> label, help text, default (what an empty field means), JSON
+#: schema (``type`` without null; no ``default``: Airflow would fill the field, and store it, with it).
 FIELDS: dict[str, dict[str, Any]] = {
     "api_version": {
         "label": "API version",
         "description": "v1: OpenHands Cloud and servers from OpenHands 1.0 on (default); "
         "v0: older self-hosted servers.",
-        "schema": {"type": "string", "enum": ["v1", "v0"], "default": "v1"},
+        "default": "v1",
+        "schema": {"type": "string", "enum": ["v1", "v0"]},
     },
     "timeout": {
         "label": "Request timeout (s)",
         "description": "Seconds each HTTP request may take (default 30).",
-        "schema": {"type": "integer", "minimum": 1, "default": 30},
+        "default": 30,
+        "schema": {"type": "integer", "minimum": 1},
     },
     "max_retries": {
         "label": "Max retries",
         "description": "Retries of a request that failed transiently (429, 5xx, connection error); default 5.",
-        "schema": {"type": "integer", "minimum": 0, "default": 5},
+        "default": 5,
+        "schema": {"type": "integer", "minimum": 0},
     },
     "max_requests_per_minute": {
         "label": "Max requests per minute",
         "description": "Polling budget of each triggerer for this connection, retries included "
         "(default 60; the service allows 100 per user).",
-        "schema": {"type": "integer", "minimum": 1, "default": 60},
+        "default": 60,
+        "schema": {"type": "integer", "minimum": 1},
     },
     "allow_insecure_http": {
         "label": "Allow plain http",
         "description": "Send the API key over plain http to a host other than loopback (default off).",
-        "schema": {"type": "boolean", "default": False},
+        "default": False,
+        "schema": {"type": "boolean"},
     },
     "disable_tls_verification": {
         "label": "Disable TLS verification",
         "description": "Do not verify the server's certificate (default off).",
-        "schema": {"type": "boolean", "default": False},
+        "default": False,
+        "schema": {"type": "boolean"},
     },
 }
 
 HIDDEN_FIELDS = ["schema", "login"]
 RELABELING = {"password": "API key", "host": "Base URL"}
-#: Placeholders of the standard fields (Airflow prefixes any other name, so "description" cannot have one).
+#: The most characters of a placeholder: a longer one is cut off in the form's input.
+PLACEHOLDER_CHARS = 40
+#: Placeholders of the standard fields, and of the extra fields that are no checkbox (their defaults;
+#: Airflow prefixes their names; only Airflow 2's form shows them). "description" cannot have one.
 PLACEHOLDERS = {
-    "host": f"{DEFAULT_HOST} (or your self-hosted server's URL)",
-    "password": f"OpenHands API key (Settings -> API Keys); tasks use the connection id {DEFAULT_CONN_ID} "
-    "unless given openhands_conn_id",
-    # Airflow 3.3's Test button sends port 0 for an empty port and then refuses the test.
-    "port": "Optional; e.g. 443: a stored port lets the UI's Test button work on Airflow 3.3",
-    "extra": '{"api_version": "v1", "timeout": 30, "max_retries": 5}',
+    "host": f"{DEFAULT_HOST} (default)",
+    "password": "OpenHands API key (Settings > API Keys)",
+    # Airflow 3.3's Test button sends port 0 for an empty port, and then refuses the test.
+    "port": "443 (the Test button needs a port)",
+    "extra": '{"timeout": 60} (empty: the defaults)',
+    **{name: str(spec["default"]) for name, spec in FIELDS.items() if spec["schema"]["type"] != "boolean"},
 }
 
 
@@ -95,16 +110,15 @@ def wtforms_widgets() -> dict[str, Any]:
     widgets: dict[str, Any] = {}
     for name, spec in FIELDS.items():
         schema = spec["schema"]
-        label, help_text, default = lazy_gettext(spec["label"]), spec["description"], schema["default"]
+        label, help_text = lazy_gettext(spec["label"]), spec["description"]
         if schema["type"] == "boolean":
-            widgets[name] = BooleanField(label, description=help_text, default=default)
+            widgets[name] = BooleanField(label, description=help_text)
         elif schema["type"] == "integer":
             widgets[name] = IntegerField(
                 label,
                 widget=BS3TextFieldWidget(),
                 validators=[Optional(), NumberRange(min=schema["minimum"])],
                 description=help_text,
-                default=default,
             )
         else:
             widgets[name] = StringField(
@@ -112,7 +126,6 @@ def wtforms_widgets() -> dict[str, Any]:
                 widget=BS3TextFieldWidget(),
                 validators=[Optional(), AnyOf(schema["enum"])],
                 description=help_text,
-                default=default,
             )
     return widgets
 

@@ -120,14 +120,27 @@ def emit_asset_events(task: Any, context: Any, result: Any = None) -> None:
 # -- OpenLineage -----------------------------------------------------------------------------------
 
 
-def _datasets(summary: dict[str, Any]) -> list[Any]:
+def _git_hosts(task: Any) -> dict[str, str]:
+    """The connection's self-hosted git providers (extra ``git_hosts``); none when it cannot be read."""
+    try:
+        return dict(task.hook.settings.git_hosts)
+    except Exception as exc:
+        log.debug("No git_hosts for lineage: %s", exc)
+        return {}
+
+
+def _datasets(summary: dict[str, Any], hosts: dict[str, str]) -> list[Any]:
+    """The repository as a dataset: the provider's host (a self-hosted one from the connection's
+    ``git_hosts``) as namespace, ``owner/repo`` lower-cased as name (git hosts ignore case, so
+    ``Acme/App`` and ``acme/app`` are one dataset)."""
     from airflow.providers.common.compat.openlineage.facet import Dataset
 
     repository = summary.get("repository")
     if not repository:
         return []
     provider = summary.get("git_provider") or "github"
-    return [Dataset(namespace=GIT_NAMESPACES.get(provider, f"{provider}://"), name=repository)]
+    namespace = hosts.get(provider) or GIT_NAMESPACES.get(provider, f"{provider}://")
+    return [Dataset(namespace=namespace, name=repository.strip("/").lower())]
 
 
 def facets_on_start(task: Any) -> Any:
@@ -135,7 +148,8 @@ def facets_on_start(task: Any) -> Any:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     summary = conversation_summary(task)
-    return OperatorLineage(inputs=_datasets(summary), outputs=_datasets(summary))
+    datasets = _datasets(summary, _git_hosts(task))
+    return OperatorLineage(inputs=datasets, outputs=list(datasets))
 
 
 def facets_on_end(task: Any, task_instance: Any = None) -> Any:
@@ -162,4 +176,5 @@ def facets_on_end(task: Any, task_instance: Any = None) -> Any:
             cost=summary.get("cost"),
             model=summary.get("model"),
         )
-    return OperatorLineage(inputs=_datasets(summary), outputs=_datasets(summary), run_facets=run_facets)
+    datasets = _datasets(summary, _git_hosts(task))
+    return OperatorLineage(inputs=datasets, outputs=list(datasets), run_facets=run_facets)

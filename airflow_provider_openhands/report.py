@@ -44,6 +44,7 @@ class Row:
     duration_s: float | None = None
     url: str | None = None
     conversation_id: str | None = None
+    error: str | None = None  # the agent's own last error, for a conversation that ended in a failure
     problem: str = ""
 
     @property
@@ -77,7 +78,7 @@ class Report:
                     ", ".join(f"#{n}" for n in row.pr_number) or "-",
                     f"${row.cost:.4f}" if isinstance(row.cost, (int, float)) else "-",
                     f"{row.duration_s:.0f}s" if row.duration_s is not None else "-",
-                    f"FAILED: {row.problem}" if row.failed else (row.url or "-"),
+                    f"FAILED: {row.problem}" + (f" {row.url}" if row.url else "") if row.failed else (row.url or "-"),
                 )
             )
         widths = [max(len(line[column]) for line in lines) for column in range(len(header) - 1)]
@@ -87,7 +88,10 @@ class Report:
         return "\n".join(text)
 
     def failure_message(self) -> str:
-        listed = "; ".join(f"{row.repository or f'map index {row.map_index}'}: {row.problem}" for row in self.failed)
+        listed = "; ".join(
+            f"{row.repository or f'map index {row.map_index}'}: {row.problem}" + (f" ({row.url})" if row.url else "")
+            for row in self.failed
+        )
         return f"{len(self.failed)} of {len(self.rows)} {self.task_id!r} task(s) failed: {listed}"
 
     def raise_if_failed(self) -> None:
@@ -156,8 +160,7 @@ def collect(
         hook = OpenHandsHook(openhands_conn_id)
         current = {key: dict(state) for key, state in hook.get_conversations(unread).items() if state}
         for state in current.values():
-            if state.get("status") == "paused":  # a paused sandbox hides how the agent ended: the events tell
-                state["status"] = hook.get_ended_status(state["conversation_id"]) or "paused"
+            _read_turn(hook, state, failure_statuses)
     conversations = [(True, state) for state in finals.values()] + [
         (False, dict(current.get(canonical_id(i)) or {"conversation_id": i, "status": "missing"})) for i in unread
     ]
@@ -184,6 +187,23 @@ def collect(
     return Report(task_id, rows)
 
 
+def _read_turn(hook: Any, state: dict[str, Any], failure_statuses: set[str]) -> None:
+    """A conversation a task did not return, paused or ended in a failure: one page of its events tells
+    how the agent ended (a paused sandbox hides it) and the agent's own last error."""
+    from airflow_provider_openhands.exceptions import OpenHandsError
+
+    paused = state.get("status") == "paused"
+    if not paused and state.get("status") not in failure_statuses:
+        return
+    try:
+        turn = hook.get_turn_outcome(state["conversation_id"])
+    except OpenHandsError:  # the status read stands, without the agent's error
+        return
+    if paused:
+        state["status"] = turn.get("status") or "paused"
+    state["error"] = turn.get("error")
+
+
 def _row(index: int, repository: str | None, task_state: str, state: Mapping[str, Any] | None) -> Row:
     if state is None:
         return Row(index, repository, task_state)
@@ -197,6 +217,7 @@ def _row(index: int, repository: str | None, task_state: str, state: Mapping[str
         duration_s=duration_seconds(state),
         url=state.get("url"),
         conversation_id=state.get("conversation_id"),
+        error=state.get("error"),
     )
 
 
@@ -206,7 +227,7 @@ def _problem(row: Row, success_statuses: set[str], failure_statuses: set[str]) -
     if row.conversation_id is None:
         return _WITHOUT_CONVERSATION.get(row.task_state, f"task {row.task_state}, no conversation")
     if row.status in failure_statuses:
-        return f"the conversation ended in {row.status}"
+        return f"the conversation ended in {row.status}" + (f": {row.error}" if row.error else "")
     if row.status in success_statuses:
         return f"task {row.task_state} although its conversation {row.status}"
     return f"task {row.task_state} while its conversation was {row.status} (timed out or stopped)"

@@ -7,12 +7,14 @@ does the reads through the hook while the sandbox still runs, before ``pause_whe
 from __future__ import annotations
 
 import json
+import math
+import posixpath
 from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_openhands.exceptions import OpenHandsConfigError, OpenHandsOutputError
 
-#: The file an agent writes its structured output to, at the root of the workspace.
+#: The structured-output file's name; :func:`output_file` makes it unique and puts it outside the repository.
 OUTPUT_FILE = "openhands_output.json"
 #: Characters of one file's diff kept in the result (XCom); the rest is cut with a marker.
 DEFAULT_MAX_DIFF_CHARS = 100_000
@@ -30,14 +32,49 @@ def check_output_schema(schema: Any) -> dict[str, Any] | None:
         validators.validator_for(schema).check_schema(schema)
     except exceptions.SchemaError as exc:
         raise OpenHandsConfigError(f"output_schema is not a valid JSON Schema: {exc.message}") from None
+    unresolvable = _unresolvable_refs(schema)
+    if unresolvable:
+        raise OpenHandsConfigError(
+            f"output_schema has a $ref that cannot be resolved: {unresolvable!r}. A $ref must point inside "
+            f"the schema (e.g. '#/$defs/Name') or to a JSON Schema meta-schema; nothing is fetched."
+        )
     return dict(schema)
 
 
-def output_file(root: str, turn: str | None = None) -> str:
-    """Where the agent leaves its structured output (absolute). A follow-up turn gets a file of its
-    own (``turn``), so an earlier turn's output can never pass for this one's."""
-    name = OUTPUT_FILE if not turn else OUTPUT_FILE.replace(".json", f"_{turn}.json")
-    return in_workspace(root, name)
+def _unresolvable_refs(schema: Mapping[str, Any]) -> str | None:
+    """The first ``$ref`` of ``schema`` that does not resolve, found the way ``jsonschema`` resolves
+    them (``referencing``, ``$id`` scopes included), without fetching anything."""
+    import referencing.jsonschema
+    from jsonschema_specifications import REGISTRY
+    from referencing.exceptions import Unresolvable
+
+    specification = referencing.jsonschema.specification_with(
+        str(schema.get("$schema", "")), default=referencing.jsonschema.DRAFT202012
+    )
+    root = specification.create_resource(schema)
+    pending = [(REGISTRY.resolver_with_root(root), root)]
+    while pending:
+        resolver, resource = pending.pop()
+        contents = resource.contents
+        if isinstance(contents, Mapping) and isinstance(contents.get("$ref"), str):
+            try:
+                resolver.lookup(contents["$ref"])
+            except Unresolvable:
+                return contents["$ref"]
+        pending.extend((resolver.in_subresource(sub), sub) for sub in resource.subresources())
+    return None
+
+
+def output_file(token: str, git_path: str | None = None) -> str:
+    """Where the agent leaves its structured output (absolute): in the workspace, beside the
+    repository's directory (``/workspace/project/<repo>``), never in its working tree (so never in
+    ``changed_files`` or the agent's PR), under a name unique to the task series and turn
+    (``token``), so no earlier file can pass for this one. A ``git_path`` that is the workspace
+    itself (or above it) moves the file to its parent."""
+    folder = WORKSPACE_ROOT
+    if git_path and (folder + "/").startswith(posixpath.normpath(git_path).rstrip("/") + "/"):
+        folder = posixpath.dirname(posixpath.normpath(git_path)) or "/"
+    return posixpath.join(folder, OUTPUT_FILE.replace(".json", f"_{token}.json"))
 
 
 def output_instruction(schema: Mapping[str, Any], path: str) -> str:
@@ -58,13 +95,26 @@ def parse_output(
     if text is None:
         raise OpenHandsOutputError(f"The agent did not write {path}.{said}")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except ValueError as exc:
         raise OpenHandsOutputError(f"{path} is not JSON ({exc}).{said}") from None
     errors = sorted(validators.validator_for(schema)(schema).iter_errors(value), key=lambda e: list(e.path))
     if errors:
         listed = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:10])
         raise OpenHandsOutputError(f"{path} does not match output_schema: {listed}.{said}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (Python's parser accepts them)."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """A number too large for a float (``1e400``) would become ``inf``, which is not JSON either."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
     return value
 
 
@@ -106,3 +156,82 @@ def usage(state: Mapping[str, Any]) -> dict[str, Any]:
 def cost_of(state: Mapping[str, Any]) -> float | None:
     cost = (state.get("metrics") or {}).get("accumulated_cost")
     return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+
+
+#: What a task returns (XCom ``return_value``, JSON) at most, in bytes: 1 MB by default.
+DEFAULT_MAX_RESULT_BYTES = 1_000_000
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, default=str).encode())
+
+
+def _texts(state: dict[str, Any], keep_files: bool = False) -> list[tuple[str, dict[str, Any], str]]:
+    """The texts of a result that may be cut: (name, their dict, key), diffs and files first
+    (``keep_files``: ``files`` holds object-storage paths, never cut)."""
+    found: list[tuple[str, dict[str, Any], str]] = []
+    for path, sides in (state.get("diff") or {}).items():
+        for side, text in (sides or {}).items():
+            if isinstance(text, str):
+                found.append((f"diff[{path!r}][{side!r}]", sides, side))
+    for path, text in (state.get("files") or {}).items():
+        if isinstance(text, str) and not keep_files:
+            found.append((f"files[{path!r}]", state["files"], path))
+    if isinstance(state.get("final_message"), str):
+        found.append(("final_message", state, "final_message"))
+    return found
+
+
+def bounded(state: dict[str, Any], max_bytes: int, *, keep_files: bool = False) -> dict[str, Any]:
+    """``state`` within ``max_bytes`` of JSON: the longest texts (diffs, files, the final message) are
+    cut to one common length, each with a marker, and ``cut`` lists what was cut. A list of changed
+    files is cut last; structured output is never cut (it was validated whole): a result that still
+    does not fit fails, saying so."""
+    size = _size(state)
+    if size <= max_bytes:
+        return state
+    texts = _texts(state, keep_files)
+    originals = {name: holder[key] for name, holder, key in texts}
+
+    def cut_to(length: int) -> int:
+        """Every text cut to ``length`` (with its marker, and its line in ``cut``): the size then."""
+        state["cut"] = []
+        for name, holder, key in texts:
+            holder[key] = capped(originals[name], length)
+            if holder[key] != originals[name]:
+                state["cut"].append(f"{name}: {length} of {len(originals[name])} characters kept")
+        return _size(state)
+
+    low, high = 0, max((len(text) for text in originals.values()), default=0)
+    while low < high:  # the longest common length at which everything fits
+        middle = (low + high + 1) // 2
+        if cut_to(middle) <= max_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    cut_to(low)
+    cut: list[str] = state["cut"]
+    changes = state.get("changed_files")
+    if _size(state) > max_bytes and isinstance(changes, list) and changes:
+
+        def with_changes(keep: int) -> dict[str, Any]:
+            line = f"changed_files: {keep} of {len(changes)} kept"
+            return {**state, "changed_files": changes[:keep], "cut": [*cut, line]}
+
+        low, high = 0, len(changes)
+        while low < high:  # the most changes that fit, the line saying so included
+            middle = (low + high + 1) // 2
+            if _size(with_changes(middle)) <= max_bytes:
+                low = middle
+            else:
+                high = middle - 1
+        state["changed_files"] = changes[:low]
+        cut.append(f"changed_files: {low} of {len(changes)} kept")
+    state["cut"] = cut
+    if _size(state) > max_bytes:
+        raise OpenHandsOutputError(
+            f"The result of conversation {state.get('conversation_id')} is over max_result_bytes ({max_bytes}) "
+            f"even with its texts cut ({_size(state)} bytes; the structured output alone is "
+            f"{_size(state.get('output'))}): raise max_result_bytes, or write large files with output_path"
+        )
+    return state

@@ -5,7 +5,9 @@
         return f"Upgrade {package} to its latest version and open a PR."
 
 The function may also return a dict of start options (``initial_user_msg`` and any of
-``repository``, ``selected_branch``, ``git_provider``, ``title``, ``extra_body``).
+``repository``, ``selected_branch``, ``git_provider``, ``title``, ``extra_body``). Mapped
+(``upgrade.expand(...)``) without a ``map_index_template``, each task instance is named after its
+repository (and branch) when its run ends, as the operator names it.
 """
 
 from __future__ import annotations

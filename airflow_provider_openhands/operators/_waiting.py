@@ -1,8 +1,9 @@
-"""Waiting on a conversation: shared by the start operator and the sensor.
+"""What the start operator and the sensor share: the engine's rules from their parameters, the
+trigger, publishing the conversation, reading the results after the end, and Airflow's exception
+for each way a task fails.
 
-The worker-side wait feeds the same :class:`~airflow_provider_openhands.watch.Watch` as the
-trigger, so a task waits the same way in both places. Kept free of HTTP imports: the hook and the
-trigger are imported when a task runs, not when a DAG file is parsed.
+Kept light: the engine, the results helpers, the hook, the driver and the trigger are imported when
+a task runs, not when a DAG file is parsed (tests/test_parse_imports.py).
 """
 
 from __future__ import annotations
@@ -23,25 +24,17 @@ from airflow_provider_openhands.exceptions import (
     OpenHandsPermanentError,
     OpenHandsUnreachableError,
 )
-from airflow_provider_openhands.lifecycle import PHASE_STARTING, Lifecycle
-from airflow_provider_openhands.links.openhands import CONVERSATION_ID_KEY, CONVERSATION_URL_KEY
-from airflow_provider_openhands.outcome import FAILURE, classify, describe, summary_line
+from airflow_provider_openhands.links.openhands import CONVERSATION_ID_KEY, CONVERSATION_URL_KEY, push_link
 
 if TYPE_CHECKING:
+    from airflow_provider_openhands.engine.engine import Engine, Rules
+    from airflow_provider_openhands.engine.state import Lifecycle
     from airflow_provider_openhands.hooks.openhands import OpenHandsHook
-    from airflow_provider_openhands.watch import Watch
 
 
 class ConversationTimeout(OpenHandsError, AirflowFailException):
     """The conversation did not end before the task's ``timeout``; not retried, as a retry would
     only wait on the same (by then stopped) conversation."""
-
-
-def still_running(state: dict[str, Any]) -> bool:
-    """Whether an ended conversation still holds a sandbox (V1) or runtime (V0)."""
-    if state.get("api_version") == "v1":
-        return state.get("sandbox_status") in ("RUNNING", "STARTING")
-    return state.get("conversation_status") in ("RUNNING", "STARTING")
 
 
 def default_deferrable() -> bool:
@@ -56,14 +49,25 @@ def results_error(message: str) -> Exception:
     return OpenHandsOutputError(message)
 
 
-def raise_for_error_event(event: dict[str, Any]) -> None:
-    """An ``error`` event as the exception it stands for: permanent ones are not retried."""
-    message = event.get("message") or "OpenHands wait failed"
-    if event.get("permanent"):
-        raise OpenHandsPermanentError(message)
-    if event.get("unreachable"):
-        raise OpenHandsUnreachableError(message)
-    raise OpenHandsError(message)
+def failure(action: Any) -> Exception:
+    """The exception for the engine's ``Fail``: the permanent kinds are not retried by Airflow."""
+    from airflow_provider_openhands import exceptions as e
+
+    kinds = {
+        "permanent": OpenHandsPermanentError,
+        "config": e.OpenHandsConfigError,
+        "timeout": ConversationTimeout,
+        "start_timeout": e.OpenHandsStartTimeout,
+        "budget": e.OpenHandsBudgetExceeded,
+        "capacity_timeout": e.OpenHandsCapacityTimeout,
+        "conversation_failed": OpenHandsConversationFailed,
+        "start_failed": e.OpenHandsStartError,
+        "unreachable": OpenHandsUnreachableError,
+    }
+    return kinds.get(action.kind, OpenHandsError)(action.message)
+
+
+__all__ = ["ConversationTimeout", "ConversationWaiter"]
 
 
 class ConversationWaiter:
@@ -85,6 +89,8 @@ class ConversationWaiter:
     output_schema: dict[str, Any] | None = None
     output_path: str | None = None
     max_cost_usd: float | None = None
+    max_result_bytes: int = 1_000_000
+    archive_trajectory: bool = False
 
     def _init_statuses(
         self, success_statuses: Collection[str] | None, failure_statuses: Collection[str] | None
@@ -107,84 +113,128 @@ class ConversationWaiter:
         url = self.hook.conversation_url(conversation_id)
         ti.xcom_push(key=CONVERSATION_ID_KEY, value=conversation_id)
         ti.xcom_push(key=CONVERSATION_URL_KEY, value=url)
+        try:
+            push_link(ti, url)
+        except Exception as exc:  # the link then appears when this run of the task ends
+            self.log.warning("Could not show the conversation's link yet: %s", exc)
         self.log.info("OpenHands conversation %s: %s", conversation_id, url)
 
-    def make_watch(self, lifecycle: Lifecycle, *, wait_for_completion: bool = True) -> Watch:
-        from airflow_provider_openhands.watch import Watch
+    def check_budget_enforceable(self) -> None:
+        """``max_cost_usd`` is enforced or refused, never ignored: V0 reports no cost (read the
+        connection, before any request)."""
+        if self.max_cost_usd is not None and self.hook.api_version != "v1":
+            raise OpenHandsConfigError(
+                f"max_cost_usd: connection {self.openhands_conn_id!r} uses api_version "
+                f"{self.hook.api_version}, which reports no cost, so a budget cannot be enforced; "
+                f"use a V1 connection or drop max_cost_usd"
+            )
 
-        return Watch(
-            lifecycle,
-            success_statuses=self.success_statuses,
-            failure_statuses=self.failure_statuses,
+    def rules(self, *, wait_for_completion: bool = True) -> Rules:
+        """The engine's rules from this task's parameters."""
+        from airflow_provider_openhands.engine.engine import Rules
+
+        return Rules(
+            success_statuses=frozenset(self.success_statuses),
+            failure_statuses=frozenset(self.failure_statuses),
             wait_for_completion=wait_for_completion,
-            unreachable_timeout=self.unreachable_timeout,
+            poll_interval=float(self.poll_interval),
+            stop_on_timeout=self.stop_on_timeout,
+            cancel_on_kill=self.cancel_on_kill,
+            capacity_timeout=float(getattr(self, "capacity_timeout", 6 * 3600.0)),
+            unreachable_timeout=float(self.unreachable_timeout),
+            sandbox_error_grace=float(getattr(self, "sandbox_error_grace", 120.0)),
             max_cost_usd=self.max_cost_usd,
-            log=self.log,
+            api_version=self.hook.api_version,
         )
 
-    def make_trigger(self, lifecycle: Lifecycle, *, wait_for_completion: bool = True) -> Any:
+    def make_engine(self, lifecycle: Lifecycle) -> Engine:
+        from airflow_provider_openhands.engine.engine import Engine
+
+        return Engine(self.rules(wait_for_completion=getattr(self, "wait_for_completion", True)), lifecycle)
+
+    def make_trigger(self, lifecycle: Lifecycle) -> Any:
         from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
 
+        rules = self.rules(wait_for_completion=getattr(self, "wait_for_completion", True))
         return OpenHandsConversationTrigger(
             openhands_conn_id=self.openhands_conn_id,
             lifecycle=lifecycle.for_trigger(),
             poll_interval=self.poll_interval,
-            wait_for_completion=wait_for_completion,
+            wait_for_completion=rules.wait_for_completion,
             success_statuses=self.success_statuses,
             failure_statuses=self.failure_statuses,
             cancel_on_kill=self.cancel_on_kill,
             unreachable_timeout=self.unreachable_timeout,
             max_cost_usd=self.max_cost_usd,
+            sandbox_error_grace=rules.sandbox_error_grace,
+            stop_on_timeout=self.stop_on_timeout,
+            capacity_timeout=rules.capacity_timeout,
         )
-
-    def wait_in_worker(self, watch: Watch) -> dict[str, Any]:
-        """Poll from the worker until the watch decides; the same decisions as the trigger's."""
-        from airflow_provider_openhands.watch import NEED_EVENTS
-
-        lc = watch.lc
-        while True:
-            event = watch.expired(time.time())
-            if event is not None:
-                return event
-            phase = lc.phase
-            try:
-                if phase == PHASE_STARTING:
-                    event = watch.on_start_task(self.hook.get_start_task(str(lc.start_task_id)), time.time())
-                else:
-                    event = watch.on_conversation(self.hook.get_conversation(str(lc.conversation_id)), time.time())
-                    if event == NEED_EVENTS:
-                        event = watch.on_events(self.hook.get_ended_status(str(lc.conversation_id)), time.time())
-            except OpenHandsError as exc:
-                event = watch.on_error(exc, time.time())
-            if event is not None:
-                return event
-            if lc.phase != phase:
-                continue
-            wake_in = watch.wake_in(time.time())
-            time.sleep(self.poll_interval if wake_in is None else min(self.poll_interval, wake_in))
 
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:
         """Return the final state of a successful conversation; raise for a failed one. The state is
         recorded first, for the outlets' asset events and the OpenLineage facets."""
+        from airflow_provider_openhands.engine.engine import FAILURE, classify, describe, still_running
         from airflow_provider_openhands.lineage import record_state
+        from airflow_provider_openhands.outcome import summary_line
+        from airflow_provider_openhands.results import bounded
 
-        record_state(self, state)
-        self.log.info(summary_line(state))
         outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
         if outcome is not None and self.pause_when_done and still_running(state):
-            try:
-                self.hook.stop_conversation(state["conversation_id"], state.get("sandbox_id"))
-                self.log.info("Paused the sandbox of conversation %s to free its slot", state["conversation_id"])
-            except Exception as exc:
-                self.log.warning("Could not pause the sandbox of conversation %s: %s", state["conversation_id"], exc)
+            self.pause_after_end(state["conversation_id"], state.get("sandbox_id"))
+        if outcome != FAILURE:  # after the pause: a result that does not fit fails, its sandbox paused
+            state = bounded(state, self.max_result_bytes, keep_files=self.output_path is not None)
+            for what in state.get("cut") or ():
+                self.log.warning("Result over max_result_bytes (%d): cut %s", self.max_result_bytes, what)
+        record_state(self, state)
+        self.log.info(summary_line(state))
         if outcome == FAILURE:
+            error = state.get("error")
+            if error:
+                self.log.error(
+                    "Conversation %s ended %s; the agent's last error: %s",
+                    state["conversation_id"],
+                    state["status"],
+                    error,
+                )
+            said = f"; the agent's last error: {error}" if error else ""
             raise OpenHandsConversationFailed(
-                f"Conversation {state['conversation_id']} failed: {describe(state)} ({state.get('url')})"
+                f"Conversation {state['conversation_id']} failed: {describe(state)}{said} ({state.get('url')})"
             )
         return state
 
-    def final_state(
-        self, conversation_id: str, status: str | None, *, context: Any = None, output_file: str | None = None
+    def pause_after_end(self, conversation_id: str, sandbox_id: str | None = None) -> None:
+        """``pause_when_done``: free the account's slot once the turn ended (never raised over the result)."""
+        try:
+            self._once_more_after_401(self.hook.stop_conversation, conversation_id, sandbox_id)
+            self.log.info("Paused the sandbox of conversation %s to free its slot", conversation_id)
+        except Exception as exc:
+            self.log.warning("Could not pause the sandbox of conversation %s: %s", conversation_id, exc)
+
+    def _once_more_after_401(self, call: Any, *args: Any) -> Any:
+        """A call after the turn ended, once more after reading the connection again if a 401 met it."""
+        from airflow_provider_openhands.exceptions import OpenHandsAuthError
+
+        try:
+            return call(*args)
+        except OpenHandsAuthError as exc:
+            self.log.warning("%s: reading the connection again (a rotated key?)", exc)
+            self.hook.reread_connection()
+            return call(*args)
+
+    def final_state(self, conversation_id: str, status: str | None, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`read_final_state`, once more after reading the connection again if a 401 met it (a key
+        rotated as the turn ended)."""
+        return self._once_more_after_401(lambda: self.read_final_state(conversation_id, status, **kwargs))
+
+    def read_final_state(
+        self,
+        conversation_id: str,
+        status: str | None,
+        *,
+        context: Any = None,
+        output_file: str | None = None,
+        lc: Lifecycle | None = None,
     ) -> dict[str, Any]:
         """Read the conversation once it ended, with what it produced: the agent's final message
         (events), the changed files (git), the files and structured output asked for. Read while the
@@ -192,15 +242,23 @@ class ConversationWaiter:
         for files that must be read. ``usage`` goes to XCom first, so it is there even when reading
         the output fails. A status the wait saw (or remembered) stands over a later ``paused``."""
         from airflow_provider_openhands import results
+        from airflow_provider_openhands.engine.engine import FAILURE, classify
 
         state = self.hook.get_conversation(conversation_id)
-        if status and classify(state["status"], self.success_statuses, self.failure_statuses) is None:
+        if status:  # how the turn ended, as the wait saw it (a later read may show the sandbox paused)
             state["status"] = status
-        if state.get("api_version") == "v1":  # V0 reads it with the state, from the same events page
-            state["final_message"] = self.hook.get_turn_outcome(conversation_id)["final_message"]
+        if lc is not None and lc.turn_read:  # read with the turn's end
+            state["final_message"], state["error"] = lc.final_message, lc.error
+        elif state.get("api_version") == "v1" and not (lc is not None and lc.events_unreadable):
+            turn = self._read("final message", self.hook.get_turn_outcome, conversation_id) or {}
+            state["final_message"], state["error"] = turn.get("final_message"), turn.get("error")
+        elif state.get("api_version") == "v1":
+            state["final_message"] = None  # V0 reads it with the state, from the same events page
         state["usage"] = results.usage(state)
         if context is not None:
             self.push_usage(context, state)
+        if self.archive_trajectory:
+            state["trajectory"] = self.archive(conversation_id)
         state["changed_files"] = None
         failed = classify(state["status"], self.success_statuses, self.failure_statuses) == FAILURE
         needs_output = bool(self.output_schema) and not failed
@@ -236,7 +294,7 @@ class ConversationWaiter:
                 for path in self.output_files
             }
         if needs_output:
-            path = output_file or results.output_file(root)
+            path = output_file or results.output_file(conversation_id.replace("-", "")[:12], self.git_path)
             text = self.hook.read_file(conversation_id, path)
             state["output"] = results.parse_output(text, self.output_schema, state["final_message"], path)
         return state
@@ -295,20 +353,29 @@ class ConversationWaiter:
         target.write_text(text)
         return str(target)
 
+    def archive(self, conversation_id: str) -> str | None:
+        """``archive_trajectory``: the conversation's trajectory (a zip of its events and metadata)
+        written to ``output_path``; its path, or None (a warning) when it could not be had."""
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        data = self._read("trajectory", self.hook.download_trajectory, conversation_id)
+        if data is None:
+            return None
+        target = ObjectStoragePath(str(self.output_path)) / conversation_id / "trajectory.zip"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        except Exception as exc:  # the archive never changes how the task ends (a budget stop stays one)
+            self.log.warning("Could not archive the trajectory of %s to %s: %s", conversation_id, target, exc)
+            return None
+        self.log.info("Archived the trajectory of conversation %s (%d bytes) to %s", conversation_id, len(data), target)
+        return str(target)
+
     def push_usage(self, context: Any, state: dict[str, Any]) -> None:
         """Cost and tokens to XCom ``usage``, on success and on failure alike."""
         from airflow_provider_openhands.results import usage
 
         context["ti"].xcom_push(key="usage", value=state.get("usage") or usage(state))
-
-    def on_timeout(
-        self, conversation_id: str | None, message: str, sandbox_id: str | None = None, context: Any = None
-    ) -> None:
-        if conversation_id and self.stop_on_timeout:
-            self.stop_quietly(conversation_id, sandbox_id)
-        if conversation_id and context is not None:
-            self.push_usage_quietly(context, conversation_id)
-        raise ConversationTimeout(message)
 
     def push_usage_quietly(self, context: Any, conversation_id: str) -> None:
         """``usage`` for a task that fails (budget, timeout): one read, never raised over the failure."""

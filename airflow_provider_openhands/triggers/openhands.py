@@ -1,26 +1,66 @@
-"""Triggers: wait in the triggerer for a start task and/or a conversation, or for a free slot.
+"""Triggers: the lifecycle engine's waits, carried out in the triggerer; and a wait for a free slot.
 
-``OpenHandsConversationTrigger`` serializes the task's lifecycle (ids, phase, absolute deadlines),
-the connection id and its options; never the API key, which it reads from the connection inside
-the triggerer. Rebuilt from those kwargs at any moment (a triggerer restart, a move to another
-triggerer), it continues the same wait: a start task it had seen READY is read again and found
-READY, and the conversation's deadline is counted from when it became READY, not from the
-restart. It yields exactly one event (see :mod:`airflow_provider_openhands.watch`):
-``{"outcome", "message", "conversation_id", "start_task_id", "sandbox_id", "deadline", ...}``.
+``OpenHandsConversationTrigger`` serializes the task's lifecycle (ids, phase, absolute deadlines,
+the clock of transient failures), the connection id and the task's rules; never the API key, which
+it reads from the connection inside the triggerer. It runs the engine's reads (the start task and
+the conversation through the shared poller, the turn's events through the hook) and hands
+everything else back to the worker in its one event: ``{"outcome", "message", "conversation_id",
+"lifecycle"}`` (its repr, which the triggerer logs, is one short line without the lifecycle).
+Rebuilt from its kwargs at any moment (a triggerer restart, a move to another triggerer), it
+continues the same wait: a start task it had seen READY is read again and found READY, and the
+conversation's deadline is counted from when it became READY, not from the restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openhands.api.state import DEFAULT_FAILURE_STATUSES, DEFAULT_SUCCESS_STATUSES
-from airflow_provider_openhands.lifecycle import PHASE_RUNNING, PHASE_STARTING, START_STOP_GRACE, Lifecycle
-from airflow_provider_openhands.watch import DEFAULT_UNREACHABLE_TIMEOUT, ERROR, NEED_EVENTS, Watch
+from airflow_provider_openhands.engine import actions as a
+from airflow_provider_openhands.engine.engine import (
+    DEFAULT_SANDBOX_ERROR_GRACE,
+    DEFAULT_UNREACHABLE_TIMEOUT,
+    SUCCESS,
+    Engine,
+    Rules,
+    classify,
+)
+from airflow_provider_openhands.engine.state import PHASE_RUNNING, PHASE_STARTING, START_STOP_GRACE, Lifecycle
+
+#: Event outcome of an action the worker carries out (a pause, a resume, a capacity wait, ...).
+HANDED_BACK = "continue"
+#: The most characters of one value the event's repr shows.
+REPR_VALUE_CHARS = 80
+
+
+class OpenHandsTriggerEvent(TriggerEvent):
+    """A trigger event whose repr is one short line. Airflow's triggerer logs every event it fires by
+    its repr (``Trigger fired event ... result=TriggerEvent<...>``), and the payload carries the
+    task's whole lifecycle back to the worker: the log line shows the outcome, the status, the
+    conversation and the message (each cut to :data:`REPR_VALUE_CHARS`), not the lifecycle."""
+
+    def __repr__(self) -> str:
+        payload = self.payload if isinstance(self.payload, dict) else {}
+        shown = [
+            f"{key}={_cut(payload[key])}"
+            for key in ("outcome", "status", "conversation_id", "message")
+            if payload.get(key) is not None
+        ]
+        if "lifecycle" in payload:
+            shown.append("lifecycle=...")
+        return f"TriggerEvent<{', '.join(shown)}>"
+
+    __str__ = __repr__
+
+
+def _cut(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= REPR_VALUE_CHARS else text[: REPR_VALUE_CHARS - 3] + "..."
 
 
 def _lifecycle(
@@ -49,11 +89,29 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+def outcome_of(action: a.Action, rules: Rules, lc: Lifecycle) -> tuple[str, str]:
+    """A short name and a message for the event that hands ``action`` back: how the wait ended
+    (``success``, ``failure``, ``ready``, ``capacity``, or the kind of failure: ``timeout``,
+    ``budget``, ``permanent``, ``unreachable``, ...)."""
+    if lc.verdict:  # closing: the worker stops what the task started, then fails this way
+        return lc.verdict["kind"], lc.verdict["message"]
+    if isinstance(action, a.Conclude):
+        outcome = classify(action.status, rules.success_statuses, rules.failure_statuses)
+        return ("success" if outcome == SUCCESS else "failure"), f"ended {action.status}"
+    if isinstance(action, a.Fail):
+        return action.kind, action.message
+    if isinstance(action, a.ReturnId):
+        return "ready", f"Conversation {action.conversation_id} started"
+    if isinstance(action, a.Sleep):
+        return "capacity", "waiting for a free conversation slot"
+    return HANDED_BACK, type(action).__name__
+
+
 class OpenHandsConversationTrigger(BaseTrigger):
-    """Poll OpenHands until a conversation ends, or until a V1 start task is READY.
+    """Poll OpenHands until the engine decides (a conversation's end, a start task READY, a deadline, ...).
 
     :param openhands_conn_id: the Airflow connection (read in the triggerer, never serialized).
-    :param lifecycle: the task's :class:`~airflow_provider_openhands.lifecycle.Lifecycle` as a dict.
+    :param lifecycle: the task's :class:`~airflow_provider_openhands.engine.state.Lifecycle` as a dict.
     :param conversation_id: short form: wait on this conversation until ``end_time``.
     :param start_task_id: short form: wait on this V1 start task until ``end_time``.
     :param end_time: short form: the wall-clock deadline (epoch seconds).
@@ -61,12 +119,18 @@ class OpenHandsConversationTrigger(BaseTrigger):
     :param wait_for_completion: False to fire as soon as the conversation exists.
     :param cancel_on_kill: stop the conversation (or its start) if a user kills the task (Airflow >= 3.3).
     :param unreachable_timeout: seconds of transient failures (5xx, 429, timeouts) to ride out.
-    :param max_cost_usd: fire a ``budget`` event once the conversation's cost passes it.
+    :param max_cost_usd: hand back (to pause and fail) once the conversation's cost passes it.
     :param coalesce: share one poller with the other OpenHands triggers of this triggerer on the
         same connection; False polls on its own.
     :param success_statuses: normalised statuses that end the wait successfully.
     :param failure_statuses: normalised statuses that end it as a failure.
+    :param sandbox_error_grace: seconds a sandbox must read ``ERROR`` before it counts.
+    :param stop_on_timeout: the task stops the conversation at its deadline.
+    :param capacity_timeout: seconds a task waits for a free slot (a start task that failed for capacity).
     """
+
+    #: The actions a trigger carries out; any other goes back to the worker in the event.
+    CARRIED_OUT = (a.ReadStartTask, a.ReadConversation, a.ReadTurn, a.RereadConnection, a.Publish)
 
     def __init__(
         self,
@@ -84,6 +148,9 @@ class OpenHandsConversationTrigger(BaseTrigger):
         unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
         max_cost_usd: float | None = None,
         coalesce: bool = True,
+        sandbox_error_grace: float = DEFAULT_SANDBOX_ERROR_GRACE,
+        stop_on_timeout: bool = True,
+        capacity_timeout: float = 6 * 3600.0,
     ) -> None:
         super().__init__()
         self.openhands_conn_id = openhands_conn_id
@@ -96,6 +163,9 @@ class OpenHandsConversationTrigger(BaseTrigger):
         self.unreachable_timeout = float(unreachable_timeout)
         self.max_cost_usd = None if max_cost_usd is None else float(max_cost_usd)
         self.coalesce = coalesce
+        self.sandbox_error_grace = float(sandbox_error_grace)
+        self.stop_on_timeout = stop_on_timeout
+        self.capacity_timeout = float(capacity_timeout)
 
     @property
     def conversation_id(self) -> str | None:
@@ -115,77 +185,113 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 "unreachable_timeout": self.unreachable_timeout,
                 "max_cost_usd": self.max_cost_usd,
                 "coalesce": self.coalesce,
+                "sandbox_error_grace": self.sandbox_error_grace,
+                "stop_on_timeout": self.stop_on_timeout,
+                "capacity_timeout": self.capacity_timeout,
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_openhands.triggers.poller import CONVERSATION, START_TASK, SharedPoller
-
-        poller = SharedPoller.for_connection(self.openhands_conn_id, shared=self.coalesce)
-        watch = Watch(
-            self.lifecycle,
-            success_statuses=self.success_statuses,
-            failure_statuses=self.failure_statuses,
+    def rules(self) -> Rules:
+        return Rules(
+            success_statuses=frozenset(self.success_statuses),
+            failure_statuses=frozenset(self.failure_statuses),
             wait_for_completion=self.wait_for_completion,
+            poll_interval=self.poll_interval,
+            stop_on_timeout=self.stop_on_timeout,
+            cancel_on_kill=self.cancel_on_kill,
             unreachable_timeout=self.unreachable_timeout,
+            sandbox_error_grace=self.sandbox_error_grace,
             max_cost_usd=self.max_cost_usd,
-            log=self.log,
+            capacity_timeout=self.capacity_timeout,
         )
-        event = None
-        hook = None
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+        from airflow_provider_openhands.triggers.poller import SharedPoller
+
+        rules = self.rules()
+        engine = Engine(rules, self.lifecycle)
+        poller = SharedPoller.for_connection(self.openhands_conn_id, shared=self.coalesce)
+        hook = OpenHandsHook(self.openhands_conn_id)
+        # A task that published its conversation before deferring publishes a new id (a server that
+        # ignored the chosen one) on its resume; a bare wait (the short form) publishes nothing.
+        publishes = self.lifecycle.published is not None
         try:
-            if self.lifecycle.phase == PHASE_STARTING:
-                event = await self._follow(poller, START_TASK, str(self.lifecycle.start_task_id), watch, None)
-            if event is None:
-                from airflow_provider_openhands.hooks.openhands import OpenHandsHook
-
-                hook = OpenHandsHook(self.openhands_conn_id)
-                event = await self._follow(
-                    poller, CONVERSATION, str(self.lifecycle.conversation_id), watch, hook.aget_ended_status
-                )
-        finally:
-            if hook is not None:
-                await hook.aclose()
-        yield TriggerEvent(event)
-
-    async def _follow(
-        self,
-        poller: Any,
-        kind: str,
-        item_id: str,
-        watch: Watch,
-        read_events: Callable[[str], Any] | None,
-    ) -> dict[str, Any] | None:
-        """Wait on one id until the watch decides; None when the phase moved on (start task READY)."""
-        phase = self.lifecycle.phase
-        judge = watch.on_start_task if phase == PHASE_STARTING else watch.on_conversation
-        async with poller.subscribe(kind, item_id, self.poll_interval) as subscription:
-            while True:
-                event = watch.expired(time.time())
-                if event is not None:
-                    return event
-                try:
-                    answer = await asyncio.wait_for(subscription.next(), watch.wake_in(time.time()))
-                    _raise_if_cancelled()
-                except asyncio.TimeoutError:
-                    continue
-                except Exception as exc:
-                    event = watch.on_error(exc, time.time())
+            action = self._step(engine, a.Continue())
+            while isinstance(action, self.CARRIED_OUT) and not (publishes and isinstance(action, a.Publish)):
+                if isinstance(action, a.Publish):
+                    observation = a.Answer(None)
+                elif isinstance(action, a.ReadTurn):
+                    observation = await self._read_turn(hook, action)
+                elif isinstance(action, a.RereadConnection):
+                    await hook.areread_connection()  # the poller reads it again after a 401 itself
+                    observation = a.Answer(None)
                 else:
-                    event = judge(answer, time.time())
-                    if event == NEED_EVENTS and read_events is not None:
-                        event = await self._read_events(watch, read_events)
-                if event is not None:
-                    return event
-                if self.lifecycle.phase != phase:
-                    return None
+                    observation = await self._poll(poller, engine, action)
+                action = self._step(engine, observation)
+        finally:
+            await self._unsubscribe()
+            await hook.aclose()
+        outcome, message = outcome_of(action, rules, self.lifecycle)
+        yield OpenHandsTriggerEvent(
+            {
+                "outcome": outcome,
+                "message": message,
+                "conversation_id": self.lifecycle.conversation_id,
+                "status": self.lifecycle.outcome,
+                "lifecycle": self.lifecycle.for_trigger(with_options=isinstance(action, a.Sleep)),
+            }
+        )
 
-    async def _read_events(self, watch: Watch, read_events: Callable[[str], Any]) -> dict[str, Any] | None:
+    def _step(self, engine: Engine, observation: Any) -> a.Action:
+        action = engine.step(observation, time.time())
+        for level, line in engine.logs:
+            getattr(self.log, level)("%s", line)
+        engine.logs.clear()
+        return action
+
+    async def _poll(self, poller: Any, engine: Engine, action: a.Action) -> Any:
+        """The next answer for the start task or conversation from the shared poller, or a Tick at the deadline."""
+        from airflow_provider_openhands.hooks.driver import problem_of
+        from airflow_provider_openhands.triggers.poller import CONVERSATION, START_TASK
+
+        if isinstance(action, a.ReadStartTask):
+            kind, item_id = START_TASK, action.start_task_id
+        else:
+            kind, item_id = CONVERSATION, action.conversation_id  # type: ignore[attr-defined]
+        subscription = getattr(self, "_subscription", None)
+        if subscription is None or (subscription.kind, subscription.item_id) != (kind, item_id):
+            await self._unsubscribe()
+            self._subscription_cm = poller.subscribe(kind, item_id, self.poll_interval)
+            self._subscription = await self._subscription_cm.__aenter__()
+        wake = engine.wake_at()
+        timeout = None if wake is None else max(0.0, wake - time.time())
         try:
-            ended = await read_events(str(self.lifecycle.conversation_id))
+            answer = await asyncio.wait_for(self._subscription.next(), timeout)
+            _raise_if_cancelled()
+        except asyncio.TimeoutError:
+            return a.Tick()
         except Exception as exc:
-            return watch.on_error(exc, time.time())
-        return watch.on_events(ended, time.time())
+            return problem_of(exc)
+        return a.Answer(answer)
+
+    async def _unsubscribe(self) -> None:
+        cm = getattr(self, "_subscription_cm", None)
+        self._subscription = self._subscription_cm = None
+        if cm is not None:
+            await cm.__aexit__(None, None, None)
+
+    async def _read_turn(self, hook: Any, action: a.ReadTurn) -> Any:
+        from airflow_provider_openhands.hooks.driver import problem_of
+
+        try:
+            return a.Answer(await hook.aget_turn_outcome(action.conversation_id))
+        except Exception as exc:
+            return problem_of(exc)
+
+    async def cleanup(self) -> None:
+        await self._unsubscribe()
+        await super().cleanup()
 
     async def on_kill(self) -> None:
         """A user killed the deferred task (Airflow >= 3.3): stop the conversation, it costs money.
@@ -198,16 +304,16 @@ class OpenHandsConversationTrigger(BaseTrigger):
             return
         from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 
-        lc = self.lifecycle
+        action = Engine(self.rules(), self.lifecycle).step(a.Killed(), time.time())
         hook = OpenHandsHook(self.openhands_conn_id)
         try:
-            if lc.conversation_id:
-                stopped = await hook.astop_conversation(lc.conversation_id, lc.sandbox_id)
-                self.log.info("Task killed: stopped conversation %s (%s)", lc.conversation_id, stopped)
-            elif lc.start_task_id:
-                stopped = await self._stop_start(hook, lc.start_task_id)
+            if isinstance(action, a.Pause):
+                stopped = await hook.astop_conversation(action.conversation_id, action.sandbox_id)
+                self.log.info("Task killed: stopped conversation %s (%s)", action.conversation_id, stopped)
+            elif isinstance(action, a.PauseStartTask):
+                stopped = await self._stop_start(hook, action.start_task_id)
                 self.log.info(
-                    "Task killed during its start: paused start task %s's sandbox (%s)", lc.start_task_id, stopped
+                    "Task killed during its start: paused start task %s's sandbox (%s)", action.start_task_id, stopped
                 )
         except Exception as exc:
             self.log.warning("Task killed, but its conversation could not be stopped: %s", exc)
@@ -248,7 +354,7 @@ class OpenHandsCapacityWaitTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         await asyncio.sleep(max(0.0, self.wake_time - time.time()))
         # The task starts again from this lifecycle, start options included.
-        yield TriggerEvent({"outcome": "wake", "message": "time to try again", "lifecycle": self.lifecycle})
+        yield OpenHandsTriggerEvent({"outcome": "wake", "message": "time to try again", "lifecycle": self.lifecycle})
 
 
-__all__ = ["ERROR", "OpenHandsCapacityWaitTrigger", "OpenHandsConversationTrigger"]
+__all__ = ["OpenHandsCapacityWaitTrigger", "OpenHandsConversationTrigger", "OpenHandsTriggerEvent"]

@@ -1,0 +1,204 @@
+"""What the engine asks its drivers to do, and what they tell it back. Plain data, no I/O.
+
+One observation in, one action out: a driver runs the action (a request, a sleep, a deferral, a
+task result) and feeds back an :class:`Answer` or a :class:`Problem`. Actions are serializable
+(``to_dict``), so a trigger can hand one it does not run back to the worker in its event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Action:
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": type(self).__name__, **dataclasses.asdict(self)}
+
+
+# -- requests --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reconnect(Action):
+    """A retry: read what the earlier tries of this series may have started (conversations by id,
+    the ended status of paused ones, V1 start tasks created since ``since``). Answer: ``{"conversations":
+    {id: state | None}, "ended": {id: status | None}, "start_tasks": [task, ...]}``."""
+
+    conversation_ids: tuple[str, ...]
+    since: str | None
+    start_task_id: str | None = None  # the one the task state store remembers
+
+
+@dataclass(frozen=True)
+class PostStart(Action):
+    """Send the start request once, asking for ``client_id``. Answer: ``{"conversation_id", "start_task"}``."""
+
+    client_id: str | None
+
+
+@dataclass(frozen=True)
+class Publish(Action):
+    """Put the conversation's id and link in XCom and the log (as soon as the id is known). Answer: None."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class ReadStartTask(Action):
+    """Read a V1 start task, not before ``at`` (epoch seconds). Answer: the task or None."""
+
+    start_task_id: str
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReadConversation(Action):
+    """Read the conversation, not before ``at``. ``poll``: a wait on its end (the triggerer's work in
+    deferrable mode); else a read the worker makes at once. Answer: the normalised state or None."""
+
+    conversation_id: str
+    at: float = 0.0
+    poll: bool = True
+
+
+@dataclass(frozen=True)
+class ReadTurn(Action):
+    """Read the newest turn from the events. Answer: ``{"status", "live", "final_message", "error"}``."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class FindSend(Action):
+    """A follow-up's retry: the time of this task's message among the user messages sent since
+    ``since`` (None if not there). Answer: an ISO time or None."""
+
+    conversation_id: str
+    since: str | None
+
+
+@dataclass(frozen=True)
+class Send(Action):
+    """Send the follow-up message. Answer: anything."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Resume(Action):
+    """Resume a paused V1 sandbox. Answer: True, or False if it is gone."""
+
+    sandbox_id: str
+
+
+@dataclass(frozen=True)
+class Pause(Action):
+    """Stop the conversation: pause its sandbox (V1), stop it (V0). Answer: anything; a failure is logged."""
+
+    conversation_id: str
+    sandbox_id: str | None
+
+
+@dataclass(frozen=True)
+class PauseStartTask(Action):
+    """Pause the sandbox of a start task that never became READY, waiting a little for it. Answer: anything."""
+
+    start_task_id: str
+
+
+@dataclass(frozen=True)
+class RereadConnection(Action):
+    """Read the connection again (a rotated API key), then the engine repeats what met the 401."""
+
+
+# -- waits and ends --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sleep(Action):
+    """Nothing to do until ``until`` (a wait for a free slot): sleep, or defer without a worker slot."""
+
+    until: float
+
+
+@dataclass(frozen=True)
+class Conclude(Action):
+    """The turn ended with ``status``: read what it produced, pause the sandbox if asked, succeed or
+    fail by the status."""
+
+    conversation_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ReturnId(Action):
+    """The task does not wait for the end: return the conversation id."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Fail(Action):
+    """Fail the task. ``kind`` says how (see :data:`FAILURES`)."""
+
+    kind: str
+    message: str
+
+
+#: Kinds of :class:`Fail`, and whether Airflow's retries may help.
+FAILURES = {
+    "permanent": False,  # 401/403/404/422, quota, archived: the same answer again
+    "config": False,
+    "timeout": False,  # the conversation was stopped at its deadline
+    "start_timeout": False,
+    "budget": False,
+    "capacity_timeout": False,
+    "conversation_failed": False,
+    "start_failed": True,  # a start task in ERROR: a retry starts again
+    "unreachable": True,  # the service kept failing: Airflow's retries are for that
+    "transient": True,  # a request that may have been acted on failed: the retry reconnects
+    "killed": True,  # nothing was left to stop; Airflow fails the try as it does
+}
+
+
+# -- observations ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Begin:
+    """A try begins (fresh lifecycle, or the one the task state store kept)."""
+
+
+@dataclass(frozen=True)
+class Continue:
+    """The driver resumes from the state (after a deferral, a reschedule, a sleep): what next?"""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed with no answer (a deadline may have come)."""
+
+
+@dataclass(frozen=True)
+class Killed:
+    """The task is being killed (worker ``on_kill``, SIGTERM, a user marking it; not a triggerer restart)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A request failed. ``kind``: transient, permanent, auth, not_found, capacity, quota, conflict (409),
+    gone (410), invalid (422/400)."""
+
+    kind: str
+    message: str
+    status_code: int | None = None
+    limit: int | None = None
+    current: int | None = None

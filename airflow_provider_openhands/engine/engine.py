@@ -1,0 +1,739 @@
+"""The lifecycle engine: every decision about a task's conversation, in the order a conversation lives it.
+
+Pure: no I/O, no Airflow, no clock of its own. :meth:`Engine.step` takes the state
+(:class:`~airflow_provider_openhands.engine.state.Lifecycle`), one observation and the time, and
+returns the one action to take next (:mod:`~airflow_provider_openhands.engine.actions`). The
+worker loop, the trigger, the sensor's poke and the managed agent only run actions and feed back
+what happened; log lines the engine wants written wait in :attr:`Engine.logs`.
+
+The rules, by phase:
+
+* **begin**: a follow-up reads its conversation; a retry (a try after the first of its series)
+  looks for what an earlier try started; else the start request goes out.
+* **reconnect**: an earlier try's conversation that is alive is waited on again; one that ended
+  well is the result; one that failed is left, and a fresh one starts (saying so); one paused
+  mid-run (the task was killed, or the service paused it) is resumed; a start task still working
+  is waited on. Ids derive from the series, the connection, the namespace and the moment this
+  deployment started the run, so another deployment's conversation is never a candidate.
+* **start**: the start request is sent once; its answer publishes the id at once (V1: the id the
+  task chose). A full account (429 CONCURRENCY_LIMIT_REACHED) -> a wait for a free slot with backoff
+  within ``capacity_timeout``; a daily quota, 401/403/422 -> fail for good; a transient failure ->
+  fail for Airflow's retry, which reconnects (the request may have been acted on).
+* **starting**: the start task is read until READY (-> running), ERROR for capacity (-> a new id
+  after a wait for a slot) or ERROR (-> fail, retried), or ``start_timeout`` (-> pause what it
+  started, fail).
+* **follow_up**: read the conversation; a paused sandbox is resumed (a full account waits for a slot
+  like a start); a retry first looks for its own message among those sent since the run began;
+  the message is sent once; 409 (paused meanwhile) -> resume and send again; 410 -> fail for good.
+* **running**: the conversation is read until its turn ends. A status only counts as the end once
+  the events agree (V1): right after a follow-up, or a resume, the service still shows the previous
+  turn's ``finished``. A sandbox that reads ``ERROR`` must stay so for ``sandbox_error_grace`` (the
+  real server reads ERROR for a moment when a health check is slow). A paused conversation: its
+  events tell one that ended from one paused mid-run; one the task itself paused on a kill is
+  resumed. Budget over -> pause, fail. Deadline -> pause (``stop_on_timeout``), fail. Events that
+  cannot be read (404) -> the status stands, with a warning.
+* **errors** while waiting: transient ones are ridden out until ``unreachable_timeout`` of
+  failures; a 401 reads the connection again once, then fails; a conversation that is gone fails
+  for good.
+* **killed**: pause the conversation, or the start task's sandbox (``cancel_on_kill``), and remember
+  it, so the retry resumes it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_openhands.api.state import (
+    DEFAULT_FAILURE_STATUSES,
+    DEFAULT_SUCCESS_STATUSES,
+    START_TASK_ERROR,
+    START_TASK_READY,
+    STATUS_DELETING,
+    STATUS_MISSING,
+    STATUS_PAUSED,
+    V1,
+    canonical_id,
+    format_time,
+    is_capacity_error,
+    parse_time,
+)
+from airflow_provider_openhands.engine import actions as a
+from airflow_provider_openhands.engine.state import (
+    MAX_GENERATIONS,
+    PHASE_BEGIN,
+    PHASE_CAPACITY,
+    PHASE_CLOSING,
+    PHASE_DONE,
+    PHASE_FOLLOW_UP,
+    PHASE_RECONNECT,
+    PHASE_RUNNING,
+    PHASE_START,
+    PHASE_STARTING,
+    Lifecycle,
+    candidate_ids,
+    client_id,
+)
+
+SUCCESS = "success"
+FAILURE = "failure"
+#: Default for how long a wait rides out a service that keeps failing transiently.
+DEFAULT_UNREACHABLE_TIMEOUT = 30 * 60.0
+#: Default for how long a sandbox may read ERROR before it counts (the real server shows a transient one).
+DEFAULT_SANDBOX_ERROR_GRACE = 120.0
+#: A wait rebuilt after its deadline (a triggerer restart) reads once before it gives up.
+FIRST_READ_GRACE = 60.0
+#: A follow-up's send meeting 409 (paused meanwhile) is tried again this many times.
+MAX_CONFLICTS = 3
+#: How long the events may show a turn going on while the status reads it ended (a follow-up's lag is
+#: seconds; a server whose events stop arriving must not hold a task until its deadline).
+EVENTS_DISAGREE_MAX = 300.0
+#: Clocks of the worker and the service may differ by this much (bounds of "since" searches).
+CLOCK_SKEW = 60.0
+#: Statuses the events can confirm as a turn's end (others a task may count as its end, e.g. idle, stand).
+ENDED_BY_EVENTS = frozenset({"finished", "error", "stuck"})
+#: Statuses from which a conversation cannot go on.
+GONE_STATUSES = frozenset({STATUS_MISSING, STATUS_DELETING})
+
+
+def classify(status: str | None, success: Collection[str], failure: Collection[str]) -> str | None:
+    """``success``, ``failure``, or None while the conversation is still going."""
+    if status in success:
+        return SUCCESS
+    if status in failure:
+        return FAILURE
+    return None
+
+
+def describe(state: dict[str, Any]) -> str:
+    """A short human description of a state, for log lines and error messages."""
+    raw = state.get("execution_status") or state.get("agent_state") or state.get("conversation_status")
+    sandbox = state.get("sandbox_status")
+    parts = [f"status={state.get('status')}"]
+    if raw:
+        parts.append(f"agent={raw}")
+    if sandbox and sandbox != "RUNNING":
+        parts.append(f"sandbox={sandbox}")
+    return " ".join(parts)
+
+
+def still_running(state: dict[str, Any]) -> bool:
+    """Whether an ended conversation still holds a sandbox (V1) or runtime (V0). A sandbox in ERROR
+    counts: the service shows a transient ERROR, and such a sandbox may run on."""
+    if state.get("api_version") == V1:
+        return state.get("sandbox_status") in ("RUNNING", "STARTING", "ERROR")
+    return state.get("conversation_status") in ("RUNNING", "STARTING")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the task asked for: the parameters every decision reads."""
+
+    success_statuses: frozenset[str] = DEFAULT_SUCCESS_STATUSES
+    failure_statuses: frozenset[str] = DEFAULT_FAILURE_STATUSES
+    wait_for_completion: bool = True
+    poll_interval: float = 10.0
+    stop_on_timeout: bool = True
+    cancel_on_kill: bool = True
+    capacity_timeout: float = 6 * 3600.0
+    unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT
+    sandbox_error_grace: float = DEFAULT_SANDBOX_ERROR_GRACE
+    max_cost_usd: float | None = None
+    api_version: str = V1
+
+
+@dataclass
+class Engine:
+    """Decides; never does. See the module docstring for the rules."""
+
+    rules: Rules
+    lc: Lifecycle
+    #: (level, message) lines for the driver's log.
+    logs: list[tuple[str, str]] = field(default_factory=list)
+    #: The action waiting for an answer (a 401 repeats it after reading the connection again).
+    pending: a.Action | None = None
+    last_state: dict[str, Any] | None = None
+    last_read: float | None = None
+    created: float | None = None
+    paused_warned: bool = False
+    pending_before_reread: a.Action | None = None
+
+    # -- the one entry point -----------------------------------------------------------------------
+
+    def step(self, observation: Any, now: float) -> a.Action:
+        if self.created is None:
+            self.created = now
+        action = self._decide(observation, now)
+        self.pending = action
+        return action
+
+    def _decide(self, obs: Any, now: float) -> a.Action:
+        if isinstance(obs, a.Killed):
+            return self._killed()
+        if isinstance(obs, a.Begin):
+            return self._begin(now)
+        if isinstance(obs, a.Problem):
+            return self._problem(obs, now)
+        if isinstance(obs, a.Answer):
+            action = self._answer(self.pending, obs.value, now)
+            if action is not None:
+                return action
+        expired = self._expired(now)
+        if expired is not None:
+            return expired
+        return self._next(now)
+
+    def log(self, level: str, message: str) -> None:
+        self.logs.append((level, message))
+
+    # -- what the state asks for next ----------------------------------------------------------
+
+    def _next(self, now: float) -> a.Action:
+        lc = self.lc
+        if lc.phase == PHASE_BEGIN:
+            return self._begin(now)
+        if lc.phase == PHASE_CLOSING:
+            return self._closing()
+        if lc.phase == PHASE_RECONNECT:  # before publishing: the remembered id may be abandoned
+            return a.Reconnect(tuple(self._candidates()), lc.since, lc.start_task_id)
+        if lc.conversation_id and lc.published != self._public_id() and lc.phase != PHASE_FOLLOW_UP:
+            return self._publish()
+        if lc.phase == PHASE_START:
+            lc.client_id = client_id(lc.key, lc.try_number, lc.generation) if lc.key else None
+            return a.PostStart(lc.client_id)
+        if lc.phase == PHASE_CAPACITY:
+            if now < (lc.wake_time or 0.0):
+                return a.Sleep(float(lc.wake_time or now))
+            lc.phase = lc.after_capacity
+            return self._next(now)
+        if lc.phase == PHASE_STARTING:
+            if self._public_id() and lc.published != self._public_id():
+                return self._publish()
+            return a.ReadStartTask(str(lc.start_task_id), self._poll_at(now))
+        if lc.phase == PHASE_FOLLOW_UP:
+            return a.ReadConversation(str(lc.conversation_id), self._poll_at(now) if self._resuming() else 0.0, False)
+        if lc.phase == PHASE_RUNNING:
+            if not self.rules.wait_for_completion:
+                return a.ReturnId(str(lc.conversation_id))
+            return a.ReadConversation(str(lc.conversation_id), self._poll_at(now))
+        if lc.phase == PHASE_DONE:
+            return a.Conclude(str(lc.conversation_id), str(lc.outcome))
+        raise AssertionError(f"no next action in phase {lc.phase}")  # pragma: no cover
+
+    def _public_id(self) -> str | None:
+        """The id people may see: the conversation's, or before READY the one the task asked for."""
+        chosen = self.lc.conversation_id or self.lc.client_id
+        return canonical_id(chosen) if chosen else None
+
+    def _publish(self) -> a.Action:
+        self.lc.published = self._public_id()
+        return a.Publish(str(self.lc.published))
+
+    def _poll_at(self, now: float) -> float:
+        return now if self.last_read is None else self.last_read + self.rules.poll_interval
+
+    def _resuming(self) -> bool:
+        return self.lc.resume_deadline is not None
+
+    # -- begin and reconnect -------------------------------------------------------------------
+
+    def _begin(self, now: float) -> a.Action:
+        lc = self.lc
+        lc.published, lc.verdict, lc.to_stop = None, None, None  # a new try: Airflow cleared its XCom
+        lc.auth_reread = False  # a new try may read its connection again on a 401
+        if lc.follow_up:
+            if not lc.conversation_id:
+                return self._fail("config", "conversation_id is empty: a follow-up needs the conversation to continue")
+            lc.phase = PHASE_RUNNING if lc.sent_at else PHASE_FOLLOW_UP
+        else:
+            lc.phase = PHASE_RECONNECT if lc.try_number > lc.series or lc.conversation_id else PHASE_START
+        return self._next(now)
+
+    def _candidates(self) -> list[str]:
+        lc = self.lc
+        ids = [lc.conversation_id] if lc.conversation_id else []
+        generations = MAX_GENERATIONS if self.rules.api_version == V1 else 1
+        return list(dict.fromkeys(canonical_id(cid) for cid in ids + candidate_ids(lc, generations)))
+
+    def _found(self, found: dict[str, Any], now: float) -> a.Action:
+        """What a retry found of the earlier tries: adopt it, or start afresh (see the module docstring)."""
+        lc = self.lc
+        states = {canonical_id(k): v for k, v in (found.get("conversations") or {}).items()}
+        ended = {canonical_id(k): v for k, v in (found.get("ended") or {}).items()}
+        rejected: set[str] = set()
+        for cid in self._candidates():
+            state = states.get(cid)
+            if state is None:
+                continue
+            status = state["status"]
+            if status == STATUS_PAUSED:
+                status = ended.get(cid) or (lc.outcome if cid == lc.conversation_id else None) or status
+            verdict = classify(status, self.rules.success_statuses, self.rules.failure_statuses)
+            if state.get("sandbox_status") == "ERROR":
+                verdict = None  # maybe a transient ERROR: adopt it, the wait applies sandbox_error_grace
+            if verdict == FAILURE:
+                self.log("info", f"An earlier try's conversation {cid} ended {status}: starting a fresh one")
+                rejected.add(cid)
+                continue
+            self.log("info", f"Reconnecting to conversation {cid} started by an earlier try ({status})")
+            if cid != canonical_id(str(lc.conversation_id)):
+                lc.deadline = None
+            lc.conversation_known(state["conversation_id"], parse_time(state.get("created_at")) or now)
+            lc.sandbox_id = state.get("sandbox_id") or lc.sandbox_id
+            if verdict == SUCCESS:
+                lc.phase, lc.outcome = PHASE_DONE, status
+            elif status == STATUS_PAUSED and state.get("sandbox_id"):
+                self.log("info", f"Conversation {cid} was paused mid-run: resuming it")
+                lc.killed = True  # paused by this series (a kill): resume it, now or after a wait for a slot
+                return a.Resume(str(state["sandbox_id"]))
+            return self._next(now)
+        for task in found.get("start_tasks") or []:
+            if task["status"] == START_TASK_ERROR or canonical_id(str(task.get("conversation_id"))) in rejected:
+                continue
+            if task["status"] == START_TASK_READY and task.get("conversation_id"):
+                if canonical_id(task["conversation_id"]) != canonical_id(str(lc.conversation_id)):
+                    lc.deadline = None
+                lc.conversation_known(task["conversation_id"], parse_time(task.get("updated_at")) or now)
+                lc.killed = True  # found paused mid-run at its first read: this series' kill paused it, resume
+                return self._next(now)
+            self.log("info", f"Reconnecting to start task {task['id']} of an earlier try ({task['status']})")
+            same = lc.start_task_id == task["id"] and lc.start_deadline
+            lc.phase, lc.start_task_id, lc.client_id = PHASE_STARTING, task["id"], task.get("requested_id")
+            if not same:
+                lc.start_deadline = (parse_time(task.get("created_at")) or now) + lc.start_timeout
+            return self._next(now)
+        lc.conversation_id, lc.deadline = None, None  # a fresh conversation gets a deadline of its own
+        lc.phase = PHASE_START
+        return self._next(now)
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    def _answer(self, pending: a.Action | None, value: Any, now: float) -> a.Action | None:
+        """Move the state on by an answer; an action to take at once, or None for "what the state asks"."""
+        lc = self.lc
+        if not isinstance(pending, a.RereadConnection):
+            lc.auth_reread = False  # the key works (again): a later rotation may read the connection once more
+        if isinstance(pending, (a.ReadStartTask, a.ReadConversation, a.ReadTurn, a.Resume, a.Reconnect)):
+            self._reachable(now)
+        if isinstance(pending, a.Reconnect):
+            return self._found(value or {}, now)
+        if isinstance(pending, a.PostStart):
+            return self._started(value, now)
+        if isinstance(pending, a.ReadStartTask):
+            self.last_read = now
+            return self._start_task(value, now)
+        if isinstance(pending, a.ReadConversation):
+            self.last_read = now if pending.poll or self._resuming() else self.last_read
+            if lc.phase == PHASE_FOLLOW_UP:
+                return self._follow_up_read(value, now)
+            return self._conversation(value, now)
+        if isinstance(pending, a.ReadTurn):
+            return self._turn(value or {}, now)
+        if isinstance(pending, a.Resume):
+            if value is False:
+                return self._fail("permanent", f"The sandbox of conversation {lc.conversation_id} is gone")
+            lc.killed = False
+            if lc.phase != PHASE_FOLLOW_UP:
+                lc.phase, lc.resume_deadline = PHASE_RUNNING, None
+            self.last_read = now
+            return None
+        if isinstance(pending, a.FindSend):
+            lc.send_checked = True
+            if value:
+                self.log(
+                    "info", f"An earlier try sent this message to {lc.conversation_id} already: waiting on its turn"
+                )
+                lc.sent_at, lc.phase, lc.resume_deadline = str(value), PHASE_RUNNING, None
+                if lc.deadline is None:
+                    lc.deadline = now + lc.wait_timeout
+                return None
+            return a.Send(str(lc.conversation_id))
+        if isinstance(pending, a.Send):
+            lc.sent_at = lc.sent_at or "sent"
+            lc.phase, lc.resume_deadline = PHASE_RUNNING, None
+            self.last_read = None
+            self.log("info", f"Follow-up message sent to conversation {lc.conversation_id}")
+            if lc.deadline is None:
+                lc.deadline = now + lc.wait_timeout
+            return None
+        if isinstance(pending, (a.Pause, a.PauseStartTask)):
+            lc.to_stop = None
+            return None
+        if isinstance(pending, a.RereadConnection):
+            return self.pending_before_reread or None
+        return None
+
+    def _started(self, started: dict[str, Any], now: float) -> a.Action | None:
+        lc = self.lc
+        asked = lc.client_id or "chosen by the server"
+        self.log("info", f"Start request sent (conversation id {asked})")
+        if started.get("conversation_id"):  # V0 answers the conversation at once
+            lc.conversation_known(started["conversation_id"], now)
+            return None
+        lc.start_task_id = started["start_task"]["id"]
+        lc.phase = PHASE_STARTING
+        lc.start_deadline = now + lc.start_timeout
+        self.last_read = now
+        self.log("info", f"Start task {lc.start_task_id} created; waiting for the sandbox to be READY")
+        return None
+
+    def _start_task(self, task: dict[str, Any] | None, now: float) -> a.Action | None:
+        lc = self.lc
+        if task is None:
+            return self._fail("permanent", f"OpenHands has no start task with id {lc.start_task_id!r}")
+        if task["status"] != lc.last_status:
+            self.log("info", f"Start task {lc.start_task_id}: {task['status']}")
+            lc.last_status = task["status"]
+        lc.sandbox_id = task.get("sandbox_id") or lc.sandbox_id
+        if task["status"] == START_TASK_READY and task.get("conversation_id"):
+            ready_at = min(now, parse_time(task.get("updated_at")) or now)
+            lc.conversation_known(task["conversation_id"], ready_at, task.get("sandbox_id"))
+            lc.last_status, self.last_read = None, None
+            if lc.client_id and task["conversation_id"].replace("-", "") != lc.client_id.replace("-", ""):
+                self.log(
+                    "warning",
+                    f"The server ignored the client-chosen conversation id {lc.client_id} (it made "
+                    f"{task['conversation_id']}): a retry of this task can only find the conversation through "
+                    "the task state store (Airflow >= 3.3).",
+                )
+            return None
+        if task["status"] == START_TASK_ERROR:
+            detail = task.get("detail") or "no detail given"
+            message = f"OpenHands could not start the conversation (start task {task['id']}): {detail}"
+            if is_capacity_error(task):
+                lc.generation += 1  # that start task spent its id
+                lc.start_task_id = None
+                return self._capacity(None, None, PHASE_START, now)
+            return self._fail("start_failed", message)
+        return None
+
+    def _follow_up_read(self, state: dict[str, Any] | None, now: float) -> a.Action | None:
+        lc = self.lc
+        if state is None:
+            return self._fail("permanent", f"OpenHands has no conversation with id {lc.conversation_id!r}")
+        lc.sandbox_id = state.get("sandbox_id") or lc.sandbox_id
+        if lc.published != canonical_id(state["conversation_id"]):
+            lc.conversation_id = state["conversation_id"]
+            return self._publish()
+        if state["status"] in GONE_STATUSES:
+            return self._fail(
+                "permanent",
+                f"Conversation {lc.conversation_id} cannot go on: its sandbox is {state.get('sandbox_status')}",
+            )
+        over = self._over_budget(state)
+        if over is not None:  # the conversation's total already passed it: send nothing more
+            return self._fail("budget", over)
+        sandbox = state.get("sandbox_status")
+        if sandbox == "PAUSED":
+            if lc.resume_deadline is None:
+                lc.resume_deadline = now + lc.start_timeout
+            self.log("info", f"Conversation {lc.conversation_id} is paused: resuming its sandbox")
+            return a.Resume(str(state.get("sandbox_id")))
+        if sandbox != "RUNNING":
+            if lc.resume_deadline is None:
+                lc.resume_deadline = now + lc.start_timeout
+            return None  # starting: read again
+        if lc.try_number > lc.series and not lc.send_checked:
+            return a.FindSend(str(lc.conversation_id), self._series_since())
+        return a.Send(str(lc.conversation_id))
+
+    def _conversation(self, state: dict[str, Any] | None, now: float) -> a.Action | None:
+        lc, rules = self.lc, self.rules
+        if state is None:
+            return self._fail("permanent", f"OpenHands has no conversation with id {lc.conversation_id!r}")
+        self.last_state = state
+        lc.sandbox_id = state.get("sandbox_id") or lc.sandbox_id
+        if state.get("status") != STATUS_PAUSED:
+            lc.killed = False  # running: a later pause is the service's or a person's, not this series' kill
+        over = self._over_budget(state)
+        if over is not None:
+            return self._close("budget", over + ": stopped", stop="conversation")
+        text = describe(state)
+        if text != lc.last_status:
+            self.log("info", f"Conversation {lc.conversation_id}: {text}")
+            lc.last_status = text
+        if state.get("sandbox_status") == "ERROR":
+            # The real server shows a transient ERROR when a health check is slow. What counts is the
+            # ERROR seen: the time between two reads of it, unless a read between them failed (the
+            # sandbox may have been RUNNING then); reads further apart than the grace begin a new episode.
+            last = lc.sandbox_error_read
+            if lc.sandbox_error_since is None or (last is not None and now - last > rules.sandbox_error_grace):
+                lc.sandbox_error_since, lc.sandbox_error_seen = now, 0.0
+            elif last is not None:
+                lc.sandbox_error_seen += now - last
+            lc.sandbox_error_read = now
+            if lc.sandbox_error_seen < rules.sandbox_error_grace:
+                return None
+        else:
+            lc.sandbox_error_since, lc.sandbox_error_read, lc.sandbox_error_seen = None, None, 0.0
+        status = state["status"]
+        if status == STATUS_PAUSED and state.get("api_version") == V1 and not lc.events_unreadable:
+            return a.ReadTurn(str(lc.conversation_id))
+        if status != STATUS_PAUSED:
+            self.paused_warned = False
+        verdict = classify(status, rules.success_statuses, rules.failure_statuses)
+        if verdict is None:
+            return None
+        confirmable = status in ENDED_BY_EVENTS and state.get("sandbox_status") != "ERROR"
+        if state.get("api_version") == V1 and not lc.events_unreadable and confirmable:
+            return a.ReadTurn(str(lc.conversation_id))  # the events confirm it is this turn's end
+        return self._ended(status)
+
+    def _series_since(self) -> str | None:
+        """Since when a follow-up's retry looks for its own message: the DAG run's start, or this
+        series' first try (less a minute of clock skew) where it is known (the task state store kept
+        it), so a message an earlier series of the same run sent is never taken as this one's. Without
+        the store a retry cannot tell the two apart (README, "Follow-up turns")."""
+        lc = self.lc
+        since = lc.run_started or lc.since
+        if lc.series_started is None:
+            return since
+        began = lc.series_started - CLOCK_SKEW
+        if (parse_time(since) or 0.0) >= began:
+            return since
+        return format_time(began)
+
+    def _over_budget(self, state: dict[str, Any]) -> str | None:
+        """Why the conversation's cost (its total, earlier turns included) is over ``max_cost_usd``, or None."""
+        cost, limit = (state.get("metrics") or {}).get("accumulated_cost"), self.rules.max_cost_usd
+        if limit is None or not isinstance(cost, (int, float)) or cost <= limit:
+            return None
+        return f"Conversation {self.lc.conversation_id} cost ${cost:.4f}, over max_cost_usd ${limit:.4f}"
+
+    def _turn(self, turn: dict[str, Any], now: float) -> a.Action | None:
+        lc = self.lc
+        state = self.last_state or {}
+        ended = turn.get("status")
+        if ended:
+            lc.disagree_since = None
+            lc.final_message, lc.error, lc.turn_read = turn.get("final_message"), turn.get("error"), True
+            if classify(ended, self.rules.success_statuses, self.rules.failure_statuses) is not None:
+                return self._ended(ended)
+            return None
+        if state.get("status") == STATUS_PAUSED:
+            if lc.killed and state.get("sandbox_id"):
+                self.log("info", f"Conversation {lc.conversation_id} was paused when the task was killed: resuming it")
+                lc.resume_deadline = now + lc.start_timeout
+                return a.Resume(str(state["sandbox_id"]))
+            if not self.paused_warned:
+                self.paused_warned = True
+                self.log(
+                    "warning",
+                    f"Conversation {lc.conversation_id} is paused (by a user, or by the service for capacity); "
+                    "waiting for it to be resumed until the deadline.",
+                )
+            return None
+        if not turn.get("live"):  # the events say nothing decisive: the status stands
+            return self._ended(str(state.get("status")))
+        lc.disagree_since = lc.disagree_since or now
+        if now - lc.disagree_since >= EVENTS_DISAGREE_MAX:
+            self.log(
+                "warning",
+                f"Conversation {lc.conversation_id} reads {state.get('status')} but its events still show the turn "
+                f"going on after {EVENTS_DISAGREE_MAX:.0f}s: taking the status",
+            )
+            return self._ended(str(state.get("status")))
+        return None  # a new turn began after the status was written: wait for its end
+
+    def _ended(self, status: str) -> a.Action:
+        lc = self.lc
+        lc.phase, lc.outcome = PHASE_DONE, status
+        return a.Conclude(str(lc.conversation_id), status)
+
+    # -- problems --------------------------------------------------------------------------------
+
+    def _problem(self, problem: a.Problem, now: float) -> a.Action:
+        lc, pending = self.lc, self.pending
+        if isinstance(pending, (a.Pause, a.PauseStartTask)):
+            self.log("warning", f"Could not stop what the task started: {problem.message}")
+            lc.to_stop = None
+            return self._next(now)
+        if isinstance(pending, a.Publish):
+            return self._next(now)
+        if problem.kind == "auth" and not lc.auth_reread and pending is not None:
+            lc.auth_reread = True
+            self.pending_before_reread = pending
+            self.log("warning", f"{problem.message}: reading the connection again (a rotated key?)")
+            return a.RereadConnection()
+        if isinstance(pending, a.ReadTurn) and problem.kind in ("not_found", "permanent", "invalid"):
+            lc.events_unreadable = True
+            self.log("warning", f"Cannot read the events of conversation {lc.conversation_id}: {problem.message}")
+            state = self.last_state or {}
+            if classify(state.get("status"), self.rules.success_statuses, self.rules.failure_statuses):
+                return self._ended(str(state["status"]))
+            return self._next(now)
+        if isinstance(pending, a.FindSend) and problem.kind != "transient":
+            lc.send_checked = True
+            self.log("warning", f"Cannot tell whether an earlier try sent the message ({problem.message}): sending it")
+            return a.Send(str(lc.conversation_id))
+        if problem.kind == "capacity" and isinstance(pending, (a.PostStart, a.Resume)):
+            back = PHASE_START if isinstance(pending, a.PostStart) else lc.phase
+            lc.resume_deadline = None
+            return self._capacity(problem.limit, problem.current, back, now)
+        if problem.kind == "conflict" and isinstance(pending, a.Send):
+            lc.conflicts += 1
+            if lc.conflicts <= MAX_CONFLICTS:
+                self.log("info", f"Conversation {lc.conversation_id} was paused meanwhile (409): resuming it")
+                lc.phase = PHASE_FOLLOW_UP
+                return self._next(now)
+        if problem.kind == "gone":
+            return self._fail(
+                "permanent",
+                f"Conversation {lc.conversation_id} is archived (HTTP 410): start a new one instead",
+            )
+        if problem.kind == "transient" and isinstance(pending, (a.PostStart, a.Send)):
+            return self._fail("transient", problem.message)  # it may have been acted on: the retry reconnects
+        if problem.kind != "transient":
+            return self._fail("permanent", problem.message)
+        lc.sandbox_error_read = None  # unseen meanwhile: the time to the next ERROR read is not counted
+        if lc.failing_since is None:
+            lc.failing_since = now
+            self.log(
+                "warning",
+                f"OpenHands is not answering ({problem.message}); waiting on, until the deadline or "
+                f"{self.rules.unreachable_timeout / 60:.0f} min of failures.",
+            )
+        if now - lc.failing_since >= self.rules.unreachable_timeout:
+            return self._fail(
+                "unreachable",
+                f"OpenHands kept failing for {now - lc.failing_since:.0f}s (unreachable_timeout): {problem.message}",
+            )
+        expired = self._expired(now)
+        if expired is not None:
+            return expired
+        self.last_read = now
+        return self._repeat(pending, now)
+
+    def _repeat(self, pending: a.Action | None, now: float) -> a.Action:
+        """The same request again, after a poll interval."""
+        at = now + self.rules.poll_interval
+        if isinstance(pending, a.ReadConversation):
+            return a.ReadConversation(pending.conversation_id, at, pending.poll)
+        if isinstance(pending, a.ReadStartTask):
+            return a.ReadStartTask(pending.start_task_id, at)
+        if isinstance(pending, a.ReadTurn):  # read the conversation again, then its events
+            return a.ReadConversation(pending.conversation_id, at)
+        return a.Sleep(at)  # then what the state asks for, as before
+
+    def _reachable(self, now: float) -> None:
+        if self.lc.failing_since is not None:
+            self.log("info", f"OpenHands answers again, after {now - self.lc.failing_since:.0f}s of failures.")
+            self.lc.failing_since = None
+
+    # -- capacity ----------------------------------------------------------------------------------
+
+    def _capacity(self, limit: int | None, current: int | None, back: str, now: float) -> a.Action:
+        """No free conversation slot: wait with backoff, within one ``capacity_timeout`` for the task."""
+        lc, rules = self.lc, self.rules
+        if lc.capacity_deadline is None:
+            lc.capacity_deadline = now + rules.capacity_timeout
+        deadline = lc.capped(lc.capacity_deadline) or lc.capacity_deadline
+        waited = now - (lc.capacity_deadline - rules.capacity_timeout)
+        if now >= deadline:
+            return self._fail(
+                "capacity_timeout",
+                f"No free OpenHands conversation slot after {waited:.0f}s (capacity_timeout); "
+                f"the service reports {current} running of a limit of {limit}",
+            )
+        delay = min(rules.poll_interval * 2**lc.attempt, max(rules.poll_interval, 300.0), deadline - now)
+        delay *= random.uniform(0.8, 1.0)
+        self.log(
+            "warning",
+            f"The account runs as many conversations as it may (limit {limit}, running {current}); waited "
+            f"{waited:.0f}s so far, trying again in {delay:.0f}s. Cap concurrency with the 'openhands' pool to "
+            "avoid this.",
+        )
+        lc.attempt += 1
+        lc.wake_time = now + delay
+        lc.phase, lc.after_capacity = PHASE_CAPACITY, back
+        return a.Sleep(lc.wake_time)
+
+    # -- deadlines ---------------------------------------------------------------------------------
+
+    def due(self) -> float | None:
+        """When the current phase must be over (epoch seconds), or None for no limit."""
+        lc = self.lc
+        if lc.phase == PHASE_STARTING:
+            return lc.capped(lc.start_deadline)
+        if lc.phase == PHASE_FOLLOW_UP and lc.resume_deadline is not None:
+            return lc.capped(lc.resume_deadline)
+        if lc.phase == PHASE_RUNNING and self.rules.wait_for_completion:
+            return lc.capped(lc.deadline)
+        return None
+
+    def wake_at(self) -> float | None:
+        """When a deadline may fire: at it, but not before one answer was read since this engine was
+        built (a trigger rebuilt after its deadline, however late, first learns whether the start
+        task became READY, or the conversation ended, meanwhile)."""
+        due = self.due()
+        if due is None or self.last_read is not None or self.created is None:
+            return due
+        return max(due, self.created + FIRST_READ_GRACE)
+
+    def _expired(self, now: float) -> a.Action | None:
+        lc = self.lc
+        wake = self.wake_at()
+        if wake is None or now < wake:
+            return None
+        due = self.due() or now
+        by_airflow = lc.hard_deadline is not None and due >= lc.hard_deadline
+        why = " (before Airflow's execution_timeout ends the task)" if by_airflow else ""
+        if lc.phase == PHASE_STARTING:
+            return self._close(
+                "start_timeout",
+                f"Start task {lc.start_task_id} was not READY in time{why} (last: {lc.last_status})",
+                stop="start_task",
+            )
+        if lc.phase == PHASE_FOLLOW_UP:
+            return self._close(
+                "start_timeout",
+                f"The sandbox of conversation {lc.conversation_id} was not running in time{why}",
+                stop="conversation",  # it was resumed: pause it again
+            )
+        last = describe(self.last_state) if self.last_state else "not read yet"
+        return self._close(
+            "timeout",
+            f"Conversation {lc.conversation_id} still {last} at its deadline{why}",
+            stop="conversation" if self.rules.stop_on_timeout else None,
+        )
+
+    # -- ends ----------------------------------------------------------------------------------------
+
+    def _fail(self, kind: str, message: str) -> a.Action:
+        return self._close(kind, message, stop=None)
+
+    def _close(self, kind: str, message: str, *, stop: str | None) -> a.Action:
+        lc = self.lc
+        lc.phase, lc.verdict, lc.to_stop = PHASE_CLOSING, {"kind": kind, "message": message}, stop
+        return self._closing()
+
+    def _closing(self) -> a.Action:
+        lc = self.lc
+        if lc.to_stop == "conversation" and lc.conversation_id:
+            return a.Pause(lc.conversation_id, lc.sandbox_id)
+        if lc.to_stop == "start_task" and lc.conversation_id:
+            return a.Pause(lc.conversation_id, lc.sandbox_id)
+        if lc.to_stop == "start_task" and lc.start_task_id:
+            return a.PauseStartTask(lc.start_task_id)
+        verdict = lc.verdict or {"kind": "permanent", "message": "failed"}
+        return a.Fail(verdict["kind"], verdict["message"])
+
+    def _killed(self) -> a.Action:
+        """Stop what the task started, and remember it: a retry resumes a conversation it paused."""
+        lc = self.lc
+        if not self.rules.cancel_on_kill or lc.phase in (PHASE_DONE, PHASE_CLOSING):
+            return a.Fail("killed", "killed")
+        resumed = lc.resume_deadline is not None  # a follow-up resumed the sandbox before it sent
+        if (
+            lc.conversation_id
+            and lc.phase in (PHASE_RUNNING, PHASE_FOLLOW_UP)
+            and (lc.sent_at or not lc.follow_up or resumed)
+        ):
+            lc.killed = True
+            return a.Pause(lc.conversation_id, lc.sandbox_id)
+        if lc.phase == PHASE_STARTING and lc.start_task_id:
+            lc.killed = True
+            return a.PauseStartTask(lc.start_task_id)
+        return a.Fail("killed", "killed")
