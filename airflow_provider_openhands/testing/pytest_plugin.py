@@ -21,13 +21,16 @@ def openhands_emulator() -> Iterator[Emulator]:
 
 
 def connection_json(emulator: Emulator, api_version: str = "v1", **extra: object) -> str:
-    """An ``openhands`` connection, as JSON for ``AIRFLOW_CONN_*``, that points at the emulator."""
+    """An ``openhands`` connection, as JSON for ``AIRFLOW_CONN_*``, that points at the emulator. Only
+    what differs from the defaults goes in the extra, as the connection form stores it (v1 is the
+    default API version; Airflow would warn that "v1" is too short to mask)."""
+    versioned = {} if api_version == "v1" else {"api_version": api_version}
     return json.dumps(
         {
             "conn_type": "openhands",
             "host": emulator.url,
             "password": emulator.api_key,
-            "extra": {"api_version": api_version, **extra},
+            "extra": {**versioned, **extra},
         }
     )
 
