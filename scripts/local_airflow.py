@@ -35,6 +35,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -397,8 +398,9 @@ class LocalAirflow:
         return f"AIRFLOW_HOME={self.home}".encode() in environ.split(b"\0")
 
     def leftovers(self) -> list[int]:
-        """Processes of this Airflow still running (none once :meth:`stop` returned)."""
-        return [pid for pid in _pids() if pid != os.getpid() and self._ours(pid)]
+        """Processes of this Airflow still running (none once :meth:`stop` returned); a killed one that
+        awaits its parent's reaping (a zombie) no longer runs."""
+        return [pid for pid in _pids() if pid != os.getpid() and self._ours(pid) and not _zombie(pid)]
 
     @staticmethod
     def _terminate(process: subprocess.Popen) -> None:
@@ -420,14 +422,17 @@ class LocalAirflow:
                 self._terminate(process)
         self.processes = {}
         # What a killed component left behind (task processes in groups of their own): nothing may outlive us.
+        killed: set[int] = set()
         for _ in range(2):
             leftovers = self.leftovers()
             for pid in leftovers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             if leftovers:
-                self.log(f"Killed {len(leftovers)} leftover process(es) of this Airflow")
+                killed.update(leftovers)
                 time.sleep(0.5)
+        if killed:
+            self.log(leftovers_line(len(killed)))
         if self.mode == "production":
             self._drop_services()
 
@@ -552,13 +557,24 @@ class LocalAirflow:
     def api(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
         """Call the API server as the admin user (a token from the simple auth manager)."""
         if self._token is None:
-            password_file = self.env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
-                self.home / "simple_auth_manager_passwords.json.generated"
-            )
-            password = json.loads(Path(password_file).read_text())["admin"]
-            answer = self._http("POST", "/auth/token", {"username": "admin", "password": password}, None, timeout)
+            user, password = self.credentials()
+            answer = self._http("POST", "/auth/token", {"username": user, "password": password}, None, timeout)
             self._token = answer["access_token"]
         return self._http(method, path, body, self._token, timeout)
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def credentials(self) -> tuple[str, str]:
+        """The UI's user name and password: the admin ``airflow standalone`` made (once its API server or
+        webserver is up), or the one this class made for the other modes."""
+        if not AIRFLOW_3:
+            return "admin", (self.home / "standalone_admin_password.txt").read_text().strip()
+        password_file = self.env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
+            self.home / "simple_auth_manager_passwords.json.generated"
+        )
+        return "admin", json.loads(Path(password_file).read_text())["admin"]
 
     def _http(self, method: str, path: str, body: Any, token: str | None, timeout: float) -> Any:
         request = urllib.request.Request(
@@ -581,13 +597,34 @@ class LocalAirflow:
                 time.sleep(1)
 
     def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[dict[str, Any]]:
-        """Clear task instances of one run, as a person does with the UI's Clear button."""
-        answer = self.api(
-            "POST",
-            f"/api/v2/dags/{dag_id}/clearTaskInstances",
-            {"dry_run": False, "only_failed": False, "dag_run_id": run_id, "task_ids": task_ids},
-        )
-        return list(answer.get("task_instances") or [])
+        """Clear task instances of one run, as a person does with the UI's Clear button.
+
+        The API server answers 500 "Database error" when its clear meets the scheduler's own update
+        of the same rows (a PostgreSQL deadlock or serialisation failure, seen once in CI); a person
+        presses Clear again, and so does this, twice at most, printing the API server's log line.
+        """
+        body = {"dry_run": False, "only_failed": False, "dag_run_id": run_id, "task_ids": task_ids}
+        for attempt in range(3):
+            try:
+                answer = self.api("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
+                return list(answer.get("task_instances") or [])
+            except RuntimeError as exc:
+                if "HTTP 500" not in str(exc) or "Database error" not in str(exc) or attempt == 2:
+                    raise
+                print(f"[local-airflow] clear met a database error; clearing again: {self._api_server_error(exc)}")
+                time.sleep(2)
+        raise AssertionError("unreachable")
+
+    def _api_server_error(self, exc: Exception) -> str:
+        """The API server's log lines about one error (it hides the cause from the client)."""
+        found = re.search(r"look for ID (\w+)", str(exc))
+        lines: list[str] = []
+        for path in sorted(self.home.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()
+            for index, line in enumerate(text):
+                if found and found.group(1) in line:
+                    lines.extend(text[index : index + 12])
+        return "\n".join(lines[-40:]) or str(exc)
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """An XCom value as stored (JSON in the DB on Airflow 3)."""
@@ -609,6 +646,11 @@ class LocalAirflow:
             return value
 
 
+def leftovers_line(count: int) -> str:
+    """The one line :meth:`LocalAirflow.stop` logs about the processes it had to kill."""
+    return f"Stopped {count} Airflow process{'' if count == 1 else 'es'} still running after it exited"
+
+
 def _pids() -> list[int]:
     return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
 
@@ -619,6 +661,11 @@ def _stat(pid: int) -> list[str] | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold spaces
     except (OSError, IndexError):
         return None
+
+
+def _zombie(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] == "Z"
 
 
 def _session(pid: int) -> int | None:

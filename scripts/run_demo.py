@@ -1,12 +1,15 @@
 """The main job, offline: the bundled OpenHands emulator and a real local Airflow running the
 ``openhands_nightly_maintenance`` example DAG over a dozen repositories, then a summary table.
 
-    .venv/bin/python scripts/run_demo.py [--repositories 12] [--api-version v0] [--production]
+    .venv/bin/python scripts/run_demo.py [--repositories 12] [--api-version v0] [--production] [--keep]
 
 It brings up ``airflow standalone`` (scheduler, triggerer, DAG processor, API server) in a
 temporary AIRFLOW_HOME with an ``openhands`` pool of 10 slots, triggers the DAG, shows progress
 while the conversations run (at most 10 at once, waiting in the triggerer), prints one row per
 repository (status, PRs, duration, link), and stops everything it started. About 2 minutes.
+
+``--keep`` leaves Airflow and the emulator running after the table, to look at what ran in the UI:
+it prints the UI's address, the user name and the password, and stops them on Ctrl-C (or SIGTERM).
 
 ``--production`` runs the same DAG under a production topology instead (``scripts/local_airflow.py``
 mode ``production``): a fresh PostgreSQL database, the CeleryExecutor on Redis, two Celery workers,
@@ -17,7 +20,10 @@ two triggerers, scheduler, DAG processor and API server as separate processes. I
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,7 +56,47 @@ def table(rows: list[dict]) -> str:
     return "\n".join([render(header), render(["-" * w for w in widths]), *(render(line) for line in lines)])
 
 
-def main() -> int:
+def kept_lines(airflow: LocalAirflow, emulator: Emulator) -> list[str]:
+    """What ``--keep`` prints: where to look, how to log in, how to stop."""
+    user, password = airflow.credentials()
+    return [
+        "Airflow and the emulator keep running:",
+        f"  Airflow UI  {airflow.ui_url}  (user {user}, password {password})",
+        f"  emulator    {emulator.url}  (stats: {emulator.url}/_emulator/stats)",
+        f"Press Ctrl-C (or: kill {os.getpid()}) to stop them and delete the Airflow home {airflow.home}",
+    ]
+
+
+def wait_for_ctrl_c(airflow: LocalAirflow) -> None:
+    """Until Ctrl-C or SIGTERM, or until Airflow exits by itself."""
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(2):
+            airflow.check_alive()
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        say(str(exc).splitlines()[0])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def summarize(airflow: LocalAirflow, state: str, elapsed: float, report: list[dict], stats: dict, production: bool):
+    if state != "success":
+        print(airflow.standalone_log(8000))
+    print()
+    print(table(report))
+    print()
+    topology = "PostgreSQL, CeleryExecutor, 2 workers, 2 triggerers: " if production else ""
+    say(
+        f"{topology}DAG run {state} in {elapsed:.0f}s: {len(report)} conversations, "
+        f"at most {stats['max_alive']} at once, "
+        f"{len(airflow.deferred_seen)} tasks waited in the triggerer{'s' if production else ''}"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repositories", type=int, default=12, help="how many repositories to maintain")
     parser.add_argument("--api-version", choices=["v1", "v0"], default="v1")
@@ -59,7 +105,16 @@ def main() -> int:
         action="store_true",
         help="PostgreSQL, CeleryExecutor on Redis, two workers, two triggerers (needs the production extra)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave Airflow and the emulator running at the end (the UI's address and login are printed) until Ctrl-C",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     repositories = [f"acme/service-{n:02d}" for n in range(args.repositories)]
 
     with Emulator(concurrency_limit=10, conversation_seconds=5, start_seconds=1) as emulator:
@@ -69,7 +124,8 @@ def main() -> int:
                 "conn_type": "openhands",
                 "host": emulator.url,
                 "password": emulator.api_key,
-                "extra": {"api_version": args.api_version},
+                # v1 is the default: no "v1" in the extra, which Airflow's masker would warn is too short
+                "extra": {} if args.api_version == "v1" else {"api_version": args.api_version},
             },
             pool_slots=10,
             extra_env={"OPENHANDS_EXAMPLE_POLL_SECONDS": "2"},
@@ -93,23 +149,18 @@ def main() -> int:
             state = airflow.wait_for_run(DAG_ID, run_id, timeout=900, progress=progress)
             elapsed = time.monotonic() - started
             report = airflow.xcom(DAG_ID, run_id, "report") or []
+            if args.keep:
+                summarize(airflow, state, elapsed, report, emulator.stats(), args.production)
+                for line in kept_lines(airflow, emulator):
+                    say(line)
+                wait_for_ctrl_c(airflow)
         finally:
             airflow.stop()
             say("Airflow stopped")
         stats = emulator.stats()
-    if state != "success":
-        print(airflow.standalone_log(8000))
+    if not args.keep:
+        summarize(airflow, state, elapsed, report, stats, args.production)
     airflow.cleanup()
-
-    print()
-    print(table(report))
-    print()
-    topology = "PostgreSQL, CeleryExecutor, 2 workers, 2 triggerers: " if args.production else ""
-    say(
-        f"{topology}DAG run {state} in {elapsed:.0f}s: {len(report)} conversations, "
-        f"at most {stats['max_alive']} at once, "
-        f"{len(airflow.deferred_seen)} tasks waited in the triggerer{'s' if args.production else ''}"
-    )
     return 0 if state == "success" else 1
 
 

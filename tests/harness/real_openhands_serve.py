@@ -1,6 +1,6 @@
 """Run the real open-source OpenHands app server (PyPI ``openhands-ai``) on loopback, for tests.
 
-Started by ``scripts/real_openhands.py`` with the Python of the cached ``openhands-ai`` venv (it
+Started by ``tests/harness/real_openhands.py`` with the Python of the cached ``openhands-ai`` venv (it
 imports ``openhands``, so it cannot run in the project's venv). It changes the installed package
 in memory only:
 

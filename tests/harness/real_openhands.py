@@ -3,7 +3,7 @@
 ``with RealOpenHands() as server: server.url`` runs the OpenHands app server (PyPI
 ``openhands-ai``, pinned below; it serves the same V1 API as OpenHands Cloud) with its "process"
 sandbox (each conversation's agent server is a local subprocess, no Docker) and a scripted fake
-LLM (``scripts/fake_llm.py``: markers such as ``[fake-llm finish="text"]`` in the task text), on
+LLM (``tests/harness/fake_llm.py``: markers such as ``[fake-llm finish="text"]`` in the task text), on
 free loopback ports, in a temporary directory. On exit it stops every process it started (agent
 servers and their tmux servers included, paused ones too) and removes its temporary files.
 
@@ -17,7 +17,7 @@ in 15-55 s on two cores, and booting two at once is slow and, unpatched, can han
 port. Hold :meth:`RealOpenHands.one_start` from the start request until the start task is READY or
 ERROR (it is a file lock, so it also serialises threads and processes).
 
-CLI: ``python scripts/real_openhands.py --check`` starts it, drives one conversation (a file
+CLI: ``python tests/harness/real_openhands.py --check`` starts it, drives one conversation (a file
 written through the agent's file tool, then a final message), prints timings and stops;
 ``--serve`` runs it until Ctrl-C; ``--install`` only makes the cached venv.
 """
