@@ -120,10 +120,11 @@ def test_the_budget_holds_whatever_the_subscribers_ask_for(emulator, monkeypatch
     """5 requests per (scaled-down) 6 s window, with tiny intervals, two kinds and failures."""
     monkeypatch.setattr(SharedPoller, "budget_window", 6.0, raising=False)
     monkeypatch.setattr(SharedPoller, "backoff_initial", 0.01, raising=False)
-    use_connection(monkeypatch, emulator, max_requests_per_minute=5, max_retries=5)
+    use_connection(monkeypatch, emulator)  # the setup's own requests are not the poller's to pace
     conversations = [start() for _ in range(3)]
     emulator.start_seconds = 60
     tasks = [OpenHandsHook().submit_conversation(StartOptions("Wait", "acme/app"))["start_task"]["id"]]
+    use_connection(monkeypatch, emulator, max_requests_per_minute=5, max_retries=5)
     emulator.requests.clear()
     emulator.add_fault(method="GET", path=READS, status=502, times=2)  # backoff and retries count too
 
