@@ -6,8 +6,12 @@ test module imports it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
+import runpy
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +47,28 @@ from airflow_provider_openhands.hooks.transport import RetryPolicy  # noqa: E402
 from airflow_provider_openhands.testing import Emulator  # noqa: E402
 from airflow_provider_openhands.testing.pytest_plugin import connection_json  # noqa: E402
 
+#: Opt-in tiers (``pytest -m <tier>``): they start servers or Airflow processes of their own, so a
+#: run that selects one runs in one process.
+SERIAL_TIERS = ("real_openhands", "production", "ecosystem", "airflow_processes")
+#: The default run's xdist workers (``-n auto`` in addopts): its tests mostly wait on the emulator's
+#: clock, so three share two cores well (13 minutes in one process, about 4 with three).
+WORKERS = 3
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """This process's private AIRFLOW_HOME (the controller's, and each xdist worker's) and the database
+    the ``airflow_db`` fixture put in it go when the session ends: nothing is left in the temp dir."""
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    expression = config.getoption("markexpr") or ""
+    if any(re.search(rf"(?<!not )\b{tier}\b", expression) for tier in SERIAL_TIERS):
+        return 0
+    return WORKERS
+
+
 #: Retries as in production, but with waits short enough for tests.
 FAST_RETRIES = RetryPolicy(max_retries=3, initial_wait=0.01, max_wait=0.2)
 
@@ -76,9 +102,7 @@ def hook(connection: Emulator):
     return OpenHandsHook(retry_policy=FAST_RETRIES)
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> Path:
-    """A migrated metadata DB in the private AIRFLOW_HOME, for ``dag.test()``."""
+def _migrate() -> None:
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         check=True,
@@ -91,6 +115,29 @@ def airflow_db() -> Path:
         capture_output=True,
         env={**os.environ},
     )
+
+
+@pytest.fixture(scope="session")
+def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated metadata DB in the private AIRFLOW_HOME, for ``dag.test()``.
+
+    Each xdist worker has a home of its own: the first to get here migrates (some 12 s of CPU), the
+    others copy its fresh database instead of migrating again. Then a first ``dag.test()`` here
+    takes its one-time cost (some 15 s), which would otherwise fall in whichever test came first.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        _migrate()
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "airflow-db"  # one per run, for its workers
+        shared.mkdir(exist_ok=True)
+        with open(shared / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (shared / "airflow.db").exists():
+                shutil.copyfile(shared / "airflow.db", _HOME / "airflow.db")
+            else:
+                _migrate()
+                shutil.copyfile(_HOME / "airflow.db", shared / "airflow.db")
+    runpy.run_path(str(REPO / "tests" / "dags" / "openhands_warm_up.py"))["warm_up"].test()
     return _HOME
 
 
@@ -126,8 +173,6 @@ class Contract:
 
     def template_for(self, version: str, method: str, path: str) -> str | None:
         """The spec's path template (``/api/conversations/{conversation_id}``) for a concrete path."""
-        import re
-
         if method.lower() in self.docs[version]["paths"].get(path, {}):
             return path
         for template, operations in self.docs[version]["paths"].items():

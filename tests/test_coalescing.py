@@ -134,5 +134,5 @@ def test_an_unreadable_connection_fails_the_triggers_at_once(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", '{"conn_type": "openhands", "password": ""}')
     started = time.monotonic()
     event = asyncio.run(first_event(make("a" * 32, seconds=30)))
-    assert event["outcome"] == "error" and "no API key" in event["message"]
+    assert event["outcome"] == "permanent" and "no API key" in event["message"]
     assert time.monotonic() - started < 5  # not at the 30 s deadline

@@ -101,7 +101,7 @@ def test_worker_on_kill_stops_the_conversation(connection, api_version):
 
     hook = OpenHandsHook()
     conversation_id = hook.start_conversation("Long [emulator duration=600]", "acme/web", poll_interval=0.05)
-    from airflow_provider_openhands.lifecycle import PHASE_RUNNING, Lifecycle
+    from airflow_provider_openhands.engine.state import PHASE_RUNNING, Lifecycle
 
     operator = OpenHandsStartConversationOperator(task_id="t", initial_user_msg="x", repository="acme/web")
     # what execute() holds once the conversation exists

@@ -43,15 +43,17 @@ def test_provider_info_declares_the_form_fields_for_airflow_3():
     for name, field in fields.items():
         assert "null" in field["schema"]["type"], f"{name} would be required"
         assert field["label"] and field["description"], name
+        # no value the form would fill in and store: an empty field means the default, which it names
+        assert "default" not in field["schema"], name
+        assert "default" in field["description"], name
     behaviour = conn_type["ui-field-behaviour"]
-    assert "openhands_default" in " ".join(behaviour["placeholders"].values())
     assert behaviour["relabeling"]["password"] == "API key"
 
 
 def test_the_defaults_the_form_shows_are_the_hooks():
     from airflow_provider_openhands.hooks import transport
 
-    defaults = {name: spec["schema"]["default"] for name, spec in connection_form.FIELDS.items()}
+    defaults = {name: spec["default"] for name, spec in connection_form.FIELDS.items()}
     assert defaults["timeout"] == transport.DEFAULT_TIMEOUT
     assert defaults["max_retries"] == transport.DEFAULT_MAX_RETRIES
     assert defaults["max_requests_per_minute"] == transport.DEFAULT_MAX_REQUESTS_PER_MINUTE
@@ -65,8 +67,19 @@ def test_ui_field_behaviour_is_the_same_for_both_airflow_lines():
     assert hook_side["hidden_fields"] == info_side["hidden-fields"] == ["schema", "login"]
     assert hook_side["relabeling"] == info_side["relabeling"]
     assert hook_side["placeholders"] == info_side["placeholders"]
-    assert "openhands_default" in hook_side["placeholders"]["password"]
-    assert "443" in hook_side["placeholders"]["port"]
+
+
+def test_placeholders_fit_and_show_the_defaults():
+    """Each placeholder fits its input (the API key's was cut off); the port's says what the Test button
+    needs; the host's and (Airflow 2) the extra fields' are the defaults an empty field means."""
+    placeholders = OpenHandsHook.get_ui_field_behaviour()["placeholders"]
+    for name, text in placeholders.items():
+        assert len(text) <= connection_form.PLACEHOLDER_CHARS, (name, text)
+    assert placeholders["port"] == "443 (the Test button needs a port)"
+    assert placeholders["host"] == "https://app.all-hands.dev (default)"
+    assert "API key" in placeholders["password"]
+    assert (placeholders["api_version"], placeholders["timeout"], placeholders["max_retries"]) == ("v1", "30", "5")
+    assert "api_version" not in placeholders["extra"]  # no example that stores a default
 
 
 def test_the_hook_module_imports_without_the_web_ui_packages():
@@ -98,7 +111,8 @@ def test_get_connection_form_widgets():
     assert widgets["api_version"].field_class is StringField
     (choice,) = [v for v in widgets["api_version"].kwargs["validators"] if isinstance(v, AnyOf)]
     assert list(choice.values) == ["v1", "v0"]
-    assert widgets["timeout"].field_class is IntegerField and widgets["timeout"].kwargs["default"] == 30
+    assert widgets["timeout"].field_class is IntegerField
+    assert all("default" not in widget.kwargs for widget in widgets.values())  # nothing stored unasked
     assert widgets["allow_insecure_http"].field_class is BooleanField
 
 
@@ -112,8 +126,10 @@ def test_airflow_builds_the_form_from_the_provider():
         assert set(meta.extra_fields) == FORM_FIELDS
         assert meta.extra_fields["api_version"]["schema"]["enum"] == ["v1", "v0"]
         assert meta.standard_fields.password.title == "API key"
-        assert "openhands_default" in meta.standard_fields.password.placeholder
         assert meta.standard_fields.port.hidden is False
+        assert "Test button" in meta.standard_fields.port.placeholder
+        # what a new connection's form starts with, and its Extra JSON: no default filled in to be stored
+        assert {name: field["value"] for name, field in meta.extra_fields.items()} == dict.fromkeys(FORM_FIELDS)
     else:
         pytest.importorskip("flask_appbuilder")
         from airflow.providers_manager import ProvidersManager
@@ -152,6 +168,16 @@ def test_a_connection_saved_by_the_form_is_read(monkeypatch):
     )
     assert (settings.api_version, settings.timeout, settings.max_retries) == ("v0", 12, 5)
     assert settings.max_requests_per_minute == 90 and settings.verify is False
+
+
+def test_a_connection_saved_with_empty_fields_follows_the_defaults(monkeypatch):
+    """Airflow 3's form stores an empty field as null: the hook's default applies, today's and any later one."""
+    from airflow_provider_openhands.hooks import transport
+
+    monkeypatch.setattr(transport, "DEFAULT_TIMEOUT", 45.0)
+    settings = settings_for(monkeypatch, dict.fromkeys(FORM_FIELDS))
+    assert (settings.api_version, settings.timeout, settings.max_retries) == ("v1", 45.0, transport.DEFAULT_MAX_RETRIES)
+    assert settings.max_requests_per_minute == transport.DEFAULT_MAX_REQUESTS_PER_MINUTE and settings.verify is True
 
 
 def test_prefixed_form_names_are_read_too(monkeypatch):

@@ -120,3 +120,37 @@ def test_parsing_with_the_extras_installed_still_imports_no_pydantic_ai_or_openl
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_dataset_names_ignore_case_and_a_self_hosted_gitlab_keeps_its_host(emulator, api_version, monkeypatch):
+    """Issue 22, item 6: ``Acme/App`` and ``acme/app`` are one dataset; a GitLab named in the
+    connection's extra ``git_hosts`` is its own namespace, not gitlab.com."""
+    from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
+    from airflow_provider_openhands.testing.pytest_plugin import connection_json
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT",
+        connection_json(emulator, api_version, git_hosts={"gitlab": "https://git.acme.dev/"}),
+    )
+    for repository, provider, expected in [
+        ("Acme/App", "github", ("https://github.com", "acme/app")),
+        ("platform/Tools/CLI", "gitlab", ("https://git.acme.dev", "platform/tools/cli")),
+    ]:
+        task = OpenHandsStartConversationOperator(
+            task_id="fix", initial_user_msg="Fix it", repository=repository, git_provider=provider
+        )
+        lineage = extract(task, "RUNNING")
+        assert [(d.namespace, d.name) for d in lineage.inputs] == [expected]
+
+
+def test_the_run_facet_s_schema_url_resolves_to_the_run_facet_base():
+    """Issue 22, item 6: the facet's ``_schemaURL`` is the spec's RunFacet definition (which exists),
+    not a URL that serves no schema."""
+    from openlineage.client.facet_v2 import RunFacet
+
+    from airflow_provider_openhands._openlineage import OpenHandsConversationRunFacet
+
+    facet = OpenHandsConversationRunFacet(conversationId="abc")
+    assert facet._schemaURL == RunFacet._get_schema()
+    assert facet._schemaURL.startswith("https://openlineage.io/spec/") and facet._schemaURL.endswith("#/$defs/RunFacet")

@@ -843,3 +843,120 @@ def test_observability_tags_and_metadata_are_kept(api, emu):
         answer = api.call("POST", CONVERSATIONS, json={**body, **bad})
         assert answer.status_code == 422, bad
         assert answer.json()["detail"][0]["loc"][:2] == ["body", next(iter(bad))]
+
+
+# -- knobs: the constructor, POST /_emulator/config and the command line ----------------------------------
+
+#: A value other than the default for every knob.
+KNOB_SAMPLES = {
+    "concurrency_limit": 3,
+    "conversation_seconds": 2.5,
+    "start_seconds": 0.1,
+    "latency": 0.01,
+    "daily_sandbox_limit": 7,
+    "capacity_error_style": "flat",
+    "rate_limit_per_minute": 500,
+    "turn_lag_seconds": 0.2,
+    "missing_file_answer": "empty",
+    "outcomes_by_repository": {"acme/web": "error", "acme/docs": "stuck"},
+    "seconds_by_repository": {"acme/api": 600.0},
+}
+
+
+def test_every_knob_is_settable_by_config_and_the_command_line(emu):
+    """Every keyword argument of the Emulator but its address and key is a knob of POST /_emulator/config
+    and a flag of the command line (the per-repository ones as repeatable ``owner/repo=value``)."""
+    import inspect
+
+    from airflow_provider_openhands.testing.__main__ import emulator_kwargs
+    from airflow_provider_openhands.testing.emulator import CONFIG_KEYS
+
+    arguments = set(inspect.signature(Emulator).parameters)
+    assert set(CONFIG_KEYS) == set(KNOB_SAMPLES) == arguments - {"api_key", "host", "port"}
+    assert set(emulator_kwargs([])) == arguments
+    answer = requests.post(emu.url + "/_emulator/config", json=KNOB_SAMPLES, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert {knob: getattr(emu, knob) for knob in KNOB_SAMPLES} == KNOB_SAMPLES
+    flags = [
+        "--concurrency-limit=3", "--conversation-seconds=2.5", "--start-seconds=0.1", "--latency=0.01",
+        "--daily-sandbox-limit=7", "--capacity-error-style=flat", "--rate-limit-per-minute=500",
+        "--turn-lag-seconds=0.2", "--missing-file-answer=empty", "--outcomes-by-repository", "acme/web=error",
+        "--outcomes-by-repository=acme/docs=stuck", "--seconds-by-repository", "acme/api=600",
+    ]  # fmt: skip
+    assert {knob: emulator_kwargs(flags)[knob] for knob in KNOB_SAMPLES} == KNOB_SAMPLES
+    built = Emulator(**emulator_kwargs(flags))
+    assert {knob: getattr(built, knob) for knob in KNOB_SAMPLES} == KNOB_SAMPLES
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--outcomes-by-repository=acme/web=exploded",
+        "--outcomes-by-repository=acme/web",
+        "--seconds-by-repository=acme/web=soon",
+    ],
+)
+def test_a_bad_per_repository_flag_is_refused(flag, capsys):
+    from airflow_provider_openhands.testing.__main__ import emulator_kwargs
+
+    with pytest.raises(SystemExit):
+        emulator_kwargs([flag])
+    assert flag.split("=", 1)[1] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"outcomes_by_repository": {"acme/web": "exploded"}},
+        {"outcomes_by_repository": ["acme/web"]},
+        {"seconds_by_repository": {"acme/web": -1}},
+        {"seconds_by_repository": {"acme/web": "600"}},
+        {"seconds_by_repository": {"": 3}},
+    ],
+)
+def test_bad_per_repository_knobs_are_refused(api, emu, knobs):
+    answer = api.control("/_emulator/config", knobs)
+    assert answer.status_code == 400 and next(iter(knobs)) in answer.json()["detail"]
+    assert emu.outcomes_by_repository == {} and emu.seconds_by_repository == {}
+
+
+def test_one_repository_fails_and_another_runs_long_over_http(api, emu):
+    """What a user does to the nightly example without Python: POST the per-repository knobs."""
+    knobs = {"outcomes_by_repository": {"acme/web": "error"}, "seconds_by_repository": {"acme/api": 30}}
+    assert api.control("/_emulator/config", knobs).ok
+    failing = api.ready(api.start("Fix it", selected_repository="acme/web"))
+    slow = api.ready(api.start("Fix it", selected_repository="acme/api"))
+    fine = api.ready(api.start("Fix it", selected_repository="acme/docs"))
+    scripted = api.ready(api.start("Fix it [emulator outcome=finished duration=0.1]", selected_repository="acme/web"))
+    assert wait_for(lambda: api.conversation(fine)["execution_status"] == "finished")
+    assert wait_for(lambda: api.conversation(failing)["execution_status"] == "error")
+    assert api.conversation(scripted)["execution_status"] == "finished"  # a marker wins over the knobs
+    assert api.conversation(slow)["execution_status"] == "running"
+    assert requests.get(f"{emu.url}/_emulator/done/{slow}", timeout=5).status_code == 404
+
+
+def test_the_command_line_emulator_takes_per_repository_knobs(contract):
+    """``python -m airflow_provider_openhands.testing`` with the flags, over HTTP, then SIGTERM."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    command = [
+        sys.executable, "-m", "airflow_provider_openhands.testing", "--port", "0", "--start-seconds", "0.1",
+        "--conversation-seconds", "0.3", "--outcomes-by-repository", "acme/web=error",
+        "--seconds-by-repository", "acme/api=30",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        url = line.split(" listening on ")[1].split()[0]
+        api = Client(SimpleNamespace(url=url, api_key="emulator-api-key"), contract)
+        failing = api.ready(api.start("Fix it", selected_repository="acme/web"))
+        slow = api.ready(api.start("Fix it", selected_repository="acme/api"))
+        fine = api.ready(api.start("Fix it", selected_repository="acme/docs"))  # started last, ends first
+        assert wait_for(lambda: api.conversation(fine)["execution_status"] == "finished")
+        assert api.conversation(failing)["execution_status"] == "error"
+        assert api.conversation(slow)["execution_status"] == "running"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0

@@ -48,3 +48,40 @@ def test_an_agent_that_ends_with_a_message():
     }
     page = {"items": [message]}
     assert status_from_events(page) == "finished" and final_message_from_events(page) == "Which branch?"
+
+
+@pytest.mark.parametrize(
+    ("sample", "error"),
+    [
+        (
+            "events_search_llm_failure.json",
+            "LLMServiceUnavailableError: litellm.InternalServerError: InternalServerError: OpenAIException - "
+            "fake_llm: forced failure",
+        ),
+        ("events_search_finished_turn.json", None),
+        ("events_search_follow_up_turn.json", None),
+    ],
+)
+def test_the_agents_own_error(sample, error):
+    """Issue 21, item 3: the agent's last error of the newest turn, as the real server records it
+    (``ConversationErrorEvent``: ``code: detail``); none for a turn that ended well."""
+    from airflow_provider_openhands.api.state import error_from_events
+
+    assert error_from_events(newest_first(sample)) == error
+
+
+def test_the_agents_error_is_cut_to_one_readable_line():
+    """A long error (a traceback) is one line of at most ERROR_CHARS, marked where it was cut; an
+    ``AgentErrorEvent`` counts too; an error before the agent's ``finish`` does not."""
+    from airflow_provider_openhands.api.state import ERROR_CHARS, error_from_events
+
+    detail = "Traceback (most recent call last):\n" + "  File x.py, line 1, in f\n" * 400
+    page = {"items": [{"kind": "ConversationErrorEvent", "code": "AgentStuckError", "detail": detail}]}
+    text = error_from_events(page)
+    assert text.startswith("AgentStuckError: Traceback (most recent call last): File x.py")
+    assert ERROR_CHARS - 5 <= len(text) <= ERROR_CHARS and text.endswith("...") and "\n" not in text
+    tool = {"kind": "AgentErrorEvent", "source": "agent", "error": "Tool 'terminal' timed out"}
+    assert error_from_events({"items": [tool]}) == "Tool 'terminal' timed out"
+    finish = newest_first("events_search_finished_turn.json")["items"]
+    finished = [e for e in finish if e.get("kind") == "ActionEvent"][:1]
+    assert error_from_events({"items": [*finished, tool]}) is None

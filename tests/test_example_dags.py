@@ -157,6 +157,7 @@ def answer_reviews(dag_id: str, answers: dict[str, tuple[str, str]], bodies: dic
     from airflow.utils.state import State, TaskInstanceState
 
     reviewer = SimpleAuthManagerUser(username="reviewer", role="admin")
+    answered: set = set()
     while not stop.wait(0.2):
         try:
             with create_session() as session:
@@ -166,6 +167,8 @@ def answer_reviews(dag_id: str, answers: dict[str, tuple[str, str]], bodies: dic
                     .all()
                 )
                 for ti in waiting:
+                    if ti.id in answered:  # still shown as waiting until the task resumes (slow under load)
+                        continue
                     if ti.task_id not in answers:
                         raise AssertionError(f"no answer for {ti.task_id}")
                     bodies[ti.task_id] = session.get(HITLDetail, ti.id).body
@@ -180,6 +183,7 @@ def answer_reviews(dag_id: str, answers: dict[str, tuple[str, str]], bodies: dic
                         user=reviewer,
                         session=session,
                     )
+                    answered.add(ti.id)
         except Exception as error:  # reported by the test
             errors.append(error)
             with create_session() as session:  # fail what waits, so that the run ends

@@ -230,6 +230,8 @@ def test_batch_read_of_many_conversations(hook, connection, api_version):
         ({"host": "http://openhands.example.com"}, "in clear"),
         ({"host": "ftp://x"}, "http"),
         ({"extra": {"timeout": 0}}, "timeout"),
+        ({"extra": "api_version=v0"}, "extra is not a JSON object"),
+        ({"extra": "[1]"}, "extra is not a JSON object"),
     ],
 )
 def test_bad_connection_settings_are_named(monkeypatch, conn, message):

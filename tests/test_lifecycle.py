@@ -27,8 +27,7 @@ def results(tmp_path, monkeypatch):
 @pytest.fixture
 def short_grace(monkeypatch):
     """A task that gives up on a start waits this long for its sandbox (30 s in production)."""
-    monkeypatch.setattr("airflow_provider_openhands.lifecycle.START_STOP_GRACE", 1.0)
-    monkeypatch.setattr("airflow_provider_openhands.operators.openhands.START_STOP_GRACE", 1.0)
+    monkeypatch.setattr("airflow_provider_openhands.engine.state.START_STOP_GRACE", 1.0)
     monkeypatch.setattr("airflow_provider_openhands.triggers.openhands.START_STOP_GRACE", 1.0)
 
 
@@ -77,7 +76,7 @@ def test_airflow_s_clear_starts_a_new_series_and_a_retry_does_not(airflow_db, co
     from airflow.models.taskinstance import TaskInstance, clear_task_instances
     from airflow.utils.session import create_session
 
-    from airflow_provider_openhands.lifecycle import series_start
+    from airflow_provider_openhands.engine.state import series_start
 
     dag_run = run_dag("oh_test_retry_after_crash")  # retries=1: the first try's answer is lost below
     connection.add_fault(method="POST", path="app-conversations$", reset=True, after=True)
@@ -128,11 +127,12 @@ def test_the_daily_quota_fails_once_naming_the_quota(airflow_db, connection, api
 
 
 def test_a_wrong_key_fails_once(airflow_db, connection, api_version, results):
-    """401 is permanent: retries=2, one try, one request."""
+    """401 is permanent: retries=2, one try; the task reads its connection again once (a rotated
+    key) and asks once more, then fails."""
     connection.api_key = "another-key"
     dag_run = run_dag("oh_test_permanent_error")
     assert task_states(dag_run) == {"run": "failed"} and tries(dag_run) == 1
-    assert len(connection.requests) == 1
+    assert len(connection.requests) == 2
 
 
 @pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
@@ -156,7 +156,7 @@ def test_sensor_soft_fail_skips_a_failed_conversation_in_every_mode(airflow_db, 
 def test_a_kill_during_the_start_pauses_the_start_tasks_sandbox(connection, api_version):
     """Item 10: killed while its start task works, the task stops the sandbox once it exists."""
     from airflow_provider_openhands.api.options import StartOptions
-    from airflow_provider_openhands.lifecycle import PHASE_STARTING, Lifecycle
+    from airflow_provider_openhands.engine.state import PHASE_STARTING, Lifecycle
     from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
     from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
 

@@ -27,7 +27,7 @@ import pytest
 from airflow_provider_openhands.testing import Emulator
 from scripts.local_airflow import AIRFLOW_3, REPO, LocalAirflow
 
-pytestmark = pytest.mark.airflow_e2e
+pytestmark = [pytest.mark.airflow_e2e, pytest.mark.airflow_processes]
 
 REPOSITORIES = [f"acme/repo-{n:02d}" for n in range(25)]
 

@@ -109,7 +109,12 @@ def test_the_result_carries_output_files_changes_and_capped_diffs(airflow_db, co
     assert len(modified) < 1200 and "cut by airflow-provider-openhands: 4000 more characters" in modified
     (post,) = connection.requests_to("POST", "app-conversations$")
     sent = post["body"]["initial_message"]["content"][0]["text"]
-    assert "openhands_output.json" in sent and '"confidence"' in sent  # the schema went with the task
+    assert '"confidence"' in sent  # the schema went with the task
+    # The output file: outside the repository's working tree (never a change, never in a PR), named
+    # for this task series (the conversation id the provider chose), so no earlier file passes for it.
+    output_path = f"/workspace/project/openhands_output_{result['conversation_id'].replace('-', '')[:12]}.json"
+    assert f"to the file `{output_path}`" in sent
+    assert not any("openhands_output" in path for path in changed)
     assert xcom_value(dag_run, "usage")["accumulated_cost"] > 0
 
 
@@ -121,6 +126,7 @@ def test_an_output_that_does_not_match_the_schema_fails_saying_why(airflow_db, c
     out, err = capfd.readouterr()
     assert "does not match output_schema: confidence: 3 is greater than the maximum of 1" in out + err
     assert "Cause found" in out + err  # the agent's final message is quoted
+    assert connection.stats()["alive"] == 0  # the ended conversation's slot is freed though the task failed
 
 
 @pytest.mark.parametrize("api_version", ["v1"])
@@ -128,7 +134,7 @@ def test_a_missing_output_fails(airflow_db, connection, api_version, capfd):
     dag_run = run_dag("oh_test_results_deferrable", {"message": 'Triage [emulator finish="I gave up"]'})
     assert task_states(dag_run) == {"run": "failed"}
     out, err = capfd.readouterr()
-    assert "did not write /workspace/project/website/openhands_output.json" in out + err and "I gave up" in out + err
+    assert "did not write /workspace/project/openhands_output_" in out + err and "I gave up" in out + err
 
 
 @pytest.mark.parametrize("api_version", ["v1"])
@@ -187,7 +193,7 @@ def test_a_follow_up_never_takes_an_earlier_turns_output(airflow_db, connection,
     dag_run = run_dag("oh_test_follow_up_output", {"conversation_id": conversation_id, "message": message})
     assert task_states(dag_run) == {"follow_up": "failed"}
     out, err = capfd.readouterr()
-    assert "did not write /workspace/project/website/openhands_output_" in out + err
+    assert "did not write /workspace/project/openhands_output_" in out + err  # its own file, by its turn
 
 
 @pytest.mark.parametrize("api_version", ["v1"])
@@ -216,7 +222,9 @@ def test_the_output_is_read_even_after_the_sandbox_was_paused(airflow_db, connec
     waiter = OpenHandsStartConversationOperator(
         task_id="t", initial_user_msg="x", wait_for_completion=True, output_schema=TRIAGE, poll_interval=0.05
     )
-    state = waiter.final_state(conversation_id, "finished")
+    state = waiter.final_state(
+        conversation_id, "finished", output_file="/workspace/project/website/openhands_output.json"
+    )
     assert state["output"]["cause"] == "disk full" and connection.stats()["resumes"] == 1
 
 
@@ -228,3 +236,41 @@ def test_an_archived_conversation_fails_a_follow_up_at_once(airflow_db, connecti
     assert task_states(dag_run) == {"follow_up": "failed"}
     (ti,) = dag_run.get_task_instances()
     assert ti.try_number == 1  # 410 is permanent
+
+
+def test_the_output_file_is_never_inside_the_repository_s_working_tree():
+    """Issue 18: beside the repository's directory, never in it (nor in a ``git_path`` the user
+    sets to the workspace itself), and named by its token (the task series and turn)."""
+    from airflow_provider_openhands.results import output_file
+
+    assert output_file("0123456789ab") == "/workspace/project/openhands_output_0123456789ab.json"
+    assert output_file("t", "/workspace/project/app") == "/workspace/project/openhands_output_t.json"
+    assert output_file("t", "/workspace/project") == "/workspace/openhands_output_t.json"
+    assert output_file("t", "/workspace/project/") == "/workspace/openhands_output_t.json"
+    assert output_file("t", "/") == "/openhands_output_t.json"
+
+
+def test_a_budget_without_a_wait_is_refused_at_parse_time():
+    """Issue 18: nothing would stop the conversation at ``max_cost_usd`` without a wait: refused, never ignored."""
+    from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
+
+    with pytest.raises(OpenHandsConfigError, match="max_cost_usd needs wait_for_completion=True"):
+        OpenHandsStartConversationOperator(task_id="t", initial_user_msg="x", max_cost_usd=0.01)
+
+
+@pytest.mark.parametrize("api_version", ["v0"])
+def test_a_budget_on_v0_fails_before_any_request(airflow_db, connection, api_version):
+    """V0 reports no cost: the operator and the sensor refuse ``max_cost_usd`` there, naming it."""
+    from airflow_provider_openhands.operators.openhands import OpenHandsStartConversationOperator
+    from airflow_provider_openhands.sensors.openhands import OpenHandsConversationSensor
+
+    operator = OpenHandsStartConversationOperator(
+        task_id="t", initial_user_msg="x", wait_for_completion=True, max_cost_usd=1.0
+    )
+    sensor = OpenHandsConversationSensor(task_id="s", conversation_id="abc", max_cost_usd=1.0)
+    for task in (operator, sensor):
+        with pytest.raises(
+            OpenHandsConfigError, match="max_cost_usd: connection 'openhands_default' uses api_version v0"
+        ):
+            task.execute({})
+    assert connection.requests == []

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from airflow_provider_openhands.api.options import StartOptions
+from airflow_provider_openhands.engine.state import PHASE_STARTING, Lifecycle
 from airflow_provider_openhands.hooks.openhands import OpenHandsHook
-from airflow_provider_openhands.lifecycle import PHASE_STARTING, Lifecycle
 from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
 from tests.test_faults import times_logged
 
@@ -70,7 +70,7 @@ def test_the_event_is_small_and_holds_no_state(connection):
     """Airflow logs the event it fires: ids and what happened, not a 1 KB state."""
     conversation_id = start(connection)
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id)))
-    assert "state" not in event and len(repr(event)) < 400
+    assert "state" not in event and len(repr(event)) < 600  # ids, outcome, the turn's final message
 
 
 @pytest.mark.parametrize("outcome", ["error", "stuck"])
@@ -104,7 +104,7 @@ def test_start_task_error_is_a_failure_with_detail(connection, api_version):
 
 def test_unknown_conversation_is_a_permanent_error_event(connection):
     (event,) = asyncio.run(collect(make(conversation_id="a" * 32)))
-    assert event["outcome"] == "error" and event["permanent"] and "a" * 32 in event["message"]
+    assert event["outcome"] == "permanent" and "a" * 32 in event["message"]
 
 
 def test_serialize_holds_no_secret_and_rebuilds(connection):
@@ -206,7 +206,7 @@ def test_an_outage_longer_than_unreachable_timeout_fails_the_wait(connection, ap
     conversation_id = start(connection)
     connection.add_fault(status=502, method="GET", path="app-conversations$", times=10**6, headers={"Retry-After": "0"})
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id, unreachable_timeout=0.5)))
-    assert event["outcome"] == "error" and event.get("unreachable") and not event.get("permanent")
+    assert event["outcome"] == "unreachable"
 
 
 @pytest.mark.parametrize("api_version", ["v1"])
@@ -215,7 +215,7 @@ def test_a_permanent_error_fails_the_wait_at_once(connection, api_version):
     connection.add_fault(status=401, method="GET", times=10**6, body={"error": "failed to authenticate"})
     started = time.time()
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id)))
-    assert event["outcome"] == "error" and event["permanent"] and "openhands_default" in event["message"]
+    assert event["outcome"] == "permanent" and "openhands_default" in event["message"]
     assert time.time() - started < 2
 
 
@@ -247,3 +247,57 @@ def test_a_restart_long_after_the_start_deadline_reads_before_it_gives_up(connec
     (event,) = asyncio.run(collect(make(lifecycle=lifecycle)))
     assert event["outcome"] == "success", event
     assert connection.stats()["stops"] == 0
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_the_event_line_the_triggerer_logs_is_short(connection):
+    """The triggerer logs every event it fires by its repr (Airflow 3: ``Trigger fired event ...
+    result=<repr>``, console or JSON; Airflow 2: ``Trigger <name> fired: <str>``). The lifecycle
+    travels in the payload, for the task's resume, and stays out of that line: under 300 characters
+    with a long final message and start options, which the payload keeps."""
+    import json
+
+    from airflow_provider_openhands.engine.state import PHASE_RUNNING
+
+    final = "Fixed it. " + "A long account of what the agent did. " * 20
+    conversation_id = start(connection, f'Fix it [emulator finish="{final}"]')
+    lifecycle = Lifecycle(
+        phase=PHASE_RUNNING,
+        conversation_id=conversation_id,
+        key="airflow-provider-openhands:openhands_default::dag:task:run:-1",
+        deadline=time.time() + 20,
+        options={"initial_user_msg": "Fix the README. " * 100},
+    )
+
+    async def events() -> list:
+        return [event async for event in make(lifecycle=lifecycle.for_trigger()).run()]
+
+    (event,) = asyncio.run(events())
+    assert event.payload["lifecycle"]["final_message"].startswith("Fixed it.")  # the resume gets it all
+    assert len(json.dumps(event.payload)) > 600
+    fields = {"event": "Trigger fired event", "name": f"{conversation_id} (ID 1)", "result": event}
+    lines = {"airflow 2": f"Trigger {fields['name']} fired: {event}"}
+    try:  # Airflow 3 logs with structlog (Airflow 2 has none)
+        import structlog
+    except ImportError:
+        structlog = None
+    if structlog is not None:
+        lines["console"] = structlog.dev.ConsoleRenderer(colors=False)(None, "info", dict(fields))
+        lines["json"] = structlog.processors.JSONRenderer()(None, "info", dict(fields))
+    for style, line in lines.items():
+        assert len(line) < 300, (style, line)
+        assert "outcome=success" in line and conversation_id in line and "final_message" not in line, (style, line)
+
+
+def test_the_capacity_wait_event_line_is_short_too():
+    """Its payload holds the start options (the prompt) for the next start; its logged line does not."""
+    from airflow_provider_openhands.triggers.openhands import OpenHandsCapacityWaitTrigger
+
+    lifecycle = Lifecycle(options={"initial_user_msg": "Fix the README. " * 100}).for_trigger()
+
+    async def events() -> list:
+        return [event async for event in OpenHandsCapacityWaitTrigger(wake_time=0, lifecycle=lifecycle).run()]
+
+    (event,) = asyncio.run(events())
+    assert event.payload["lifecycle"] == lifecycle
+    assert repr(event) == str(event) == "TriggerEvent<outcome=wake, message=time to try again, lifecycle=...>"

@@ -32,7 +32,7 @@ _summary: dict[str, Any] = {}
 @pytest.fixture(scope="session")
 def real_openhands() -> Iterator[Any]:
     """The real OpenHands server for the session; fails (never skips) when it cannot run here."""
-    from scripts.real_openhands import RealOpenHands, RealOpenHandsUnavailable
+    from tests.harness.real_openhands import RealOpenHands, RealOpenHandsUnavailable
 
     try:
         server = RealOpenHands(log=lambda line: print(f"[real-openhands] {line}", flush=True)).start()

@@ -165,10 +165,10 @@ with DAG("oh_test_decorated_capacity", schedule=None, start_date=datetime(2026, 
 class DiesBeforeReady(OpenHandsStartConversationOperator):
     """Its first try's worker is lost after the start request, while the start task still works."""
 
-    def wait_in_worker(self, watch):
-        if watch.lc.phase == "starting" and watch.lc.try_number == 1:
+    def hand_over(self, engine, action):
+        if engine.lc.phase == "starting" and engine.lc.try_number == 1:
             raise RuntimeError("worker lost before the start task was READY")
-        return super().wait_in_worker(watch)
+        return super().hand_over(engine, action)
 
 
 with DAG("oh_test_retry_before_ready", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as early:
@@ -356,4 +356,31 @@ with DAG("oh_test_follow_up_output", schedule=None, start_date=datetime(2026, 1,
         deferrable=True,
         poll_interval=POLL,
         output_schema=TRIAGE_SCHEMA,
+    )
+
+# Issue 18: a worker-side task reading many diffs, with a small total cap on what it returns.
+with DAG("oh_test_results_bounded", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as bounded_dag:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="{{ dag_run.conf['message'] }}",
+        repository="acme/website",
+        deferrable=False,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        include_diff=True,
+        output_files=["report.txt"],
+        max_result_bytes=60_000,
+    )
+
+# Issue 18: the trajectory archived for audit, on success and on failure.
+with DAG("oh_test_trajectory", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as trajectory_dag:
+    OpenHandsStartConversationOperator(
+        task_id="run",
+        initial_user_msg="{{ dag_run.conf['message'] }}",
+        repository="acme/website",
+        deferrable=True,
+        wait_for_completion=True,
+        poll_interval=POLL,
+        archive_trajectory=True,
+        output_path=os.environ.get("OPENHANDS_TEST_ARCHIVE", "/tmp/openhands-test-archive"),
     )
