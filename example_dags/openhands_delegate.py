@@ -21,7 +21,7 @@ except ImportError:  # the common-ai extra is not installed (or Airflow 2): no D
     AgentOperator = ManagedAgentToolset = None
 
 if AgentOperator is not None:
-    from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+    from airflow_provider_openhands.integrations.managed_agent import OpenHandsManagedAgentHook
 
     with DAG(
         dag_id="openhands_delegate",
@@ -41,7 +41,7 @@ if AgentOperator is not None:
             prompt="Users report that the signup page crashes when the email has a plus sign. Get it fixed.",
             toolsets=[
                 ManagedAgentToolset(
-                    OpenHandsHook().agent("acme/app"),
+                    OpenHandsManagedAgentHook().agent("acme/app"),
                     tool_name="ask_openhands",
                     description=(
                         "A coding agent with a checkout of acme/app: it can read and change the code, run "

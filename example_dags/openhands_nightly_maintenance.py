@@ -4,7 +4,8 @@ Shows dynamic task mapping and the ``openhands`` pool: ``maintain`` is mapped ov
 repositories (from the ``repositories`` param, else the Airflow Variable
 ``openhands_nightly_repositories``, a JSON list). Each mapped task starts its conversation and
 waits for it in the triggerer (``wait_for_completion=True``), inside the pool, so no more
-conversations run at once than the pool has slots (set them to your account's limit). ``report``
+conversations run at once than the pool has slots (set them to your account's limit); the grid names
+each mapped task after its repository (the operator's default ``map_index_template``). ``report``
 runs after all of them ended, whatever their outcome: it accounts for every mapped task (also one
 that failed before its conversation existed, e.g. with a wrong API key), gathers status, PRs and cost
 of the conversations in one batched request, logs one table, and fails the run naming each repository
