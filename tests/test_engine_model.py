@@ -59,7 +59,7 @@ from airflow_provider_openhands.api.state import (
     v1_status,
 )
 from airflow_provider_openhands.engine import actions as a
-from airflow_provider_openhands.engine.engine import FIRST_READ_GRACE, Engine, Rules
+from airflow_provider_openhands.engine.engine import CLOCK_SKEW, FIRST_READ_GRACE, Engine, Rules
 from airflow_provider_openhands.engine.state import PHASE_RUNNING, Lifecycle, client_id, conversation_key
 
 EXAMPLES = int(os.environ.get("OPENHANDS_MODEL_EXAMPLES", "0") or 0)
@@ -860,7 +860,9 @@ class EngineModel(RuleBasedStateMachine):
         live = self.live_conversations()
         if live:
             conversation, now = live[which % len(live)], self.service.now
-            began = conversation.error[0] if conversation.in_error(now) else now  # one ERROR episode goes on
+            # One ERROR episode goes on, also after a RUNNING moment shorter than two polls (reads may miss it).
+            previous = conversation.error
+            began = previous[0] if previous and now - previous[1] < 2 * POLL else now
             conversation.error = (began, now + seconds)
 
     @rule(which=st.integers(0, 5))
@@ -942,7 +944,13 @@ class EngineModel(RuleBasedStateMachine):
         task = self.tasks[index % len(self.tasks)]
         if task.state == "running" or task.try_number > 8:
             return
-        self.service.advance_to(self.service.now + 1.0)  # a person clears it a moment later
+        # A person clears it a moment later, and a follow-up at least a minute after its last send: the
+        # retry looks for its message since its series began less CLOCK_SKEW (README, "Follow-up turns").
+        later = [self.service.now + 1.0]
+        mine = {(task.name, series) for series in range(1, task.try_number + 1)}
+        for conversation in self.service.conversations.values():
+            later += [t.sent_at + CLOCK_SKEW + 1.0 for t in conversation.turns if t.sender in mine]
+        self.service.advance_to(max(later))
         task.try_number += 1
         task.series, task.sends, task.storeless, task.touched = task.try_number, 0, False, False
         task.series_began = self.service.now
@@ -1199,6 +1207,28 @@ def test_an_error_read_across_an_outage_counts_only_what_was_seen() -> None:
             break
     assert isinstance(action, a.Conclude) and action.status == "error", action
     assert moment < GRACE * 2.5, f"a lasting ERROR concluded only after {moment} s"
+
+
+def test_error_reads_far_apart_count_at_most_two_polls_of_each_gap() -> None:
+    """ERROR read at 0, 10, 55 and 65 s (a 45 s gap: a slow round), while the sandbox had two short
+    episodes with RUNNING between them, unseen: the engine took 65 s of ERROR and concluded ``error`` on
+    a turn that finished. Found by a 5000-example search (sandbox_error(20 s) several times,
+    time_passes(45 s) -> "concludes error but its turn is finished"). Fixed: a gap counts at most two
+    polls. ERROR read every poll still fails at the grace."""
+    lc = Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + WAIT_TIMEOUT, key="k", published="c-1")
+    engine = _engine(lc)
+    assert isinstance(engine.step(a.Continue(), T0), a.ReadConversation)
+    error = _running(sandbox="ERROR")
+    for moment in (0, 10, 55, 65):
+        assert isinstance(engine.step(a.Answer(error), T0 + moment), a.ReadConversation), moment
+    moment = 65
+    while True:  # ERROR goes on, read every poll
+        moment += POLL
+        action = engine.step(a.Answer(error), T0 + moment)
+        if isinstance(action, a.Conclude) or moment > 200:
+            break
+    assert isinstance(action, a.Conclude) and action.status == "error", action
+    assert moment == 65 + 2 * POLL, f"10 + 20 + 10 s seen by 65 s: the grace two polls later, not at {moment}"
 
 
 def test_a_follow_up_retry_that_finds_its_message_keeps_a_deadline() -> None:

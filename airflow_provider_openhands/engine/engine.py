@@ -456,13 +456,14 @@ class Engine:
             lc.last_status = text
         if state.get("sandbox_status") == "ERROR":
             # The real server shows a transient ERROR when a health check is slow. What counts is the
-            # ERROR seen: the time between two reads of it, unless a read between them failed (the
-            # sandbox may have been RUNNING then); reads further apart than the grace begin a new episode.
+            # ERROR seen: the time between two reads of it (at most two polls: the sandbox may have been
+            # RUNNING unseen in a longer gap), unless a read between them failed; reads further apart
+            # than the grace begin a new episode.
             last = lc.sandbox_error_read
             if lc.sandbox_error_since is None or (last is not None and now - last > rules.sandbox_error_grace):
                 lc.sandbox_error_since, lc.sandbox_error_seen = now, 0.0
             elif last is not None:
-                lc.sandbox_error_seen += now - last
+                lc.sandbox_error_seen += min(now - last, 2 * rules.poll_interval)
             lc.sandbox_error_read = now
             if lc.sandbox_error_seen < rules.sandbox_error_grace:
                 return None
