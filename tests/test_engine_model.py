@@ -1167,6 +1167,26 @@ def test_a_retry_without_the_store_resumes_what_a_kill_paused_during_the_start()
     assert isinstance(action, a.Resume), action
 
 
+def test_a_retry_without_the_store_resumes_what_a_kill_paused_while_its_start_task_worked() -> None:
+    """As above, but the retry finds the start task still WORKING, waits for it, and its conversation
+    reads paused mid-run once READY. Found by a 5000-example search: answer_several(2), kill(deferred=
+    False), retry(with_store=False) -> "waited until its timeout on ..., which its own series paused when
+    killed". Fixed: a start task of an earlier try, waited on, counts as one a kill may have paused."""
+    lc = Lifecycle(key="k", since=iso(T0 - 60), start_timeout=START_TIMEOUT, wait_timeout=WAIT_TIMEOUT)
+    lc.series, lc.try_number = 1, 2
+    engine = _engine(lc)
+    assert isinstance(engine.step(a.Begin(), T0), a.Reconnect)
+    task = {"id": "t-1", "status": "WORKING", "requested_id": "c-1", "created_at": iso(T0 - 30)}
+    action = _step(engine, a.Answer({"conversations": {}, "ended": {}, "start_tasks": [task]}), T0)
+    assert isinstance(action, a.ReadStartTask), action
+    ready = {**task, "status": "READY", "conversation_id": "c-1", "sandbox_id": "sb-c-1", "updated_at": iso(T0 + 10)}
+    action = _step(engine, a.Answer(ready), T0 + 10)
+    assert isinstance(action, a.ReadConversation), action
+    assert isinstance(engine.step(a.Answer(_running(sandbox="PAUSED")), T0 + 10), a.ReadTurn)
+    action = engine.step(a.Answer({"status": None, "live": True, "final_message": None}), T0 + 10)
+    assert isinstance(action, a.Resume), action
+
+
 def test_two_transient_sandbox_errors_far_apart_do_not_fail_a_finished_turn() -> None:
     """The sandbox reads ERROR (a slow health check), the service is then unreachable for longer
     than the grace (or the triggerer is down), and the next read is ERROR again, the turn having

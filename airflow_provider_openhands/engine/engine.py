@@ -301,6 +301,7 @@ class Engine:
             self.log("info", f"Reconnecting to start task {task['id']} of an earlier try ({task['status']})")
             same = lc.start_task_id == task["id"] and lc.start_deadline
             lc.phase, lc.start_task_id, lc.client_id = PHASE_STARTING, task["id"], task.get("requested_id")
+            lc.killed = True  # its conversation read paused mid-run at first: a kill paused its sandbox, resume
             if not same:
                 lc.start_deadline = (parse_time(task.get("created_at")) or now) + lc.start_timeout
             return self._next(now)
