@@ -1297,6 +1297,23 @@ def test_a_follow_up_over_budget_resumes_and_sends_nothing() -> None:
     assert not isinstance(action, (a.Resume, a.Send, a.FindSend)), action
 
 
+def test_a_follow_up_that_resumed_its_sandbox_pauses_it_when_the_cost_is_over() -> None:
+    """The sandbox reads paused, the follow-up resumes it, and the first read of it running shows the
+    cost over ``max_cost_usd``: the engine failed with ``budget`` and left the sandbox it had resumed
+    running. Found by a 5000-example search (a follow-up with budget 0.8 cleared many times -> "Fail
+    budget without pausing what it started first"). Fixed: a sandbox this try resumed is paused first."""
+    lc = Lifecycle(follow_up=True, conversation_id="c-1", key="k", since=iso(T0 - 60))
+    engine = _engine(lc, max_cost_usd=0.8)
+    assert isinstance(_step(engine, a.Begin(), T0), a.ReadConversation)
+    assert isinstance(_step(engine, a.Answer({**_running(sandbox="PAUSED")}), T0), a.Resume)
+    assert isinstance(engine.step(a.Answer(True), T0), a.ReadConversation)
+    over = {**_running(), "metrics": {"accumulated_cost": 0.85}}
+    action = engine.step(a.Answer(over), T0 + 10)
+    assert isinstance(action, a.Pause) and action.conversation_id == "c-1", action
+    action = engine.step(a.Answer(True), T0 + 10)
+    assert isinstance(action, a.Fail) and action.kind == "budget", action
+
+
 def test_a_new_try_reads_the_connection_again_on_its_first_401() -> None:
     """A try met a 401 (``auth_reread`` set) and was killed before it read the connection again; the
     task state store kept the flag. The retry (a new process) meets a 401 of its own (the key rotated

@@ -425,6 +425,8 @@ class Engine:
             )
         over = self._over_budget(state)
         if over is not None:  # the conversation's total already passed it: send nothing more
+            if lc.resume_deadline is not None:  # this try resumed the sandbox: pause it again
+                return self._close("budget", over + ": stopped", stop="conversation")
             return self._fail("budget", over)
         sandbox = state.get("sandbox_status")
         if sandbox == "PAUSED":
