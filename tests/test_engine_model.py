@@ -1314,6 +1314,45 @@ def test_a_follow_up_that_resumed_its_sandbox_pauses_it_when_the_cost_is_over() 
     assert isinstance(action, a.Fail) and action.kind == "budget", action
 
 
+def test_a_kill_while_closing_over_budget_still_pauses() -> None:
+    """The cost read over ``max_cost_usd`` (the engine's Pause pending) and SIGTERM comes before the
+    Pause is sent: the kill failed the task at once and left the conversation running (a storeless
+    retry then read it over budget and failed without stopping it). Found by a 5000-example search
+    (a follow-up with budget 0.8: answers, kill, retry without the store -> "Fail budget without
+    pausing what it started first"). Fixed: a kill during the closing carries out its stop."""
+    lc = Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + WAIT_TIMEOUT, key="k", published="c-1")
+    engine = _engine(lc, max_cost_usd=0.8)
+    assert isinstance(engine.step(a.Continue(), T0), a.ReadConversation)
+    action = engine.step(a.Answer({**_running(), "metrics": {"accumulated_cost": 0.85}}), T0)
+    assert isinstance(action, a.Pause), action
+    action = engine.step(a.Killed(), T0 + 1)
+    assert isinstance(action, a.Pause) and action.conversation_id == "c-1", action
+    assert not engine.lc.killed, "an over-budget conversation is not one a retry resumes"
+
+
+def test_a_follow_up_whose_search_for_its_message_meets_a_401_twice_fails_without_sending() -> None:
+    """A retry looks for its message (FindSend), meets 401, reads the connection again, meets 401
+    again: the engine sent the message anyway ("cannot tell whether an earlier try sent it"), which
+    it does only when the server cannot search events (404, 422). Found by a 5000-example search
+    (rotate_the_key between tries -> "sends its message again"). Fixed: a 401 fails, as anywhere."""
+    lc = Lifecycle(follow_up=True, conversation_id="c-1", key="k", since=iso(T0 - 60), series=1)
+    lc.try_number = 2
+    engine = _engine(lc)
+    action = _step(engine, a.Begin(), T0)
+    action = _step(engine, a.Answer(_running()), T0)
+    assert isinstance(action, a.FindSend), action
+    assert isinstance(engine.step(_problem("auth"), T0), a.RereadConnection)
+    assert isinstance(engine.step(a.Answer(None), T0), a.FindSend)
+    action = engine.step(_problem("auth"), T0)
+    assert isinstance(action, a.Fail) and action.kind == "permanent", action
+    engine = _engine(Lifecycle(follow_up=True, conversation_id="c-1", key="k", since=iso(T0 - 60), series=1))
+    engine.lc.try_number = 2
+    _step(engine, a.Begin(), T0)
+    assert isinstance(_step(engine, a.Answer(_running()), T0), a.FindSend)
+    action = engine.step(a.Problem("not_found", "404 Not Found", 404), T0)
+    assert isinstance(action, a.Send), f"a server that cannot search events: the message is sent ({action!r})"
+
+
 def test_a_new_try_reads_the_connection_again_on_its_first_401() -> None:
     """A try met a 401 (``auth_reread`` set) and was killed before it read the connection again; the
     task state store kept the flag. The retry (a new process) meets a 401 of its own (the key rotated

@@ -568,7 +568,7 @@ class Engine:
             if classify(state.get("status"), self.rules.success_statuses, self.rules.failure_statuses):
                 return self._ended(str(state["status"]))
             return self._next(now)
-        if isinstance(pending, a.FindSend) and problem.kind != "transient":
+        if isinstance(pending, a.FindSend) and problem.kind in ("not_found", "permanent", "invalid"):
             lc.send_checked = True
             self.log("warning", f"Cannot tell whether an earlier try sent the message ({problem.message}): sending it")
             return a.Send(str(lc.conversation_id))
@@ -727,8 +727,11 @@ class Engine:
     def _killed(self) -> a.Action:
         """Stop what the task started, and remember it: a retry resumes a conversation it paused."""
         lc = self.lc
-        if not self.rules.cancel_on_kill or lc.phase in (PHASE_DONE, PHASE_CLOSING):
+        if not self.rules.cancel_on_kill or lc.phase == PHASE_DONE:
             return a.Fail("killed", "killed")
+        if lc.phase == PHASE_CLOSING:  # killed before the closing's own stop (budget, timeout) was done
+            stop = self._closing()
+            return stop if isinstance(stop, (a.Pause, a.PauseStartTask)) else a.Fail("killed", "killed")
         resumed = lc.resume_deadline is not None  # a follow-up resumed the sandbox before it sent
         if (
             lc.conversation_id
