@@ -1187,6 +1187,26 @@ def test_a_retry_without_the_store_resumes_what_a_kill_paused_while_its_start_ta
     assert isinstance(action, a.Resume), action
 
 
+def test_a_conversation_the_kill_paused_is_resumed_where_events_cannot_be_read() -> None:
+    """Events that cannot be read (404) and the task's own kill paused the conversation: the engine
+    waited on it until the deadline (only the events' answer led to the resume). Found by the review
+    of issue 17. Fixed: with no events to tell, a conversation this series' kill paused is resumed."""
+    lc = Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + WAIT_TIMEOUT, key="k", published="c-1")
+    lc.killed, lc.events_unreadable = True, True
+    engine = _engine(lc)
+    assert isinstance(engine.step(a.Continue(), T0), a.ReadConversation)
+    action = engine.step(a.Answer(_running(sandbox="PAUSED")), T0)
+    assert isinstance(action, a.Resume) and action.sandbox_id == "sb-c-1", action
+
+
+def test_a_follow_up_without_a_conversation_id_fails_before_any_request() -> None:
+    """Item 7 in the engine, the rule for every driver (the operators also check the rendered
+    parameter before any request): a follow-up with no conversation fails with ``config``."""
+    engine = _engine(Lifecycle(follow_up=True, conversation_id=None, key="k", since=iso(T0 - 60)))
+    action = engine.step(a.Begin(), T0)
+    assert isinstance(action, a.Fail) and action.kind == "config" and "conversation_id" in action.message, action
+
+
 def test_two_transient_sandbox_errors_far_apart_do_not_fail_a_finished_turn() -> None:
     """The sandbox reads ERROR (a slow health check), the service is then unreachable for longer
     than the grace (or the triggerer is down), and the next read is ERROR again, the turn having
@@ -1249,6 +1269,73 @@ def test_error_reads_far_apart_count_at_most_two_polls_of_each_gap() -> None:
             break
     assert isinstance(action, a.Conclude) and action.status == "error", action
     assert moment == 65 + 2 * POLL, f"10 + 20 + 10 s seen by 65 s: the grace two polls later, not at {moment}"
+
+
+def _waiting_on_error() -> tuple[Engine, dict[str, Any]]:
+    lc = Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + WAIT_TIMEOUT, key="k", published="c-1")
+    engine = _engine(lc)
+    assert isinstance(engine.step(a.Continue(), T0), a.ReadConversation)
+    return engine, _running(sandbox="ERROR")
+
+
+def test_an_error_episode_before_an_outage_does_not_count_toward_one_after_it() -> None:
+    """ERROR read for 50 s, then 190 s of failed reads (under ``unreachable_timeout``), then a new
+    ERROR read twice 10 s apart: the engine kept the first episode's 50 s (a failed read had cleared
+    the time of the last ERROR read, so the "further apart than the grace" rule never applied) and
+    concluded ``error`` after 10 s. Found by the review of issue 17. Fixed: the last ERROR read is
+    kept; a failed read only marks the next gap unseen."""
+    engine, error = _waiting_on_error()
+    for moment in range(0, 60, 10):
+        assert isinstance(engine.step(a.Answer(error), T0 + moment), a.ReadConversation)
+    for moment in range(60, 250, 10):
+        assert isinstance(engine.step(_problem("transient"), T0 + moment), a.ReadConversation)
+    assert UNREACHABLE > 250 - 60
+    assert isinstance(engine.step(a.Answer(error), T0 + 250), a.ReadConversation)
+    action = engine.step(a.Answer(error), T0 + 250 + POLL)
+    assert not isinstance(action, a.Conclude), f"{action}: after {POLL:.0f} s of a new ERROR episode"
+
+
+def test_error_reads_further_apart_than_the_grace_begin_again() -> None:
+    """No read fails, but none happens for 300 s (a triggerer down): the next ERROR reads begin a new
+    episode (README: reads further apart than the grace begin again)."""
+    engine, error = _waiting_on_error()
+    for moment in range(0, 60, 10):
+        assert isinstance(engine.step(a.Answer(error), T0 + moment), a.ReadConversation)
+    assert GRACE < 300
+    engine.step(a.Answer(error), T0 + 350)
+    action = engine.step(a.Answer(error), T0 + 350 + POLL)
+    assert not isinstance(action, a.Conclude), action
+
+
+def test_a_retry_after_an_unreachable_failure_does_not_inherit_the_error_seen() -> None:
+    """Try 1 reads ERROR for 40 s, then OpenHands stops answering and the try fails ``unreachable``;
+    the task state store keeps its lifecycle. The retry, 5 min later, adopts the conversation (its
+    sandbox in a new transient ERROR): it concluded ``error`` 20 s into that episode, the first try's
+    40 s counted. Found by the review of issue 17."""
+    cid = client_id("k", 1)
+    lc = Lifecycle(conversation_id=cid, phase=PHASE_RUNNING, deadline=T0 + WAIT_TIMEOUT, key="k", since=iso(T0 - 60))
+    engine = _engine(lc)
+    error = _running(sandbox="ERROR", cid=cid)
+    action = _step(engine, a.Continue(), T0)
+    for moment in range(0, 50, 10):
+        engine.step(a.Answer(error), T0 + moment)
+    moment = 50
+    while not isinstance(action, a.Fail):
+        action = engine.step(_problem("transient"), T0 + moment)
+        moment += 10
+    assert action.kind == "unreachable", action
+    stored = Lifecycle.from_dict(json.loads(json.dumps(lc.to_dict())))  # as the task state store kept it
+    stored.try_number, stored.phase = 2, "begin"
+    retry, now = _engine(stored), T0 + moment + 300
+    action = retry.step(a.Begin(), now)
+    assert isinstance(action, a.Reconnect), action
+    found = {c: (error if c == canonical_id(cid) else None) for c in action.conversation_ids}
+    action = retry.step(a.Answer({"conversations": found, "ended": {}, "start_tasks": []}), now)
+    while isinstance(action, a.Publish):
+        action = retry.step(a.Answer(None), now)
+    for later in (0, POLL, 2 * POLL):
+        action = retry.step(a.Answer(error), now + later)
+        assert not isinstance(action, a.Conclude), f"{action} {later:.0f} s into the retry's ERROR episode"
 
 
 def test_a_follow_up_retry_that_finds_its_message_keeps_a_deadline() -> None:

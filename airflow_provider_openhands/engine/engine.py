@@ -463,18 +463,22 @@ class Engine:
             # RUNNING unseen in a longer gap), unless a read between them failed; reads further apart
             # than the grace begin a new episode.
             last = lc.sandbox_error_read
-            if lc.sandbox_error_since is None or (last is not None and now - last > rules.sandbox_error_grace):
+            if lc.sandbox_error_since is None or last is None or now - last > rules.sandbox_error_grace:
                 lc.sandbox_error_since, lc.sandbox_error_seen = now, 0.0
-            elif last is not None:
+            elif not lc.sandbox_error_unseen:
                 lc.sandbox_error_seen += min(now - last, 2 * rules.poll_interval)
-            lc.sandbox_error_read = now
+            lc.sandbox_error_read, lc.sandbox_error_unseen = now, False
             if lc.sandbox_error_seen < rules.sandbox_error_grace:
                 return None
         else:
             lc.sandbox_error_since, lc.sandbox_error_read, lc.sandbox_error_seen = None, None, 0.0
+            lc.sandbox_error_unseen = False
         status = state["status"]
-        if status == STATUS_PAUSED and state.get("api_version") == V1 and not lc.events_unreadable:
-            return a.ReadTurn(str(lc.conversation_id))
+        if status == STATUS_PAUSED and state.get("api_version") == V1:
+            if not lc.events_unreadable:
+                return a.ReadTurn(str(lc.conversation_id))
+            if lc.killed and state.get("sandbox_id"):  # no events to tell: this series' kill paused it
+                return self._resume_killed(state, now)
         if status != STATUS_PAUSED:
             self.paused_warned = False
         verdict = classify(status, rules.success_statuses, rules.failure_statuses)
@@ -518,9 +522,7 @@ class Engine:
             return None
         if state.get("status") == STATUS_PAUSED:
             if lc.killed and state.get("sandbox_id"):
-                self.log("info", f"Conversation {lc.conversation_id} was paused when the task was killed: resuming it")
-                lc.resume_deadline = now + lc.start_timeout
-                return a.Resume(str(state["sandbox_id"]))
+                return self._resume_killed(state, now)
             if not self.paused_warned:
                 self.paused_warned = True
                 self.log(
@@ -540,6 +542,12 @@ class Engine:
             )
             return self._ended(str(state.get("status")))
         return None  # a new turn began after the status was written: wait for its end
+
+    def _resume_killed(self, state: dict[str, Any], now: float) -> a.Action:
+        lc = self.lc
+        self.log("info", f"Conversation {lc.conversation_id} was paused when the task was killed: resuming it")
+        lc.resume_deadline = now + lc.start_timeout
+        return a.Resume(str(state["sandbox_id"]))
 
     def _ended(self, status: str) -> a.Action:
         lc = self.lc
@@ -591,7 +599,7 @@ class Engine:
             return self._fail("transient", problem.message)  # it may have been acted on: the retry reconnects
         if problem.kind != "transient":
             return self._fail("permanent", problem.message)
-        lc.sandbox_error_read = None  # unseen meanwhile: the time to the next ERROR read is not counted
+        lc.sandbox_error_unseen = True  # the time to the next ERROR read is not counted
         if lc.failing_since is None:
             lc.failing_since = now
             self.log(

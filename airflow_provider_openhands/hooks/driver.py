@@ -159,7 +159,10 @@ def reconnect(hook: Any, action: a.Reconnect) -> dict[str, Any]:
         state = states.get(canonical_id(cid))
         found["conversations"][cid] = state
         if state is not None and state["status"] == "paused":
-            found["ended"][cid] = hook.get_ended_status(state["conversation_id"])
+            try:
+                found["ended"][cid] = hook.get_ended_status(state["conversation_id"])
+            except (OpenHandsNotFoundError, OpenHandsValidationError):
+                found["ended"][cid] = None  # events that cannot be read: paused mid-run, as far as is known
     if action.start_task_id:
         task = hook.get_start_task(action.start_task_id)
         found["start_tasks"].append(task)
