@@ -43,4 +43,5 @@ def get_provider_info() -> dict[str, Any]:
             {"name": "openhands", "class-name": "airflow_provider_openhands.decorators.openhands.openhands_task"}
         ],
         "extra-links": ["airflow_provider_openhands.links.openhands.OpenHandsConversationLink"],
+        "notifications": ["airflow_provider_openhands.notifiers.openhands.OpenHandsNotifier"],
     }

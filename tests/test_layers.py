@@ -33,6 +33,7 @@ LAYERS = {
     "report": 4,
     "operators": 4,
     "sensors": 4,
+    "notifiers": 4,
     "decorators": 5,
     "integrations": 6,
     "get_provider_info": 7,

@@ -53,6 +53,7 @@ seen = {}
 import airflow_provider_openhands.operators.openhands as operators
 import airflow_provider_openhands.sensors.openhands as sensors
 import airflow_provider_openhands.decorators.openhands as decorators
+import airflow_provider_openhands.notifiers.openhands as notifiers
 seen["import"] = heavy()
 
 dag = DAG("parse_imports", schedule=None)
@@ -83,6 +84,7 @@ def upgrade(package):
     return "Upgrade " + package
 
 upgrade.override(task_id="upgrade")("requests")
+notifiers.OpenHandsNotifier(repository="acme/app")
 assert {"start", "follow_up", "wait", "upgrade"} <= set(dag.task_ids), dag.task_ids
 seen["construct"] = heavy()
 

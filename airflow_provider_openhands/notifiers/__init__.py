@@ -1,0 +1,1 @@
+"""Notifiers: Airflow callbacks that start OpenHands conversations (``on_failure_callback``)."""
