@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 _HOME = Path(tempfile.mkdtemp(prefix="openhands-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
+#: DAG files the tests write (the README's examples, as written), in this session's Airflow home.
+README_DAGS = _HOME / "readme_dags"
+README_DAGS.mkdir()
 # Airflow 3 runs dag.test() from a DAG bundle: the examples and the tests' own DAGs are two bundles.
 os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
     [
@@ -36,6 +39,7 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
             ("openhands_examples", REPO / "example_dags"),
             ("openhands_tests", REPO / "tests" / "dags"),
             ("openhands_real_tests", REPO / "tests" / "dags_real"),  # DAGs for the real OpenHands server
+            ("openhands_readme", README_DAGS),
         )
     ]
 )

@@ -1,0 +1,295 @@
+"""``OpenHandsNotifier`` in ``dag.test()`` (issue 20): one fix conversation per failure, no secrets.
+
+Runs on Airflow 3.3 and 2.11 alike (``.venv`` and ``.venv-airflow2``). Each test gives its notifier a
+state Variable of its own, so the dedup state of one test never reaches another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import runpy
+import uuid
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_openhands.notifiers.openhands import normalise_message
+from airflow_provider_openhands.testing.pytest_plugin import connection_json
+from tests.conftest import README_DAGS, REPO
+
+pytestmark = pytest.mark.airflow_e2e
+
+DAGS = REPO / "tests" / "dags" / "openhands_notifier_dags.py"
+DAG_FILE = "tests/dags/openhands_notifier_dags.py"
+PASSWORD = "pw-Xk29-notifier-db-password"
+TOKEN = "tok-Qm81-notifier-api-token"
+NOT_STARTED = "OpenHandsNotifier: no fix conversation was started"
+
+
+@pytest.fixture(autouse=True)
+def info_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOTIFIER_DB", json.dumps({"conn_type": "postgres", "host": "db", "password": PASSWORD})
+    )
+    monkeypatch.setenv("AIRFLOW_VAR_NOTIFIER_API_SECRET", TOKEN)
+
+
+@pytest.fixture
+def service(emulator, monkeypatch: pytest.MonkeyPatch, secrets):
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator))
+    return emulator
+
+
+def notifier(**kwargs):
+    from airflow_provider_openhands.notifiers.openhands import OpenHandsNotifier
+
+    options = {"repository": "acme/app", "state_variable": f"oh_notifier_test_{uuid.uuid4().hex[:8]}"}
+    return OpenHandsNotifier(**{**options, **kwargs})
+
+
+def run(dag_id: str, the_notifier, conf: dict | None = None):
+    dag = runpy.run_path(str(DAGS))["build"](dag_id, the_notifier)
+    return dag.test(run_conf=conf or {})
+
+
+def load_states(dag_run) -> list[str]:
+    return [str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances() if ti.task_id == "load"]
+
+
+def starts(emulator) -> list[dict]:
+    return emulator.requests_to("POST", r"/api/v1/app-conversations$")
+
+
+def message_of(request: dict) -> str:
+    return "".join(part.get("text", "") for part in request["body"]["initial_message"]["content"])
+
+
+class Logged:
+    """What the run logged. Airflow 3.3's dag.test() logs its tasks through ``logging`` (pytest's
+    ``caplog``); Airflow 2.11's takes the task loggers off ``caplog`` after the first task instance
+    and prints them (``capfd``). Each source sees all or part of the same lines: a line counts as
+    often as the source that saw it most often."""
+
+    def __init__(self, capfd, caplog) -> None:
+        out, err = capfd.readouterr()
+        self.sources = (out + err, caplog.text)
+
+    def count(self, text: str) -> int:
+        return max(source.count(text) for source in self.sources)
+
+    def lines_with(self, text: str) -> list[str]:
+        return max(([line for line in s.splitlines() if text in line] for s in self.sources), key=len)
+
+    def __contains__(self, text: str) -> bool:
+        return self.count(text) > 0
+
+
+def test_a_failing_task_starts_one_conversation_with_the_exception_and_no_secret(airflow_db, service, capfd, caplog):
+    dag_run = run("oh_notifier_fail", notifier())
+    assert load_states(dag_run) == ["failed"]
+    (start,) = starts(service)
+    text = message_of(start)
+    assert "ValueError: row <n>" not in text  # the message itself, not its normalised form
+    assert "ValueError: row 17 of batch" in text and "login refused for ***" in text
+    assert re.search(rf": {re.escape(DAG_FILE)}$", text, re.M), "no line gives the DAG file's relative path"
+    assert "Traceback" in text
+    # it only sent the start: no poll of the start task, nothing waited for the agent
+    assert [(r["method"], r["path"]) for r in service.requests] == [("POST", "/api/v1/app-conversations")]
+    assert start["body"]["selected_repository"] == "acme/app"
+    everything = json.dumps(service.requests)
+    assert PASSWORD not in everything and TOKEN not in everything
+    conversation_id = start["body"]["conversation_id"]
+    output = Logged(capfd, caplog)
+    (link,) = output.lines_with("fix conversation started")
+    assert service.url + "/conversations/" + conversation_id in link
+    assert NOT_STARTED not in output
+
+
+def test_fifty_mapped_failures_of_one_cause_start_one_conversation(airflow_db, service, capfd, caplog):
+    dag_run = run("oh_notifier_mapped", notifier())
+    assert load_states(dag_run) == ["failed"] * 50
+    assert len(starts(service)) == 1
+    output = Logged(capfd, caplog)
+    assert NOT_STARTED not in output  # each of the 50 callbacks ran to its end
+    assert output.count("failed as before; the fix conversation") == 49
+
+
+def test_the_same_failure_again_shares_the_conversation_and_a_different_one_starts_another(airflow_db, service):
+    shared = notifier()
+    run("oh_notifier_fail", shared)
+    run("oh_notifier_fail", shared)  # another run: other run id, same cause
+    assert len(starts(service)) == 1
+    run("oh_notifier_fail", shared, {"kind": "key"})
+    assert len(starts(service)) == 2
+    assert "KeyError" in message_of(starts(service)[-1])
+
+
+def test_at_most_max_conversations_per_day(airflow_db, service, capfd, caplog):
+    capped = notifier(max_conversations_per_day=1)
+    run("oh_notifier_fail", capped)
+    run("oh_notifier_fail", capped, {"kind": "key"})
+    assert len(starts(service)) == 1
+    assert "started today already (max_conversations_per_day)" in Logged(capfd, caplog)
+
+
+def test_the_service_down_leaves_the_failure_as_it_was_and_logs_one_warning(
+    airflow_db, secrets, monkeypatch, capfd, caplog
+):
+    from airflow_provider_openhands.testing import Emulator
+
+    with Emulator() as gone:
+        monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(gone))
+    the_notifier = notifier(request_timeout=5)
+    dag_run = run("oh_notifier_fail", the_notifier)
+    assert load_states(dag_run) == ["failed"]
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "failed"
+    output = Logged(capfd, caplog)
+    assert output.count(NOT_STARTED) == 1 and "Connection refused" in output
+    assert "retry 1 of" not in output  # no warning of the hook's besides
+    assert "ValueError" in output  # the task's own failure, in its log as ever
+    # the claim was given back: with the service up again, the next failure starts the conversation
+    with Emulator() as back:
+        monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(back))
+        run("oh_notifier_fail", the_notifier)
+        assert len(starts(back)) == 1
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("row 17 of batch manual__2026-05-01T10:00:00+00:00", "row 4000 of batch manual__2026-05-02T11:30:12+00:00"),
+        ("object 0x7f3a2c not found", "object 0x7f9911 not found"),
+        ("job 3f2a9c1e-8b7d-4e6f-9a0b-1c2d3e4f5a6b lost", "job 0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e lost"),
+        ("commit deadbeef42 missing", "commit 0123abcd99 missing"),
+    ],
+)
+def test_ids_numbers_and_timestamps_do_not_make_a_different_failure(one, other):
+    assert normalise_message(one) == normalise_message(other)
+
+
+def test_a_different_message_is_a_different_failure():
+    assert normalise_message("column 'amount' missing") != normalise_message("column 'price' missing")
+
+
+def readme_example() -> Path:
+    """The README's "Self-healing pipelines" example, as a DAG file in a bundle of the tests."""
+    section = (REPO / "README.md").read_text().split("## Self-healing pipelines", 1)[1]
+    path = README_DAGS / "orders.py"
+    path.write_text(section.split("```python\n", 1)[1].split("```", 1)[0])
+    return path
+
+
+@pytest.mark.parametrize("source", ["example_dags", "README"])
+def test_the_example_dag_starts_a_fix_conversation(airflow_db, service, source):
+    """The example DAG, and the README's example as written: the task fails, one conversation starts."""
+    from tests.test_dag_runs import load_dag
+
+    if source == "README":
+        dag = load_dag(readme_example(), "orders")
+    else:
+        dag = load_dag(REPO / "example_dags" / "openhands_self_healing.py", "openhands_self_healing")
+    callbacks = dag.task_dict["load_orders"].on_failure_callback
+    (example_notifier,) = callbacks if isinstance(callbacks, list) else [callbacks]  # a list on Airflow 3
+    example_notifier.state_variable = f"oh_notifier_test_{uuid.uuid4().hex[:8]}"
+    dag_run = dag.test()
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "failed"
+    (start,) = starts(service)
+    text = message_of(start)
+    assert "could not convert string to float: '1,234.50'" in text
+    if source == "example_dags":
+        assert "example_dags/openhands_self_healing.py" in text
+    assert start["body"]["selected_repository"] == "acme/airflow-dags"
+
+
+def dataset_events(uri: str) -> list[dict]:
+    from airflow.models.dataset import DatasetEvent, DatasetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(DatasetEvent)
+            .join(DatasetModel, DatasetModel.id == DatasetEvent.dataset_id)
+            .filter(DatasetModel.uri == uri)
+            .all()
+        )
+        return [dict(row.extra or {}) for row in rows]
+
+
+def test_fix_asset_emits_an_event_with_the_conversation_on_airflow_2(airflow_db, service):
+    import airflow
+
+    from airflow_provider_openhands.exceptions import OpenHandsConfigError
+
+    uri = f"openhands://acme/app/fixes-{uuid.uuid4().hex[:6]}"
+    if int(airflow.__version__.split(".")[0]) >= 3:
+        from airflow.sdk import Asset
+
+        with pytest.raises(OpenHandsConfigError, match="Airflow 2"):  # documented: a callback cannot emit one
+            notifier(fix_asset=Asset(uri))
+        return
+    from airflow.datasets import Dataset
+    from airflow.models.dataset import DatasetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:  # as the DAG processor records the review DAG's schedule
+        session.add(DatasetModel(uri=uri))
+    run("oh_notifier_fail", notifier(fix_asset=Dataset(uri), max_cost_usd=2.5))
+    (start,) = starts(service)
+    (extra,) = dataset_events(uri)
+    assert extra["conversation_id"] == start["body"]["conversation_id"]
+    assert extra["repository"] == "acme/app" and extra["max_cost_usd"] == 2.5
+    assert extra["conversation_url"].endswith(extra["conversation_id"])
+
+
+def test_the_end_of_the_task_log_is_sent_masked(tmp_path, monkeypatch):
+    """A worker writes the try's log locally: its end goes in the message, through the masker."""
+    from types import SimpleNamespace
+
+    from airflow.providers.common.compat.sdk import mask_secret
+
+    monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(tmp_path))
+    monkeypatch.setenv(
+        "AIRFLOW__LOGGING__LOG_FILENAME_TEMPLATE", "{{ ti.dag_id }}/{{ ti.task_id }}/{{ try_number }}.log"
+    )
+    secret = "log-secret-" + uuid.uuid4().hex
+    mask_secret(secret)
+    (tmp_path / "etl" / "load").mkdir(parents=True)
+    lines = [f"line {n}" for n in range(200)] + [f"connecting with {secret}", "ValueError: bad row"]
+    (tmp_path / "etl" / "load" / "2.log").write_text("\n".join(lines))
+    ti = SimpleNamespace(dag_id="etl", task_id="load", run_id="r", try_number=2, map_index=-1)
+    context = {"ti": ti, "dag": SimpleNamespace(dag_id="etl", fileloc=str(DAGS)), "exception": ValueError("x")}
+    failure = notifier(log_tail_lines=5).describe(context)
+    assert failure["log_tail"].splitlines() == [
+        "line 197",
+        "line 198",
+        "line 199",
+        "connecting with ***",
+        "ValueError: bad row",
+    ]
+    assert failure["dag_file"] == DAG_FILE
+
+
+def test_a_claim_left_by_a_dead_worker_does_not_block_its_failure_for_the_window(airflow_db, service):
+    """A worker killed between its claim and its start leaves a claim without a conversation."""
+    import time
+
+    from airflow.models.variable import Variable  # the metadata DB's, from outside a task
+
+    from airflow_provider_openhands.notifiers.openhands import STALE_CLAIM_SECONDS
+
+    shared = notifier()
+    run("oh_notifier_fail", shared)
+    state = json.loads(Variable.get(shared.state_variable))
+    (entry,) = state["fixes"].values()
+    entry.pop("url")
+    entry["at"] = time.time() - STALE_CLAIM_SECONDS - 1
+    Variable.set(shared.state_variable, json.dumps(state))
+    run("oh_notifier_fail", shared)
+    assert len(starts(service)) == 2
