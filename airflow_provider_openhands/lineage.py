@@ -31,9 +31,9 @@ RUN_FACET_KEY = "openhands_conversation"
 
 
 def _airflow_3() -> bool:
-    from airflow import __version__
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
-    return int(__version__.split(".")[0]) >= 3
+    return AIRFLOW_V_3_0_PLUS
 
 
 def record_state(task: Any, state: dict[str, Any]) -> None:

@@ -177,7 +177,7 @@ class OpenHandsNotifier(BaseNotifier):
             raise OpenHandsConfigError(f"max_conversations_per_day must be >= 0, got {max_conversations_per_day!r}")
         self.max_conversations_per_day = max_conversations_per_day
         self.max_cost_usd = None if max_cost_usd is None else check_positive(max_cost_usd, "max_cost_usd")
-        if fix_asset is not None and _airflow_major() >= 3:
+        if fix_asset is not None and _airflow_3():
             raise OpenHandsConfigError(
                 "fix_asset needs Airflow 2: on Airflow 3 only a successful task's outlets emit asset events, "
                 "and a failure callback cannot send one"
@@ -433,10 +433,10 @@ class OpenHandsNotifier(BaseNotifier):
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def _airflow_major() -> int:
-    from airflow import __version__
+def _airflow_3() -> bool:
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
-    return int(__version__.split(".")[0])
+    return AIRFLOW_V_3_0_PLUS
 
 
 def _redact(value: Any) -> str:

@@ -906,12 +906,17 @@ class V1Routes:
             return _invalid(["query", name], "Field required", "missing")
         return None
 
-    def v1_git_changes(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+    def _git_state(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[Any, float, Any]:
+        """The conversation whose git state is asked for (with ``path``), the moment, or a refusal."""
         invalid = self._path_parameter(conversation_id, query, "path")
         if invalid:
-            return invalid
+            return None, 0.0, invalid
         now = time.time()
         conversation, refusal = self._reachable(conversation_id, now, "git state")
+        return conversation, now, refusal
+
+    def v1_git_changes(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        conversation, now, refusal = self._git_state(conversation_id, query)
         if conversation is None:
             return refusal
         root = query["path"][-1]
@@ -927,11 +932,7 @@ class V1Routes:
         return 200, sorted(changes, key=lambda change: change["path"])
 
     def v1_git_diff(self, conversation_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
-        invalid = self._path_parameter(conversation_id, query, "path")
-        if invalid:
-            return invalid
-        now = time.time()
-        conversation, refusal = self._reachable(conversation_id, now, "git state")
+        conversation, now, refusal = self._git_state(conversation_id, query)
         if conversation is None:
             return refusal
         path = query["path"][-1]
