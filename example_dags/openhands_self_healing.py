@@ -10,6 +10,10 @@ The callback only sends the start request (it never waits) and never fails: with
 task's failure is as it was, with one warning in its log. The same failure again within 24 hours (50
 mapped instances, tomorrow's run before the fix is merged) shares the first conversation; at most 10
 start per day. Set ``on_failure_callback`` in the DAG's ``default_args`` to cover every task.
+
+No task waits on a fix conversation, so its ``max_cost_usd`` is enforced by a follow-up check: each
+failure the notifier handles runs it first, and ``openhands_fix_budget_guard`` runs it hourly,
+pausing a fix conversation whose cost passed $5.
 """
 
 from __future__ import annotations
@@ -42,3 +46,20 @@ with DAG(
         return sum(float(amount) for amount in rows)
 
     load_orders()
+
+
+with DAG(
+    dag_id="openhands_fix_budget_guard",
+    schedule="@hourly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["openhands", "example", "notifier"],
+    doc_md="The follow-up check of the fix conversations' `max_cost_usd`: hourly, pause those over it.",
+) as guard_dag:
+
+    @task
+    def check_fix_budgets() -> list[str]:
+        """Pause the fix conversations whose cost passed ``max_cost_usd``; their ids."""
+        return fix_failures.check_budgets()
+
+    check_fix_budgets()

@@ -54,8 +54,8 @@ def notifier(**kwargs):
     return OpenHandsNotifier(**{**options, **kwargs})
 
 
-def run(dag_id: str, the_notifier, conf: dict | None = None):
-    dag = runpy.run_path(str(DAGS))["build"](dag_id, the_notifier)
+def run(dag_id: str, the_notifier, conf: dict | None = None, on: str = "failure"):
+    dag = runpy.run_path(str(DAGS))["build"](dag_id, the_notifier, on)
     return dag.test(run_conf=conf or {})
 
 
@@ -293,3 +293,107 @@ def test_a_claim_left_by_a_dead_worker_does_not_block_its_failure_for_the_window
     Variable.set(shared.state_variable, json.dumps(state))
     run("oh_notifier_fail", shared)
     assert len(starts(service)) == 2
+
+
+# -- max_cost_usd: the follow-up check -------------------------------------------------------------
+
+EXPENSIVE = "Fix {{ failure.exception_type }}. [emulator cost=3 duration=1]"
+
+
+def run_guard(the_notifier) -> list[str]:
+    """Run ``notifier.check_budgets()`` as a task (the DAG file's guard DAG); what it returned."""
+    dag = runpy.run_path(str(DAGS))["build_guard"]("oh_notifier_budget_guard", the_notifier)
+    dag_run = dag.test()
+    (ti,) = dag_run.get_task_instances()
+    assert str(getattr(ti.state, "value", ti.state)) == "success"
+    try:
+        from airflow.models.xcom import XComModel  # noqa: F401  (Airflow 3)
+    except ImportError:
+        from airflow.models.xcom import XCom
+
+        return XCom.get_one(run_id=dag_run.run_id, dag_id=dag.dag_id, task_id="check_budgets")
+    from tests.test_defects import xcom
+
+    return xcom(dag_run, "check_budgets")
+
+
+def wait_until_finished(conversation_id: str) -> None:
+    import time
+
+    from airflow_provider_openhands.exceptions import OpenHandsNotFoundError
+    from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+    hook = OpenHandsHook()
+    for _ in range(200):
+        try:
+            if hook.get_conversation(conversation_id)["status"] in ("finished", "idle"):
+                return
+        except OpenHandsNotFoundError:  # its start task is still at work
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{conversation_id} did not finish")
+
+
+def pauses(emulator) -> list[str]:
+    return [r["path"].split("/")[-2] for r in emulator.requests_to("POST", r"/api/v1/sandboxes/[^/]+/pause$")]
+
+
+def sandbox_of(emulator, conversation_id: str) -> str:
+    from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+    return OpenHandsHook().get_conversation(conversation_id)["sandbox_id"]
+
+
+def test_the_next_failure_pauses_a_fix_conversation_over_max_cost_usd(airflow_db, service, capfd, caplog):
+    shared = notifier(max_cost_usd=2.0, instruction=EXPENSIVE)
+    run("oh_notifier_fail", shared)
+    first = starts(service)[0]["body"]["conversation_id"]
+    wait_until_finished(first)  # it cost $3: over its $2
+    run("oh_notifier_fail", shared, {"kind": "key"})  # another failure: the check runs before its start
+    assert len(starts(service)) == 2
+    assert pauses(service) == [sandbox_of(service, first)]
+    (line,) = Logged(capfd, caplog).lines_with("over its max_cost_usd")
+    assert first in line and "$3.0000" in line
+    run("oh_notifier_fail", shared, {"kind": "key"})  # paused once: not again
+    assert pauses(service).count(sandbox_of(service, first)) == 1
+
+
+def test_check_budgets_in_a_task_pauses_only_what_is_over_its_budget(airflow_db, service):
+    over = notifier(max_cost_usd=2.0, instruction=EXPENSIVE)
+    within = notifier(max_cost_usd=10.0, instruction=EXPENSIVE)
+    unguarded = notifier(instruction=EXPENSIVE)
+    for each in (over, within, unguarded):
+        run("oh_notifier_fail", each)
+    conversations = [s["body"]["conversation_id"] for s in starts(service)]
+    for conversation_id in conversations:
+        wait_until_finished(conversation_id)
+    assert run_guard(within) == [] and run_guard(unguarded) == []
+    assert pauses(service) == []
+    assert run_guard(over) == [conversations[0]]
+    assert pauses(service) == [sandbox_of(service, conversations[0])]
+    assert run_guard(over) == []  # once
+
+
+def test_check_budgets_needs_to_know_its_state(airflow_db):
+    from airflow_provider_openhands.exceptions import OpenHandsConfigError
+    from airflow_provider_openhands.notifiers.openhands import OpenHandsNotifier
+
+    with pytest.raises(OpenHandsConfigError, match="repository="):
+        OpenHandsNotifier(max_cost_usd=1.0).check_budgets()
+
+
+def test_as_on_retry_callback_a_failure_that_will_be_retried_starts_one(airflow_db, service, capfd, caplog):
+    dag_run = run("oh_notifier_fail", notifier(), on="retry")
+    assert load_states(dag_run) == ["failed"]  # after its retry
+    (start,) = starts(service)
+    assert "ValueError: row 17 of batch" in message_of(start) and "try 1)" in message_of(start)
+    assert NOT_STARTED not in Logged(capfd, caplog)
+
+
+def test_as_the_dags_on_failure_callback_the_run_starts_one(airflow_db, service, capfd, caplog):
+    dag_run = run("oh_notifier_fail", notifier(), on="dag")
+    assert load_states(dag_run) == ["failed"]
+    (start,) = starts(service)
+    text = message_of(start)
+    assert "oh_notifier_fail." in text and DAG_FILE in text
+    assert NOT_STARTED not in Logged(capfd, caplog)

@@ -120,9 +120,12 @@ class OpenHandsNotifier(BaseNotifier):
     :param window: how long one signature keeps sharing its conversation (default 24 h).
     :param max_conversations_per_day: fix conversations this notifier starts per UTC day, at most.
     :param max_cost_usd: the budget of each fix conversation. The start request has no budget field
-        and nothing waits on a fix conversation, so it is carried in the conversation's
-        observability metadata and in the ``fix_asset`` event's extra, for the task that follows
-        the fix (``OpenHandsConversationSensor(max_cost_usd=...)``) to enforce.
+        and no task waits on a fix conversation, so a follow-up check enforces it:
+        :meth:`check_budgets` pauses each fix conversation of this notifier (within ``window``) whose
+        cost is over its budget. Every failure the notifier handles runs the check first; a DAG that
+        calls ``check_budgets()`` on a schedule covers the hours without failures. The budget is
+        also in the conversation's observability metadata and the ``fix_asset`` event's extra, for
+        a task that follows the fix (``OpenHandsConversationSensor(max_cost_usd=...)``).
     :param fix_asset: an Asset (Dataset) to emit an event on when a conversation starts (extra:
         ``conversation_id``, ``conversation_url``, ``repository``, ``dag_id``, ``task_id``,
         ``max_cost_usd``), so a review DAG scheduled on it follows the fix. Airflow 2 only: Airflow 3
@@ -191,6 +194,11 @@ class OpenHandsNotifier(BaseNotifier):
 
     # -- Airflow's entry point -------------------------------------------------------------------
 
+    def get_template_env(self, dag: Any = None) -> Any:
+        """The DAG's Jinja environment, or a plain sandboxed one when the callback's ``dag`` has none
+        (a DAG-level callback on Airflow 3 may be handed the serialized DAG)."""
+        return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
+
     def __call__(self, *args: Any) -> None:
         """Airflow calls this with the context. Unlike ``BaseNotifier``'s, it never raises: whatever
         goes wrong is one warning, and the callback machinery and the task's state are left alone."""
@@ -215,7 +223,65 @@ class OpenHandsNotifier(BaseNotifier):
                 "no repository: the DAG file is in no git checkout with an 'origin' remote; set repository="
             )
         failure["repository"] = repository
-        self._start_once(context, failure, repository)
+        key = self._state_key(repository)
+        try:
+            self._pause_over_budget(key)
+        except Exception as exc:  # the check is a guard: a failure of its own never costs the new fix
+            why = _redact(f"{type(exc).__name__}: {exc}")
+            log.warning("OpenHandsNotifier: the fix conversations' costs were not checked: %s", why)
+        self._start_once(context, failure, repository, key)
+
+    # -- the cost guard ------------------------------------------------------------------------------
+
+    def check_budgets(self) -> list[str]:
+        """The follow-up check of ``max_cost_usd``: pause every fix conversation this notifier started
+        (within ``window``) whose cost is over the budget it was started with; return their ids.
+
+        For a task scheduled beside the pipelines (``@task def guard(): return notifier.check_budgets()``),
+        so a fix conversation is stopped even when no other failure comes. Needs ``repository`` or
+        ``state_variable`` (a DAG file's repository is only known in its failure's context). Raises
+        what goes wrong: unlike a callback, such a task should fail visibly."""
+        if not (self.state_variable or (self.repository and not _is_templated(self.repository))):
+            raise OpenHandsConfigError("check_budgets needs repository= (not templated) or state_variable=")
+        return self._pause_over_budget(self._state_key(self.repository or ""))
+
+    def _pause_over_budget(self, key: str) -> list[str]:
+        from airflow_provider_openhands.api.state import canonical_id
+        from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+        from airflow_provider_openhands.hooks.transport import RetryPolicy
+
+        watched = {
+            signature: fix
+            for signature, fix in self._read(key, time.time())["fixes"].items()
+            if fix.get("conversation_id") and fix.get("max_cost_usd") is not None and not fix.get("paused")
+        }
+        if not watched:
+            return []
+        hook = OpenHandsHook(self.openhands_conn_id, retry_policy=RetryPolicy(max_retries=0))
+        paused: dict[str, str] = {}
+        with hook.deadline(time.time() + self.request_timeout):
+            states = hook.get_conversations([fix["conversation_id"] for fix in watched.values()])
+            for signature, fix in watched.items():
+                state = states.get(canonical_id(fix["conversation_id"])) or {}
+                cost = (state.get("metrics") or {}).get("accumulated_cost")
+                if not isinstance(cost, (int, float)) or cost <= fix["max_cost_usd"]:
+                    continue
+                hook.stop_conversation(fix["conversation_id"], state.get("sandbox_id"))
+                paused[signature] = fix["conversation_id"]
+                log.warning(
+                    "OpenHandsNotifier: the fix conversation %s cost $%.4f, over its max_cost_usd $%.4f: paused",
+                    fix.get("url") or fix["conversation_id"],
+                    cost,
+                    fix["max_cost_usd"],
+                )
+        if paused:
+            state = self._read(key, time.time())
+            for signature, conversation_id in paused.items():
+                fix = state["fixes"].get(signature)
+                if fix and fix.get("conversation_id") == conversation_id:
+                    fix["paused"] = "max_cost_usd"
+            self._write(key, state)
+        return list(paused.values())
 
     # -- what the agent is told ----------------------------------------------------------------------
 
@@ -286,10 +352,12 @@ class OpenHandsNotifier(BaseNotifier):
 
     # -- one conversation per signature ------------------------------------------------------------
 
-    def _start_once(self, context: Any, failure: dict[str, Any], repository: str) -> None:
+    def _state_key(self, repository: str) -> str:
+        return self.state_variable or f"openhands_notifier.{self.openhands_conn_id}.{repository.replace('/', '.')}"
+
+    def _start_once(self, context: Any, failure: dict[str, Any], repository: str, key: str) -> None:
         import random
 
-        key = self.state_variable or f"openhands_notifier.{self.openhands_conn_id}.{repository.replace('/', '.')}"
         signature = failure_signature(
             failure["dag_id"], failure["task_id"], failure["exception_type"], _redact(failure.pop("_message"))
         )
@@ -335,6 +403,8 @@ class OpenHandsNotifier(BaseNotifier):
             raise
         state = self._read(key, time.time())
         state["fixes"][signature] = {"claim": token, "at": now, "conversation_id": conversation_id, "url": url}
+        if self.max_cost_usd is not None:
+            state["fixes"][signature]["max_cost_usd"] = self.max_cost_usd
         self._write(key, state)
         self._emit(context, failure, repository, conversation_id, url)
         log.info("OpenHandsNotifier: %s failed; OpenHands fix conversation started: %s", where, url)
@@ -408,9 +478,7 @@ class OpenHandsNotifier(BaseNotifier):
     # -- the shared state ---------------------------------------------------------------------------
 
     def _read(self, key: str, now: float) -> dict[str, Any]:
-        from airflow.providers.common.compat.sdk import Variable
-
-        raw = Variable.get(key, None)
+        raw = _variables(lambda v: v.get(key, None))
         try:
             state = json.loads(raw) if raw else {}
         except ValueError:
@@ -425,9 +493,8 @@ class OpenHandsNotifier(BaseNotifier):
 
     @staticmethod
     def _write(key: str, state: Mapping[str, Any]) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        Variable.set(key, json.dumps(state, sort_keys=True), description="OpenHandsNotifier: fix conversations")
+        text = json.dumps(state, sort_keys=True)
+        _variables(lambda v: v.set(key, text, description="OpenHandsNotifier: fix conversations"))
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -437,6 +504,26 @@ def _airflow_3() -> bool:
     from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
     return AIRFLOW_V_3_0_PLUS
+
+
+def _variables(use: Any) -> Any:
+    """``use(Variable)`` with the task SDK's Variable, or, where a callback runs outside any task
+    process (Airflow 3's DAG-level callback in ``dag.test()``: no supervisor to ask), the metadata
+    database's."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    if _airflow_3():
+        from airflow.sdk.execution_time import task_runner
+
+        if getattr(task_runner, "SUPERVISOR_COMMS", None) is None:
+            from airflow.models.variable import Variable
+    return use(Variable)
+
+
+def _is_templated(value: str) -> bool:
+    from airflow_provider_openhands.api.options import is_templated
+
+    return is_templated(value)
 
 
 def _redact(value: Any) -> str:

@@ -15,7 +15,7 @@ from airflow.providers.common.compat.sdk import DAG, task
 
 from airflow_provider_openhands.notifiers.openhands import OpenHandsNotifier
 
-DAG_IDS = ("oh_notifier_fail", "oh_notifier_mapped")
+DAG_IDS = ("oh_notifier_fail", "oh_notifier_mapped", "oh_notifier_budget_guard")
 MAPPED = 50
 
 
@@ -33,15 +33,37 @@ def load(row: int = 17, **context) -> None:
     raise ValueError(f"row {row} of batch {context['run_id']}: login refused for {password} with token {token}")
 
 
-def build(dag_id: str, notifier: OpenHandsNotifier | None = None) -> DAG:
+def build(dag_id: str, notifier: OpenHandsNotifier | None = None, on: str = "failure") -> DAG:
+    """``on="retry"``: the notifier is the task's ``on_retry_callback`` (one retry, no delay);
+    ``on="dag"``: the DAG's ``on_failure_callback``."""
+    from datetime import timedelta
+
     notifier = notifier or OpenHandsNotifier(repository="acme/app")
-    with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
-        if dag_id == "oh_notifier_mapped":
+    dag_callback = {"on_failure_callback": notifier} if on == "dag" else {}
+    with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, **dag_callback) as dag:
+        if on == "retry":
+            load.override(task_id="load", retries=1, retry_delay=timedelta(0), on_retry_callback=notifier)()
+        elif on == "dag":
+            load.override(task_id="load")()
+        elif dag_id == "oh_notifier_mapped":
             load.override(task_id="load", on_failure_callback=notifier).expand(row=list(range(MAPPED)))
         else:
             load.override(task_id="load", on_failure_callback=notifier)()
     return dag
 
 
+def build_guard(dag_id: str, notifier: OpenHandsNotifier) -> DAG:
+    """The follow-up check of ``max_cost_usd`` as a scheduled task: ``notifier.check_budgets()``."""
+    with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+
+        @task
+        def check_budgets() -> list[str]:
+            return notifier.check_budgets()
+
+        check_budgets()
+    return dag
+
+
 fail_dag = build("oh_notifier_fail")
 mapped_dag = build("oh_notifier_mapped")
+guard_dag = build_guard("oh_notifier_budget_guard", OpenHandsNotifier(repository="acme/app", max_cost_usd=5.0))
