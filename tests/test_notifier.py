@@ -397,3 +397,113 @@ def test_as_the_dags_on_failure_callback_the_run_starts_one(airflow_db, service,
     text = message_of(start)
     assert "oh_notifier_fail." in text and DAG_FILE in text
     assert NOT_STARTED not in Logged(capfd, caplog)
+
+
+# -- from the fresh-context review of issue 20 ------------------------------------------------------
+
+
+def test_a_secret_the_traceback_cut_would_split_is_masked_whole():
+    """The traceback is cut to its last 8000 characters after masking, never before."""
+    from types import SimpleNamespace
+
+    from airflow.providers.common.compat.sdk import mask_secret
+
+    secret = "cut-secret-" + uuid.uuid4().hex
+    mask_secret(secret)
+    try:
+        raise ValueError(secret + "x" * 7990)  # the cut falls inside the secret
+    except ValueError as exc:
+        error = exc
+    ti = SimpleNamespace(dag_id="etl", task_id="load", run_id="r", try_number=1, map_index=-1)
+    context = {"ti": ti, "dag": SimpleNamespace(dag_id="etl", fileloc=str(DAGS)), "exception": error}
+    failure = notifier(log_tail_lines=0).describe(context)
+    assert secret[len(secret) // 2 :] not in failure["traceback"] and "***" in failure["traceback"]
+
+
+def test_the_same_failure_after_its_window_starts_another(airflow_db, service):
+    import time
+
+    shared = notifier(window=2.0, claim_settle_seconds=0)
+    run("oh_notifier_fail", shared)
+    run("oh_notifier_fail", shared)
+    assert len(starts(service)) == 1
+    time.sleep(2.5)
+    run("oh_notifier_fail", shared)
+    assert len(starts(service)) == 2
+
+
+def test_two_different_failures_at_once_both_start(airflow_db, service):
+    """Two workers write the one state Variable at the same moment: the claim another failure's write
+    overwrote is made again, so neither failure loses its conversation."""
+    import threading
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from airflow.providers.common.compat.sdk import DAG
+
+    dag = DAG("etl", schedule=None, start_date=datetime(2026, 1, 1))
+    dag.fileloc = str(DAGS)
+    shared = notifier(claim_settle_seconds=0.3)
+    barrier = threading.Barrier(2)
+
+    def fail(task_id: str, error: Exception) -> None:
+        ti = SimpleNamespace(dag_id="etl", task_id=task_id, run_id="r", try_number=1, map_index=-1)
+        context = {"ti": ti, "dag": dag, "exception": error}
+        barrier.wait()
+        shared(context)
+
+    threads = [
+        threading.Thread(target=fail, args=("load", ValueError("bad row"))),
+        threading.Thread(target=fail, args=("transform", KeyError("amount"))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(s["body"]["title"].split(":")[0] for s in starts(service)) == ["Fix etl.load", "Fix etl.transform"]
+
+
+def test_the_dag_s_callback_does_not_start_a_second_one_for_its_failed_task(airflow_db, service, capfd, caplog):
+    run("oh_notifier_fail", notifier(), on="both")
+    (start,) = starts(service)
+    assert "ValueError: row 17 of batch" in message_of(start)
+    assert "a fix conversation already looks at its failed task" in Logged(capfd, caplog)
+
+
+def test_max_cost_usd_is_refused_on_v0_not_ignored(airflow_db, emulator, monkeypatch, secrets):
+    from airflow_provider_openhands.exceptions import OpenHandsConfigError
+
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, "v0"))
+    with pytest.raises(OpenHandsConfigError, match="max_cost_usd needs a V1 connection"):
+        notifier(max_cost_usd=2.0).check_budgets()
+
+
+def test_a_failing_cost_check_still_starts_the_fix_and_warns_once(airflow_db, service, monkeypatch, capfd, caplog):
+    from airflow_provider_openhands.exceptions import OpenHandsTransientError
+    from airflow_provider_openhands.notifiers.openhands import OpenHandsNotifier
+
+    def unreadable(self, key):
+        raise OpenHandsTransientError("500 Internal Server Error")
+
+    monkeypatch.setattr(OpenHandsNotifier, "_pause_over_budget", unreadable)
+    run("oh_notifier_fail", notifier(max_cost_usd=2.0))
+    assert len(starts(service)) == 1
+    output = Logged(capfd, caplog)
+    assert output.count("costs were not checked") == 1 and NOT_STARTED not in output
+
+
+def test_the_service_down_with_a_budget_is_still_one_warning(airflow_db, service, monkeypatch, capfd, caplog):
+    """A fix conversation to check, then the service down: the check and the start both fail, in one warning."""
+    from airflow_provider_openhands.testing import Emulator
+
+    guarded = notifier(max_cost_usd=2.0, request_timeout=5)
+    run("oh_notifier_fail", guarded)
+    capfd.readouterr()
+    caplog.clear()
+    with Emulator() as gone:
+        monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(gone))
+    run("oh_notifier_fail", guarded, {"kind": "key"})
+    output = Logged(capfd, caplog)
+    assert output.count("OpenHandsNotifier:") == 1 and output.count(NOT_STARTED) == 1
+    (line,) = output.lines_with(NOT_STARTED)
+    assert "nor were the fix conversations' costs checked" in line

@@ -9,6 +9,7 @@ a failure is handled.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 
 #: A claim without a conversation this old is from a worker that died between its claim and its start.
 STALE_CLAIM_SECONDS = 600.0
+#: Claims a failure makes at most when other failures' writes overwrite its own (one Variable for all).
+CLAIMS = 4
+#: The task id of a DAG-level failure (the DAG's ``on_failure_callback``: no task instance).
+DAG_LEVEL = "(the DAG)"
+
+
+class _NotStarted(Exception):
+    """The start failed and so did the cost check before it: one warning says both (masked already)."""
+
 
 DEFAULT_INSTRUCTION = """\
 An Airflow task failed: {{ failure.dag_id }}.{{ failure.task_id }}{{ failure.map_label }} \
@@ -185,6 +195,11 @@ class OpenHandsNotifier(BaseNotifier):
                 "fix_asset needs Airflow 2: on Airflow 3 only a successful task's outlets emit asset events, "
                 "and a failure callback cannot send one"
             )
+        if fix_asset is not None:
+            from airflow.datasets import Dataset
+
+            if not isinstance(fix_asset, Dataset):
+                raise OpenHandsConfigError(f"fix_asset must be a Dataset, got {type(fix_asset).__name__}")
         self.fix_asset = fix_asset
         self.state_variable = state_variable
         self.repository_root = repository_root
@@ -204,12 +219,13 @@ class OpenHandsNotifier(BaseNotifier):
         goes wrong is one warning, and the callback machinery and the task's state are left alone."""
         try:
             context = args[0] if len(args) == 1 else {"dag": args[0]}
-            self._update_context(context)
-            self.render_template_fields(context)
-            self.notify(context)
+            notifier = copy.copy(self)  # rendered per call: a templated field never sticks to the next one
+            notifier._update_context(context)
+            notifier.render_template_fields(context)
+            notifier.notify(context)
         except Exception as exc:
             try:
-                why = _redact(f"{type(exc).__name__}: {exc}")
+                why = str(exc) if isinstance(exc, _NotStarted) else _redact(f"{type(exc).__name__}: {exc}")
             except Exception:  # no masker: the exception's type only, never an unmasked message
                 why = type(exc).__name__
             log.warning("OpenHandsNotifier: no fix conversation was started: %s", why)
@@ -224,12 +240,21 @@ class OpenHandsNotifier(BaseNotifier):
             )
         failure["repository"] = repository
         key = self._state_key(repository)
+        self._deadline = time.time() + self.request_timeout  # the check and the start share it
+        unchecked = None
         try:
             self._pause_over_budget(key)
         except Exception as exc:  # the check is a guard: a failure of its own never costs the new fix
+            unchecked = _redact(f"{type(exc).__name__}: {exc}")
+        try:
+            self._start_once(context, failure, repository, key)
+        except Exception as exc:
+            if unchecked is None:
+                raise
             why = _redact(f"{type(exc).__name__}: {exc}")
-            log.warning("OpenHandsNotifier: the fix conversations' costs were not checked: %s", why)
-        self._start_once(context, failure, repository, key)
+            raise _NotStarted(f"{why} (nor were the fix conversations' costs checked: {unchecked})") from None
+        if unchecked is not None:
+            log.warning("OpenHandsNotifier: the fix conversations' costs were not checked: %s", unchecked)
 
     # -- the cost guard ------------------------------------------------------------------------------
 
@@ -255,11 +280,18 @@ class OpenHandsNotifier(BaseNotifier):
             for signature, fix in self._read(key, time.time())["fixes"].items()
             if fix.get("conversation_id") and fix.get("max_cost_usd") is not None and not fix.get("paused")
         }
-        if not watched:
+        if not watched and self.max_cost_usd is None:
             return []
         hook = OpenHandsHook(self.openhands_conn_id, retry_policy=RetryPolicy(max_retries=0))
+        if hook.api_version != "v1":  # enforced or refused, never ignored
+            raise OpenHandsConfigError(
+                f"max_cost_usd needs a V1 connection: {self.openhands_conn_id!r} uses {hook.api_version}, "
+                "which reports no cost"
+            )
+        if not watched:
+            return []
         paused: dict[str, str] = {}
-        with hook.deadline(time.time() + self.request_timeout):
+        with hook.deadline(getattr(self, "_deadline", None) or time.time() + self.request_timeout):
             states = hook.get_conversations([fix["conversation_id"] for fix in watched.values()])
             for signature, fix in watched.items():
                 state = states.get(canonical_id(fix["conversation_id"])) or {}
@@ -305,7 +337,7 @@ class OpenHandsNotifier(BaseNotifier):
         git_root = self.repository_root or _git_root(fileloc)
         return {
             "dag_id": getattr(dag, "dag_id", None) or getattr(ti, "dag_id", "?"),
-            "task_id": getattr(ti, "task_id", None) or "(the DAG)",
+            "task_id": getattr(ti, "task_id", None) or DAG_LEVEL,
             "run_id": getattr(ti, "run_id", None) or getattr(context.get("dag_run"), "run_id", "?"),
             "try_number": getattr(ti, "try_number", "?"),
             "map_index": map_index,
@@ -313,12 +345,14 @@ class OpenHandsNotifier(BaseNotifier):
             "exception_type": exception_type,
             "exception": _redact(f"{exception_type}: {message}"),
             "_message": message,
-            "traceback": _redact(_tail_chars(trace, 8000)),
+            "traceback": _tail_chars(_redact(trace), 8000),  # masked whole: a cut could split a secret
             "log_tail": _redact(self._log_tail(ti)),
             "dag_file": _relative(fileloc, git_root, getattr(dag, "relative_fileloc", None)),
             "operator": f"{type(task).__module__}.{type(task).__name__}" if task is not None else "(unknown)",
             "fields": _redact(_rendered_fields(task)),
             "_git_root": git_root,
+            # the DAG's callback: no exception, a reason (Airflow 3 also gives it a failed task instance)
+            "_dag_level": ti is None or (context.get("exception") is None and context.get("reason") is not None),
         }
 
     def message(self, context: Any, failure: Mapping[str, Any]) -> str:
@@ -344,8 +378,11 @@ class OpenHandsNotifier(BaseNotifier):
             path = os.path.join(conf.get("logging", "base_log_folder"), name)
             with open(path, "rb") as handle:
                 handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - 64_000))
+                start = max(0, handle.tell() - 64_000)
+                handle.seek(start)
                 lines = handle.read().decode("utf-8", "replace").splitlines()
+                if start:  # the first line is cut: it could hold part of a secret the masker cannot match
+                    lines = lines[1:]
         except Exception:
             return ""
         return "\n".join(lines[-self.log_tail_lines :])
@@ -362,8 +399,12 @@ class OpenHandsNotifier(BaseNotifier):
             failure["dag_id"], failure["task_id"], failure["exception_type"], _redact(failure.pop("_message"))
         )
         where = f"{failure['dag_id']}.{failure['task_id']}{failure['map_label']}"
+        run = f"{failure['dag_id']}/{failure['run_id']}"
         now = time.time()
         state = self._read(key, now)
+        if failure["_dag_level"] and any(fix.get("run") == run for fix in state["fixes"].values()):
+            log.info("OpenHandsNotifier: run %s failed; a fix conversation already looks at its failed task", run)
+            return
         known = state["fixes"].get(signature)
         if known and not known.get("url") and now - known.get("at", 0) > STALE_CLAIM_SECONDS:
             known = None  # claimed by a worker that never said how its start went (killed): start again
@@ -383,13 +424,18 @@ class OpenHandsNotifier(BaseNotifier):
             )
             return
         token = uuid.uuid4().hex
-        state["fixes"][signature] = {"claim": token, "at": now}
-        state["days"][today] = state["days"].get(today, 0) + 1
-        self._write(key, state)
-        if self.claim_settle_seconds:
+        for _ in range(CLAIMS):  # a claim another failure's write overwrote is made again
+            state["fixes"][signature] = {"claim": token, "at": now, "run": run}
+            state["days"][today] = state["days"].get(today, 0) + 1
+            self._write(key, state)
+            if not self.claim_settle_seconds:
+                break
             time.sleep(self.claim_settle_seconds * (1 + random.random()))
             state = self._read(key, time.time())
-            if (state["fixes"].get(signature) or {}).get("claim") != token:
+            theirs = state["fixes"].get(signature)
+            if theirs is not None and theirs.get("claim") == token:
+                break
+            if theirs is not None:
                 log.info("OpenHandsNotifier: %s: another worker starts the fix conversation of this failure", where)
                 return
         try:
@@ -402,12 +448,22 @@ class OpenHandsNotifier(BaseNotifier):
                 self._write(key, state)
             raise
         state = self._read(key, time.time())
-        state["fixes"][signature] = {"claim": token, "at": now, "conversation_id": conversation_id, "url": url}
+        state["fixes"][signature] = {
+            "claim": token,
+            "at": now,
+            "run": run,
+            "conversation_id": conversation_id,
+            "url": url,
+        }
         if self.max_cost_usd is not None:
             state["fixes"][signature]["max_cost_usd"] = self.max_cost_usd
         self._write(key, state)
-        self._emit(context, failure, repository, conversation_id, url)
         log.info("OpenHandsNotifier: %s failed; OpenHands fix conversation started: %s", where, url)
+        try:
+            self._emit(context, failure, repository, conversation_id, url)
+        except Exception as exc:
+            why = _redact(f"{type(exc).__name__}: {exc}")
+            log.warning("OpenHandsNotifier: the fix_asset event of %s was not emitted: %s", url, why)
 
     def _submit(
         self, context: Any, failure: Mapping[str, Any], repository: str, signature: str, now: float
@@ -445,7 +501,7 @@ class OpenHandsNotifier(BaseNotifier):
             observability_metadata=fields,
         )
         try:
-            with hook.deadline(time.time() + self.request_timeout):
+            with hook.deadline(getattr(self, "_deadline", None) or time.time() + self.request_timeout):
                 started = hook.submit_conversation(options)
         except OpenHandsApiError as exc:
             if getattr(exc, "status_code", None) != 409:

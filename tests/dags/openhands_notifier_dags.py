@@ -35,16 +35,18 @@ def load(row: int = 17, **context) -> None:
 
 def build(dag_id: str, notifier: OpenHandsNotifier | None = None, on: str = "failure") -> DAG:
     """``on="retry"``: the notifier is the task's ``on_retry_callback`` (one retry, no delay);
-    ``on="dag"``: the DAG's ``on_failure_callback``."""
+    ``on="dag"``: the DAG's ``on_failure_callback``; ``on="both"``: the DAG's and the task's."""
     from datetime import timedelta
 
     notifier = notifier or OpenHandsNotifier(repository="acme/app")
-    dag_callback = {"on_failure_callback": notifier} if on == "dag" else {}
+    dag_callback = {"on_failure_callback": notifier} if on in ("dag", "both") else {}
     with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, **dag_callback) as dag:
         if on == "retry":
             load.override(task_id="load", retries=1, retry_delay=timedelta(0), on_retry_callback=notifier)()
         elif on == "dag":
             load.override(task_id="load")()
+        elif on == "both":  # the DAG's callback and the task's
+            load.override(task_id="load", on_failure_callback=notifier)()
         elif dag_id == "oh_notifier_mapped":
             load.override(task_id="load", on_failure_callback=notifier).expand(row=list(range(MAPPED)))
         else:
