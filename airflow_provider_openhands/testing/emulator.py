@@ -11,7 +11,9 @@ The emulator in parts, by concern (each module's docstring says what it emulates
 
 * ``model.py``: the conversation model (turns, timing, outcome, cost, the agent's workspace) and
   the ``[emulator ...]`` markers in a message that script it;
-* ``v1_routes.py``: the V1 endpoints, as the service answers them;
+* ``v1_routes.py``: the V1 endpoints, as the service answers them, and each sandbox's agent server
+  (``/agent/<sandbox_id>``: ``respond_to_confirmation`` and ``run``, authorised by that sandbox's
+  ``X-Session-API-Key`` only; a session key never opens an app-server route);
 * ``v0_routes.py``: the V0 endpoints;
 * ``faults.py``: injected faults and outages, and the account's limits (concurrency, daily
   sandboxes, rate limit);
@@ -101,6 +103,7 @@ from airflow_provider_openhands.testing.v1_routes import (
     START_TASK_SORT_ORDERS,
     TOKENS_PER_DOLLAR,
     USER_ID,
+    PlainText,
     V1Routes,
     _invalid,
     _observability_problem,
@@ -321,7 +324,11 @@ class Emulator(V1Routes, V0Routes, Faults):
 
     # -- conversations (V1 and V0) --------------------------------------------------------------
 
-    def _new_conversation(self, api_version: str, body: dict[str, Any], message: str) -> Conversation:
+    def _new_conversation(
+        self, api_version: str, body: dict[str, Any], message: str, parent: Conversation | None = None
+    ) -> Conversation:
+        """A new conversation; ``parent`` (V1 ``parent_conversation_id``): it boots no sandbox of its
+        own but shares the parent's (its id and workspace)."""
         now = time.time()
         wanted = body.get("conversation_id")
         directives = _directives(message)
@@ -330,6 +337,8 @@ class Emulator(V1Routes, V0Routes, Faults):
         request = {k: v for k, v in body.items() if k != "secrets"}
         if api_version == "v1" and wanted:
             request["conversation_id"] = str(uuid.UUID(conversation_id))  # echoed as a UUID: dashed
+        if api_version == "v1":
+            request.setdefault("agent_type", "default")  # the real echo holds the field's default too
         start = directives.get("start")
         conversation = Conversation(
             id=conversation_id,
@@ -348,13 +357,17 @@ class Emulator(V1Routes, V0Routes, Faults):
             start_error=start in ("error", "capacity"),
             request=request,
             seq=self.created,
+            agent_type=(body.get("agent_type") or "default") if api_version == "v1" else "default",
+            parent_id=parent.id if parent is not None else None,
         )
         if start == "capacity":
             conversation.error_detail = (
                 "Sandbox could not start: maximum number of concurrent conversations "
                 f"({self.concurrency_limit}) reached"
             )
-        if api_version == "v1":
+        if parent is not None:  # a sub-conversation runs in its parent's sandbox: none is created
+            conversation.sandbox_id = parent.sandbox_id
+        elif api_version == "v1":
             self.sandbox_creations.append(now)
             if wanted:  # as on the real server: a client-chosen conversation id is the sandbox id too
                 conversation.sandbox_id = conversation.id
@@ -370,6 +383,8 @@ class Emulator(V1Routes, V0Routes, Faults):
                 original.taken_over_at = now  # the new boot takes the sandbox (its id) over
         else:
             self.conversations[conversation.id] = conversation
+            if parent is not None:
+                parent.sub_ids.append(conversation.id)
         self.created += 1
         self.max_alive = max(self.max_alive, self.alive_count(now) + (1 if conversation.duplicate else 0))
         return conversation
@@ -406,13 +421,30 @@ class Emulator(V1Routes, V0Routes, Faults):
             return answer or (404, {"detail": "Not Found"})
 
     def authorized(self, headers: Any) -> bool:
+        """The app server's check: the account's API key (``Authorization: Bearer``, ``X-Access-Token``
+        or ``X-Session-API-Key``). A sandbox's session key never opens an app-server route."""
         auth = headers.get("Authorization") or ""
         token = (
             auth[7:]
             if auth.startswith("Bearer ")
             else headers.get("X-Access-Token") or headers.get("X-Session-API-Key")
         )
-        return token == self.api_key
+        if token != self.api_key:
+            return False
+        if not token.startswith("session-"):
+            return True
+        with self.lock:
+            return not any(token == f"session-{c.sandbox_id}" for c in self._every())
+
+    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any, headers: Any) -> tuple[int, Any]:
+        """The answer to an authenticated request: ``/agent/{sandbox_id}/...`` is that sandbox's agent
+        server (its session key only, ``X-Session-API-Key``); every other path is the app server."""
+        if path.startswith("/agent/"):
+            with self.lock:
+                return self.route_agent(method, path, body, headers.get("X-Session-API-Key"))
+        if not self.authorized(headers):
+            return 401, {"error": "failed to authenticate"}
+        return self.route(method, path, query, body)
 
     def log_request(self, entry: dict[str, Any]) -> None:
         with self.lock:
@@ -498,8 +530,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.reset:
-                if fault.after and emu.authorized(self.headers):
-                    emu.route(self.command, path, query, body)
+                if fault.after:
+                    emu.answer(self.command, path, query, body, self.headers)
                 entry.update(status=None, response=None, fault="reset")
                 emu.log_request(entry)
                 self._reset()
@@ -510,14 +542,17 @@ class _Handler(BaseHTTPRequestHandler):
                 emu.log_request(entry)
                 self._send(fault.status, payload, fault.headers)
                 return
-        if not emu.authorized(self.headers):
-            status, answer = 401, {"error": "failed to authenticate"}
-        else:
-            status, answer = emu.route(self.command, path, query, body)
+        # The log holds no header: the API key and a sandbox's session key are never on record.
+        status, answer = emu.answer(self.command, path, query, body, self.headers)
         if isinstance(answer, bytes):  # a download (the trajectory zip)
             entry.update(status=status, response=f"<{len(answer)} bytes>")
             emu.log_request(entry)
             self._send(status, answer, {}, content_type="application/zip")
+            return
+        if isinstance(answer, PlainText):  # e.g. an unhandled server error's bare text
+            entry.update(status=status, response=str(answer))
+            emu.log_request(entry)
+            self._send(status, str(answer), {}, content_type="text/plain; charset=utf-8")
             return
         entry.update(status=status, response=answer)
         emu.log_request(entry)

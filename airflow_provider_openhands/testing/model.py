@@ -29,6 +29,36 @@ ends ``finished``, in order; repeatable keys):
   real agent's ``file_editor`` ``create`` ``ActionEvent`` (``FileEditorAction``: ``path``,
   ``file_text``) and its ``FileEditorObservation``, before the turn's ``finish``.
 * ``cost=2.5``: what the turn costs in all (``metrics.accumulated_cost`` reaches it at the end).
+
+Confirmation mode (V1 conversations of the default agent; the real server asks when the user's
+``confirmation_mode`` setting is on, a setting the emulator does not model: the markers decide):
+
+* ``confirm="<command>"`` (repeatable, in order), optionally followed by ``risk=LOW|MEDIUM|HIGH|UNKNOWN``
+  (default ``UNKNOWN``; it applies to the ``confirm=`` before it): the agent asks before running that
+  terminal command. The N commands of a turn are asked at evenly spaced points of its running time
+  (``duration * k / (N + 1)``). While one is pending the turn's clock stops: ``execution_status``
+  ``waiting_for_confirmation``, no progress, the cost does not grow (the turn lasts that much longer).
+  On record: the agent's ``ActionEvent`` (``tool_name: terminal``, ``TerminalAction``, the
+  ``security_risk``), then ``ConversationStateUpdateEvent`` ``execution_status:
+  waiting_for_confirmation``. An accept (``respond_to_confirmation`` ``accept: true``, ``/run``, or a
+  message sent with ``run: true``) -> ``running`` and the command's ``ObservationEvent``
+  (``TerminalObservation``, ``action_id``); the turn goes on. A reject -> ``idle`` then a
+  ``UserRejectObservation`` (``rejection_reason``); the command is not run and the turn **stays**
+  ``idle`` (its clock stopped) until ``/run``, a message or an accept, then ``running`` again. A turn's
+  default final message (no ``finish=``) says what reached the agent: "Done: <task>" plus
+  " (rejected: <command>: <reason>)" per rejection (accepted commands add nothing).
+  ``write=``/``output=``/``change=`` effects never ask (as under a ``ConfirmRisky`` policy that finds
+  them low-risk). Ignored in V0 conversations and by the plan agent (it has no terminal).
+
+Plan mode (``agent_type: "plan"`` in the V1 start request): the planning agent edits only the plan
+file ``<project dir>/.agents_tmp/PLAN.md`` (``PLAN_FILE``). Its tool creates the file with the empty
+section headers (``PLAN_HEADERS``) when the conversation starts (as the real tool does: the file
+existing does not mean a plan was written); a turn that ends ``finished`` writes the plan: the
+``plan="<text>"`` marker's text, else "# Plan\n\n1. <task without markers>", on record as a
+``planning_file_editor`` ``PlanningFileEditorAction``/``PlanningFileEditorObservation``. A plan turn
+applies no ``change=``/``write=``/``output=``/``diff_bytes=`` and no ``confirm=`` marker; its default
+final message is the plan text (``finish=`` still wins). ``duration``, ``outcome``, ``cost``,
+``sandbox_error`` apply as usual.
 """
 
 from __future__ import annotations
@@ -57,6 +87,17 @@ OUTPUT_FILE = "openhands_output.json"  # what ``[emulator output=...]`` writes, 
 CHANGE_STATUSES = {"UPDATED": "UPDATED", "MODIFIED": "UPDATED", "ADDED": "ADDED", "DELETED": "DELETED"}
 RENAME_STATUSES = ("RENAMED", "MOVED")
 COST_PER_SECOND = 0.01  # a turn's default cost per second of running, when no ``cost=`` marker sets it
+AGENT_TYPES = ("default", "plan")  # the V1 start request's ``agent_type`` (the spec's ``AgentType``)
+SECURITY_RISKS = ("UNKNOWN", "LOW", "MEDIUM", "HIGH")  # the spec's ``SecurityRisk``
+PLAN_FILE = ".agents_tmp/PLAN.md"  # the plan agent's file, relative to the project directory
+#: What the planning tool writes to PLAN.md when the conversation starts (``get_plan_headers``).
+PLAN_HEADERS = "\n".join(
+    f"# {number}. {title}\n"
+    for number, title in enumerate(
+        ("OBJECTIVE", "CONTEXT SUMMARY", "APPROACH OVERVIEW", "IMPLEMENTATION STEPS", "TESTING AND VALIDATION"), 1
+    )
+)
+DEFAULT_REJECTION = "User rejected the action."  # ``ConfirmationResponseRequest.reason``'s default
 # ``[emulator key=value key="a quoted value, ] and all"]``: quoted values may hold spaces and ``]``,
 # and their own quote escaped with a backslash (``"{\\"a\\": 1}"``); other backslashes stay as written.
 _MARKER = re.compile(r"""\[emulator\b((?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\]"'])*)\]""")
@@ -95,7 +136,7 @@ def _directive_pairs(message: str) -> list[tuple[str, str]]:
                 value = single.replace("\\'", "'")
             else:
                 value = bare or ""
-            found.append((key, value.strip() if key not in ("write", "output") else value))
+            found.append((key, value.strip() if key not in ("write", "output", "plan") else value))
     return found
 
 
@@ -120,9 +161,27 @@ def _change_spec(spec: str) -> list[tuple[str, str]]:
     return [(path.strip(), CHANGE_STATUSES[status])]
 
 
+def _confirmations(message: str) -> list[Confirmation]:
+    """The ``confirm=`` commands of a message, in order, each with the ``risk=`` that follows it."""
+    found: list[Confirmation] = []
+    for key, value in _directive_pairs(message):
+        if key == "confirm":
+            if not value:
+                raise ValueError('confirm="": expected confirm="<command>"')
+            found.append(Confirmation(command=value))
+        elif key == "risk":
+            if not found:
+                raise ValueError(f"risk={value!r}: a risk= follows the confirm= it applies to")
+            if value not in SECURITY_RISKS:
+                raise ValueError(f"risk={value!r}: expected one of {list(SECURITY_RISKS)}")
+            found[-1].risk = value
+    return found
+
+
 def _marker_problem(message: str) -> str | None:
     """What is wrong with a message's ``[emulator ...]`` markers, if anything (a test-authoring error)."""
     try:
+        _confirmations(message)
         for key, value in _directive_pairs(message):
             if key == "change":
                 _change_spec(value)
@@ -138,6 +197,18 @@ def _marker_problem(message: str) -> str | None:
 
 
 @dataclass
+class Confirmation:
+    """An action the agent asks the user to confirm (a ``confirm=`` marker) and the answer it got."""
+
+    command: str
+    risk: str = "UNKNOWN"
+    answered_at: float | None = None  # when it was accepted or rejected
+    accepted: bool | None = None
+    reason: str | None = None  # the rejection's reason
+    resumed_at: float | None = None  # when the agent went on: the accept; after a reject /run, a message, an accept
+
+
+@dataclass
 class Turn:
     """One run of the agent: the initial message, or one sent with send-message."""
 
@@ -147,46 +218,173 @@ class Turn:
     duration: float
     outcome: str
     sandbox_error: float = 0.0  # seconds of transient sandbox ERROR in the middle of the run
+    agent_type: str = "default"  # ``plan``: the planning agent (it writes PLAN.md only, asks nothing)
+    asks: bool = True  # ``confirm=`` markers apply (V1 only)
+    confirmations: list[Confirmation] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.confirmations and self.asks and self.agent_type == "default":
+            try:
+                self.confirmations = _confirmations(self.message)
+            except ValueError:  # refused with 400 where a message comes in; a Turn built by hand asks nothing
+                self.confirmations = []
+
+    # -- the clock: running time, and the stops (a transient sandbox ERROR, pending confirmations) --
+
+    def _stops(self) -> list[tuple[float, int]]:
+        """(running-time offset, index) of each stop: -1 the sandbox ERROR, else a confirmation."""
+        stops = [(self.duration / 2, -1)] if self.sandbox_error > 0 else []
+        count = len(self.confirmations)
+        stops += [(self.duration * (k + 1) / (count + 1), k) for k in range(count)]
+        return sorted(stops)
+
+    def timeline(self) -> tuple[list[tuple[int, float, float]], float]:
+        """The stops so far as (index, begin, end) in wall-clock time, and the turn's end (``inf``
+        while a confirmation waits for its answer or a rejected one for the agent to go on)."""
+        if self.start == math.inf:
+            return [], math.inf
+        windows: list[tuple[int, float, float]] = []
+        shift = 0.0
+        for offset, index in self._stops():
+            begin = self.start + offset + shift
+            if index < 0:
+                length = self.sandbox_error
+            else:
+                resumed = self.confirmations[index].resumed_at
+                if resumed is None:
+                    windows.append((index, begin, math.inf))
+                    return windows, math.inf
+                length = max(0.0, resumed - begin)
+            windows.append((index, begin, begin + length))
+            shift += length
+        return windows, self.start + self.duration + shift
 
     @property
     def end(self) -> float:
-        return self.start + self.duration + self.sandbox_error
+        return self.timeline()[1]
 
     def error_window(self) -> tuple[float, float] | None:
         if self.sandbox_error <= 0:
             return None
-        begin = self.start + self.duration / 2
-        return begin, begin + self.sandbox_error
+        for index, begin, end in self.timeline()[0]:
+            if index < 0:
+                return begin, end
+        return None  # after a confirmation still pending
+
+    def asked_at(self, index: int) -> float | None:
+        """When the agent asks for confirmation ``index`` (None: not before an earlier one is answered)."""
+        for number, begin, _ in self.timeline()[0]:
+            if number == index:
+                return begin
+        return None
+
+    def pending(self, now: float) -> tuple[int, str] | None:
+        """(index, ``waiting_for_confirmation`` or ``idle``) if the turn stands at a confirmation now."""
+        for index, begin, end in self.timeline()[0]:
+            if index < 0 or not begin <= now < end:
+                continue
+            answer = self.confirmations[index]
+            if answer.answered_at is None or now < answer.answered_at:
+                return index, "waiting_for_confirmation"
+            return index, "idle"  # rejected, the agent not run again yet
+        return None
+
+    def status(self, now: float) -> str:
+        """The turn's execution status at ``now`` (it has started)."""
+        if now >= self.end:
+            return self.outcome
+        pending = self.pending(now)
+        return pending[1] if pending else "running"
+
+    def respond(self, now: float, accept: bool, reason: str) -> None:
+        """``respond_to_confirmation``: accept or reject the pending action (nothing pending: nothing)."""
+        pending = self.pending(now)
+        if pending is None:
+            return
+        index, state = pending
+        answer = self.confirmations[index]
+        if state == "waiting_for_confirmation":
+            answer.answered_at, answer.accepted = now, accept
+            if accept:
+                answer.resumed_at = now
+            else:
+                answer.reason = reason
+        elif accept:  # after a reject, an accept runs the agent again
+            answer.resumed_at = now
+
+    def go_on(self, now: float) -> None:
+        """``/run`` or a new message: a pending action is approved, a rejected turn runs again."""
+        pending = self.pending(now)
+        if pending is not None:
+            self.respond(now, True, "")
+
+    def _confirmation_windows(self) -> list[tuple[float, float]]:
+        return [(begin, end) for index, begin, end in self.timeline()[0] if index >= 0]
+
+    def at_running(self, running: float) -> float:
+        """The wall-clock moment the turn has run ``running`` seconds (its sandbox ERROR counts as
+        running time, its confirmation stops do not)."""
+        wall = self.start + running
+        for begin, end in self._confirmation_windows():
+            if begin < wall:  # the stop came before that much running time: it shifts the moment
+                wall += end - begin
+        return wall
+
+    def running_time(self, until: float) -> float:
+        """How long the turn has run by ``until``, its confirmation stops left out."""
+        if self.start == math.inf or until <= self.start:
+            return 0.0
+        elapsed = min(until, self.end) - self.start
+        for begin, end in self._confirmation_windows():
+            elapsed -= max(0.0, min(end, until) - begin) if begin < until else 0.0
+        return max(0.0, elapsed)
+
+    # -- what the turn says and does ----------------------------------------------------------------
+
+    def task(self) -> str:
+        """The message without its markers, whitespace collapsed."""
+        return " ".join(_MARKER.sub("", self.message).split())
+
+    def plan_text(self) -> str:
+        """What a plan turn writes to PLAN.md: the ``plan=`` marker's text, else a one-step plan."""
+        return _directives(self.message).get("plan") or f"# Plan\n\n1. {self.task()}"
 
     def final_message(self) -> str:
-        """What the agent's ``finish`` says: the ``finish="..."`` marker's text, else "Done: <task>"."""
+        """What the agent's ``finish`` says: the ``finish="..."`` marker's text, else "Done: <task>"
+        with each rejected command and its reason (a plan turn: the plan text)."""
         scripted = _directives(self.message).get("finish")
         if scripted:
             return scripted
-        text = " ".join(_MARKER.sub("", self.message).split())
-        return f"Done: {text[:40]}"
+        if self.agent_type == "plan":
+            return self.plan_text()
+        rejected = "".join(f" (rejected: {c.command}: {c.reason})" for c in self.confirmations if c.accepted is False)
+        return f"Done: {self.task()[:40]}{rejected}"
 
     def cost(self) -> float:
         """What the turn costs once it ended: the ``cost=`` marker, else ``COST_PER_SECOND`` per second."""
         scripted = _directives(self.message).get("cost")
         if scripted:
             return float(scripted)
-        return 0.0 if self.start == math.inf else COST_PER_SECOND * (self.end - self.start)
+        return 0.0 if self.start == math.inf else COST_PER_SECOND * (self.duration + self.sandbox_error)
 
     def spent(self, until: float) -> float:
-        """The cost so far: it grows linearly from 0 at the start to :meth:`cost` at the end."""
+        """The cost so far: it grows linearly with the running time, from 0 to :meth:`cost` (not while
+        the turn waits at a confirmation)."""
         if self.start == math.inf or until <= self.start:
             return 0.0
-        span = self.end - self.start
-        return self.cost() * (1.0 if span <= 0 else min(1.0, (until - self.start) / span))
+        span = self.duration + self.sandbox_error
+        return self.cost() * (1.0 if span <= 0 else min(1.0, self.running_time(until) / span))
 
     def edits(self) -> list[tuple[str, str, str | None]]:
         """The turn's effects on the workspace, in order: (path, status, written text or None).
 
         ``change=<path>:<STATUS>`` gives (path, ADDED/UPDATED/DELETED, None); a rename gives the old
         path DELETED and the new one ``RENAMED_TO``; ``write=<path>:<text>`` gives (path, WRITE, text);
-        ``output=<text>`` gives (openhands_output.json, WRITE, text).
+        ``output=<text>`` gives (openhands_output.json, WRITE, text). A plan turn: (PLAN_FILE, WRITE,
+        the plan) only.
         """
+        if self.agent_type == "plan":
+            return [(PLAN_FILE, "WRITE", self.plan_text())]
         found: list[tuple[str, str, str | None]] = []
         for key, value in _directive_pairs(self.message):
             if key == "change":
@@ -204,6 +402,8 @@ class Turn:
         return found.group(1) if found else None
 
     def diff_bytes(self) -> int | None:
+        if self.agent_type == "plan":
+            return None
         scripted = _directives(self.message).get("diff_bytes")
         return int(float(scripted)) if scripted else None
 
@@ -260,6 +460,9 @@ class Conversation:
     seq: int = 0  # creation order, to break ties between equal ``created`` times
     turns: list[Turn] = field(default_factory=list)
     changes: list[float] = field(default_factory=list)  # pause / resume / delete times
+    agent_type: str = "default"  # V1 ``agent_type``: ``plan`` for the planning agent
+    parent_id: str | None = None  # V1 ``parent_conversation_id``: this conversation shares its sandbox
+    sub_ids: list[str] = field(default_factory=list)  # its sub-conversations' ids, oldest first
 
     def __post_init__(self) -> None:
         if not self.turns:
@@ -272,6 +475,8 @@ class Conversation:
                     duration=self.duration,
                     outcome=self.outcome,
                     sandbox_error=float(directives.get("sandbox_error", 0) or 0),
+                    agent_type=self.agent_type,
+                    asks=self.api_version == "v1",
                 )
             )
 
@@ -303,7 +508,12 @@ class Conversation:
         turn = self.turn_at(now)
         if turn is None:
             return None
-        return "running" if now < turn.end else turn.outcome
+        return turn.status(now)
+
+    def pending_turn(self, now: float) -> Turn | None:
+        """The turn that stands at a confirmation now (waiting for the answer, or idle after a reject)."""
+        turn = self.turn_at(now)
+        return turn if turn is not None and turn.pending(now) is not None else None
 
     def in_sandbox_error(self, now: float) -> bool:
         for turn in self.turns:
@@ -320,6 +530,9 @@ class Conversation:
         points = [self.created, self.ready_at, *self.changes]
         for turn in self.turns:
             points += [turn.start, turn.end, *(turn.error_window() or ())]
+            for index, answer in enumerate(turn.confirmations):
+                points += [turn.asked_at(index) or math.inf, answer.answered_at or math.inf]
+                points.append(answer.resumed_at or math.inf)
         return max(p for p in points if p <= now)
 
     def spent(self, until: float) -> float:
@@ -341,20 +554,31 @@ class Conversation:
         prefix = self.project_dir + "/"
         return absolute[len(prefix) :] if absolute.startswith(prefix) else None
 
-    def workspace(self, until: float) -> dict[str, FileState]:
-        """What the agent's turns left in the workspace by ``until``, by absolute path.
+    def workspace(self, until: float, sharing: tuple[Conversation, ...] = ()) -> dict[str, FileState]:
+        """What the agent's turns left in the workspace by ``until``, by absolute path; ``sharing``:
+        the other conversations in the same sandbox (their turns change the same files).
 
         *Stricter*: a turn's files and changes appear at once when it ends, and only if it ended
-        ``finished`` (none mid-run, none from a turn that ended in ``error`` or ``stuck``).
+        ``finished`` (none mid-run, none from a turn that ended in ``error`` or ``stuck``). A plan
+        conversation's PLAN.md holds ``PLAN_HEADERS`` from READY on (as the planning tool creates it).
         """
         files: dict[str, FileState] = {}
-        for number, turn in enumerate(self.turns):
-            if turn.outcome != "finished" or turn.start == math.inf or turn.end > until:
+        steps: list[tuple[float, int, int, Conversation, Turn | None]] = []
+        for owner in (self, *sharing):
+            if owner.agent_type == "plan" and owner.ready_at <= until and not owner.start_error:
+                steps.append((owner.ready_at, owner.seq, -1, owner, None))
+            for number, turn in enumerate(owner.turns):
+                if turn.outcome == "finished" and turn.start != math.inf and turn.end <= until:
+                    steps.append((turn.end, owner.seq, number, owner, turn))
+        steps.sort(key=lambda step: step[:3])
+        for _, _, number, owner, turn in steps:
+            if turn is None:  # the planning tool's empty PLAN.md, unless one is there already
+                files.setdefault(owner.absolute(PLAN_FILE), FileState("ADDED", "", PLAN_HEADERS))
                 continue
             size = turn.diff_bytes()
             moved: str | None = None
             for path, status, text in turn.edits():
-                where = self.absolute(path)
+                where = owner.absolute(path)
                 before = files.get(where)
                 if status == "DELETED":
                     moved = before.modified if before and before.modified is not None else _original_text(path)

@@ -14,7 +14,26 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
   ``AppConversation.tags`` stays ``{}``: it holds the server's own tags). The open-source
   ``openhands-ai`` 1.11 model has no such fields and drops them silently. A message whose
   ``[emulator ...]`` markers are malformed is refused with 400 ``{"detail": "emulator marker: ..."}``
-  (a test-authoring error, here and in send-message).
+  (a test-authoring error, here and in send-message). The ``request`` always holds ``agent_type``
+  (``"default"`` unless sent, as the real echo holds the field's default).
+* Plan mode: ``agent_type`` ``"default"`` or ``"plan"`` (anything else, ``null`` too, -> 422 like other
+  enum fields). It is **not** on the conversation object; it is read back from the start task's
+  ``request.agent_type`` only (as on the real server). A plan conversation's agent edits only
+  ``<project dir>/.agents_tmp/PLAN.md`` (``model.py``). ``parent_conversation_id`` (a UUID, else 422):
+  the new conversation is the parent's **sub-conversation**: it runs in the parent's sandbox (same
+  ``sandbox_id``, same workspace: a file one agent writes is seen through the other's git/file
+  endpoints; no new sandbox is created), and takes the parent's repository, branch and git provider
+  where the request names none; the start task's ``request`` shows ``sandbox_id`` and those fields
+  completed, as the server completes them. The parent's ``sub_conversation_ids`` lists the child, the
+  child's ``parent_conversation_id`` names the parent (32 hex). A PAUSED parent sandbox is resumed by
+  the child's start (as the real start does); ERROR/MISSING -> the child's start task ends ``ERROR``
+  ("Sandbox status: ERROR" / "Sandbox not found: <id>"). An unknown (or deleted, or not yet READY)
+  parent -> **500** ``text/plain`` "Internal Server Error": the real server raises ``ValueError
+  ("Parent conversation not found")`` before the start task exists and nothing handles it (read in
+  ``openhands-ai`` 1.11's code, not seen live). *Stricter*: a sub-conversation counts toward the
+  account's concurrency (and is refused at the daily sandbox quota) like any start, although it boots
+  no sandbox. Pausing or resuming the sandbox pauses or resumes every conversation it runs;
+  ``DELETE`` of a parent deletes its sub-conversations too (as in the real server's code).
 * A ``conversation_id`` already used (*stricter*: even by a start that failed or a conversation since
   deleted) is **not** refused: the answer is 200 and that new start task ends in ``ERROR`` with
   ``detail`` "Server error '500 Internal Server Error' for url
@@ -39,7 +58,9 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
   ``limit`` match. Bad values -> 422. A client finds its earlier start before READY by listing the
   recent start tasks (``created_at__gte``, newest first, page by page) and matching
   ``request.conversation_id``.
-* ``GET /api/v1/app-conversations/search`` (``limit``, ``page_id``): conversations past READY only.
+* ``GET /api/v1/app-conversations/search`` (``limit``, ``page_id``, ``include_sub_conversations``):
+  conversations past READY only; sub-conversations only with ``include_sub_conversations=true`` (as
+  observed; a value that is not a boolean -> 422). The spec's other filters are not modelled.
 * ``GET /api/v1/conversation/{id}/events/search`` (``kind__eq``, ``sort_order``
   ``TIMESTAMP``/``TIMESTAMP_DESC``, ``limit``, ``page_id``, ``timestamp__gte``, ``timestamp__lt``)
   -> ``{"items": [...], "next_page_id": ...}``; unknown conversation -> 200, no items. Per turn: the
@@ -48,12 +69,18 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
   finish``, ``FinishAction`` with the final message "Done: <first 40 chars of the task>", or the
   ``finish="..."`` marker's text) then an
   ``ObservationEvent`` (``FinishObservation``), or a ``ConversationErrorEvent`` (``code``,
-  ``detail``) for outcome ``error`` (``stuck``: only the state update). Events stay readable while
+  ``detail``) for outcome ``error`` (``stuck``: only the state update). A ``confirm=`` command adds
+  the agent's terminal ``ActionEvent`` and the state ``waiting_for_confirmation`` when it is asked,
+  then ``running`` and a ``TerminalObservation`` (accept) or ``idle`` and a ``UserRejectObservation``
+  (reject; ``running`` once the agent goes on), each observation's ``action_id`` naming the action
+  (shapes as the real agent writes them). Events stay readable while
   the sandbox is PAUSED, up to the pause. Event timestamps are ISO without time zone, as the SDK
   writes them.
 * ``POST /api/v1/app-conversations/{id}/send-message`` -> ``{"success": true, "sandbox_status":
   "RUNNING", "message": null}``; starts a new turn (its own markers apply; after the current turn if
-  one runs). For ``turn_lag_seconds`` (0.5 s) polls still show the previous turn's state and
+  one runs). **A message (``run`` true) sent while the agent waits for confirmation approves the
+  pending action** (as observed), or after a reject runs the agent again; the new turn follows that
+  one. For ``turn_lag_seconds`` (0.5 s) polls still show the previous turn's state and
   ``updated_at``; the new user ``MessageEvent`` is visible at once. Sandbox PAUSED -> 409 "Sandbox is
   PAUSED. Use POST /api/v1/sandboxes/<id>/resume ..."; unknown (or not yet READY) -> 404; sandbox
   ERROR -> 503, MISSING -> 410 (*stricter*: the spec lists these codes, the real server was not seen
@@ -112,9 +139,41 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
 * ``POST /api/v1/sandboxes/{id}/pause`` and ``/resume`` -> ``{"success": true}``; unknown -> 404.
   Resume on a full account -> the 429 ``CONCURRENCY_LIMIT_REACHED`` answer.
 * ``DELETE /api/v1/app-conversations/{id}`` -> ``{"success": true}``; unknown -> 404.
-* ``updated_at`` moves only when the state changes (ready, turn start/end, pause, resume), not on
-  every read (*stricter*). ``execution_status``, ``session_api_key`` and ``conversation_url`` are
-  ``null`` unless the sandbox is RUNNING (PAUSED as observed; STARTING/ERROR *stricter*).
+* ``updated_at`` moves only when the state changes (ready, turn start/end, pause, resume, a
+  confirmation asked or answered), not on every read (*stricter*). ``execution_status``,
+  ``session_api_key`` and ``conversation_url`` are ``null`` unless the sandbox is RUNNING (PAUSED as
+  observed; STARTING/ERROR *stricter*). ``conversation_url`` is
+  ``<emulator url>/agent/<sandbox_id>/api/conversations/<conversation id>``: the sandbox's agent
+  server is ``conversation_url`` cut before ``/api/conversations`` (keep the path prefix, as the UI's
+  ``buildHttpBaseUrl`` does), and ``session_api_key`` is ``session-<sandbox_id>``.
+
+The agent server (``/agent/<sandbox_id>``), as the UI calls it for confirmation mode (the app server
+does not proxy these: ``/api/v1/app-conversations/{id}/events/respond_to_confirmation`` -> 404).
+**Authorised by ``X-Session-API-Key: <that sandbox's session_api_key>`` only**: no key, the account's
+API key (in any header) or another sandbox's session key -> 401 ``{"detail": "Unauthorized"}``; and a
+session key never opens an app-server route (401 there). Checked in this order: sandbox not RUNNING
+(PAUSED, STARTING, ERROR, MISSING, unknown) -> **503** ``{"detail": "Agent server unavailable"}``
+(*stricter*: the real one is simply not reachable); the key -> 401; another path under the agent
+server -> 404 (only these two are modelled), another method -> 405; a conversation id that is not a
+UUID -> 422; a conversation this sandbox does not run -> 404; a body that does not fit -> 422. The
+hex and the dashed id are both accepted. Requests are logged in ``requests`` like the others (never
+a header, so never the session key).
+
+* ``POST /agent/<sandbox_id>/api/conversations/{id}/events/respond_to_confirmation`` with
+  ``ConfirmationResponseRequest`` ``{"accept": bool, "reason": str}`` (``reason`` optional, default
+  "User rejected the action."; *stricter*: ``accept`` must be a JSON boolean, not ``"true"`` or ``1``)
+  -> ``200 {"success": true}``. Accept: the pending action runs and the turn goes on; after a reject,
+  an accept runs the agent again. Reject: a ``UserRejectObservation`` with the reason, the status
+  ``idle``, and it **stays idle** (the agent does not run again by itself). Nothing pending (running,
+  finished, idle after a reject for a reject): a harmless 200, as observed. 404 for an unknown
+  conversation: ``{"detail": "Conversation not found: <dashed id>"}``.
+* ``POST /agent/<sandbox_id>/api/conversations/{id}/run`` (body ignored) -> ``200 {"success":
+  true}``: a rejected (idle) turn goes on; a pending action is approved (the real run loop runs it);
+  otherwise nothing happens. While the agent runs -> 409 ``{"detail": "Conversation already running.
+  Wait for completion or pause first."}`` (as in the agent server's code); unknown -> 404 ``{"detail":
+  "Not Found"}``.
+* Pausing the sandbox while the agent waits gives ``PAUSED``/``null`` (and 503 from the agent
+  server); after resume it waits again (``waiting_for_confirmation``), as observed.
 """
 
 from __future__ import annotations
@@ -131,6 +190,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_openhands.testing.model import (
+    AGENT_TYPES,
+    DEFAULT_REJECTION,
     START_STEPS,
     WORKSPACE_ROOT,
     Conversation,
@@ -173,6 +234,12 @@ TOKENS_PER_DOLLAR = (100_000, 20_000)  # prompt and completion tokens per dollar
 _EVENT_NAMESPACE = uuid.UUID("6f1b6a3e-0c8e-4d55-9a43-6b0b1c1e0a11")
 USER_ID = "emulated-user"
 _SEND_ID = re.compile(r"/api/v1/app-conversations/([^/]+)/send-message")
+# ``/agent/{sandbox_id}`` (the agent server's base) + ``/api/conversations/{id}/<action>``
+_AGENT_PATH = re.compile(r"/agent/([^/]+)(?:/api/conversations/([^/]+)(?:/(.+))?|/.*)?")
+
+
+class PlainText(str):
+    """An answer sent as ``text/plain``, not JSON (e.g. Starlette's bare 500 "Internal Server Error")."""
 
 
 def _invalid(loc: list[Any], msg: str, kind: str, value: Any = None) -> tuple[int, Any]:
@@ -264,6 +331,18 @@ class _Query:
             return default
         return raw
 
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in ("1", "true", "t", "yes", "y", "on"):
+            return True
+        if lowered in ("0", "false", "f", "no", "n", "off"):
+            return False
+        self._fail(name, "Input should be a valid boolean, unable to interpret input", "bool_parsing", raw)
+        return default
+
     def timestamp(self, name: str) -> float | None:
         return self._parsed(name, _parse_time, "Input should be a valid datetime", "datetime_from_date_parsing")
 
@@ -339,6 +418,77 @@ class V1Routes:
             return self.v1_pause(sandbox_id) if action == "pause" else self.v1_resume(sandbox_id)
         return None
 
+    # -- the agent server (``/agent/{sandbox_id}``): confirmations ------------------------------------
+
+    def route_agent(self, method: str, path: str, body: Any, session_key: str | None) -> tuple[int, Any]:
+        """A request to a sandbox's agent server (``conversation_url`` up to ``/api/conversations``),
+        authorised by that sandbox's ``X-Session-API-Key`` only (called under the lock)."""
+        match = _AGENT_PATH.fullmatch(path)
+        if match is None:
+            return 404, {"detail": "Not Found"}
+        sandbox_id, conversation_id, action = match.groups()
+        now = time.time()
+        members = [
+            c
+            for c in self._sandbox_members(sandbox_id)
+            if c.sandbox_id == sandbox_id and c.api_version == "v1" and c.ready(now)
+        ]
+        key = _hex(conversation_id) if conversation_id else None
+        target = next((c for c in members if c.id == key), None)
+        host = target or (members[0] if members else None)
+        if host is None or self._v1_sandbox_status(host, now) != "RUNNING":
+            # *Stricter* than "nothing answers": the real agent server of a sandbox that is not
+            # running is simply not reachable (refused, or the proxy's error).
+            return 503, {"detail": "Agent server unavailable"}
+        if session_key != f"session-{sandbox_id}":
+            return 401, {"detail": "Unauthorized"}
+        if action not in ("events/respond_to_confirmation", "run"):
+            return 404, {"detail": "Not Found"}
+        if method != "POST":
+            return 405, {"detail": "Method Not Allowed"}
+        if key is None:
+            return _invalid(
+                ["path", "conversation_id"], "Input should be a valid UUID", "uuid_parsing", conversation_id
+            )
+        if target is None or self._taken_over(target, now):
+            if action == "run":
+                return 404, {"detail": "Not Found"}
+            return 404, {"detail": f"Conversation not found: {uuid.UUID(key)}"}
+        if action == "run":
+            return self.agent_run(target, now)
+        return self.agent_respond_to_confirmation(target, body, now)
+
+    def agent_respond_to_confirmation(self, conversation: Conversation, body: Any, now: float) -> tuple[int, Any]:
+        """``ConfirmationResponseRequest`` ``{"accept": bool, "reason": str}``: accept runs the pending
+        action (and, after a reject, the agent again); reject answers it with a ``UserRejectObservation``
+        and leaves the agent ``idle``. Nothing pending: a harmless 200, as observed."""
+        if not isinstance(body, dict):
+            if body is None:
+                return _invalid(["body"], "Field required", "missing")
+            return _invalid(["body"], "Input should be a valid dictionary or object", "model_attributes_type", body)
+        if "accept" not in body:
+            return _invalid(["body", "accept"], "Field required", "missing", body)
+        accept = body["accept"]
+        if not isinstance(accept, bool):  # *stricter*: pydantic would also take "true", 1, "yes"...
+            return _invalid(["body", "accept"], "Input should be a valid boolean", "bool_type", accept)
+        reason = body.get("reason", DEFAULT_REJECTION)
+        if not isinstance(reason, str):
+            return _invalid(["body", "reason"], "Input should be a valid string", "string_type", reason)
+        turn = conversation.pending_turn(now)
+        if turn is not None:
+            turn.respond(now, accept, reason)
+        return 200, {"success": True}
+
+    def agent_run(self, conversation: Conversation, now: float) -> tuple[int, Any]:
+        """``POST .../run``: 409 while the agent runs; a pending action is approved (the run loop runs
+        it), a rejected turn goes on; otherwise nothing to do (200)."""
+        if conversation.agent_status(now) == "running":
+            return 409, {"detail": "Conversation already running. Wait for completion or pause first."}
+        turn = conversation.pending_turn(now)
+        if turn is not None:
+            turn.go_on(now)
+        return 200, {"success": True}
+
     # -- V1: start -------------------------------------------------------------------------------
 
     def v1_start(self, body: Any) -> tuple[int, Any]:
@@ -357,16 +507,68 @@ class V1Routes:
         invalid = _observability_problem(body)
         if invalid:
             return invalid
+        agent_type = body.get("agent_type", "default")
+        if agent_type not in AGENT_TYPES:
+            return _invalid(["body", "agent_type"], "Input should be 'default' or 'plan'", "enum", agent_type)
+        parent_id = body.get("parent_conversation_id")
+        if parent_id is not None and _hex(parent_id) is None:
+            return _invalid(
+                ["body", "parent_conversation_id"], "Input should be a valid UUID", "uuid_parsing", parent_id
+            )
         problem = _marker_problem(message)
         if problem:
             return 400, {"detail": problem}
+        parent = None
+        if parent_id is not None:
+            # As in the real server's code: an unknown parent raises ValueError before the start task
+            # exists, which nothing handles: 500 "Internal Server Error" (read in openhands-ai 1.11).
+            parent = self._v1_find(parent_id, time.time())
+            if parent is None:
+                return 500, PlainText("Internal Server Error")
+            body = self._inherit_from_parent(body, parent)
         refusal = self._quota_refusal() or self._capacity_refusal()
         if refusal:
             return refusal
-        conversation = self._new_conversation("v1", body, message)
+        conversation = self._new_conversation("v1", body, message, parent=parent)
         conversation.start_task_id = uuid.uuid4().hex
         self.start_tasks[conversation.start_task_id] = conversation
+        if parent is not None:
+            self._boot_in_parent_sandbox(conversation, parent)
         return 200, self._start_task_json(conversation, time.time(), stamp=_z_iso)
+
+    @staticmethod
+    def _inherit_from_parent(body: dict[str, Any], parent: Conversation) -> dict[str, Any]:
+        """The request as the server completes it from the parent (``_inherit_configuration_from_parent``):
+        its sandbox, and its repository, branch and git provider where the request names none."""
+        body = dict(body)
+        body["sandbox_id"] = body.get("sandbox_id") or parent.sandbox_id
+        for key, value in (
+            ("selected_repository", parent.repository),
+            ("selected_branch", parent.branch),
+            ("git_provider", parent.git_provider),
+        ):
+            if not body.get(key):
+                body[key] = value
+        return body
+
+    def _boot_in_parent_sandbox(self, conversation: Conversation, parent: Conversation) -> None:
+        """The parent's sandbox hosts the sub-conversation: a PAUSED one is resumed (as the real start
+        does); one in ERROR or MISSING fails the start task, as ``_wait_for_sandbox_start`` does."""
+        now = time.time()
+        sandbox = self._v1_sandbox_status(parent, now)
+        if sandbox == "PAUSED":
+            for member in self._sandbox_members(parent.sandbox_id):
+                member.paused_at = None
+                member.changes.append(now)
+            self.resumes += 1
+        elif sandbox == "MISSING":
+            conversation.start_error = True
+            conversation.error_step = 1
+            conversation.error_detail = f"Sandbox not found: {parent.sandbox_id}"
+        elif sandbox != "RUNNING":
+            conversation.start_error = True
+            conversation.error_step = 1
+            conversation.error_detail = f"Sandbox status: {sandbox}"
 
     def _start_task_status(self, conversation: Conversation, now: float) -> str:
         if conversation.start_error and now >= conversation.error_at:
@@ -521,8 +723,8 @@ class V1Routes:
                     "completion_tokens": int(TOKENS_PER_DOLLAR[1] * spent),
                 },
             },
-            "parent_conversation_id": None,
-            "sub_conversation_ids": [],
+            "parent_conversation_id": conversation.parent_id,
+            "sub_conversation_ids": [child.id for child in self._children(conversation, now)],
             "public": False,
             "tags": {},
             "created_at": _now_iso(conversation.created),
@@ -530,7 +732,7 @@ class V1Routes:
             "sandbox_status": sandbox,
             "execution_status": execution,
             "conversation_url": (
-                f"{self.url}/agent/{conversation.sandbox_id}/conversations/{conversation.id}" if running else None
+                f"{self.url}/agent/{conversation.sandbox_id}/api/conversations/{conversation.id}" if running else None
             ),
             "session_api_key": f"session-{conversation.sandbox_id}" if running else None,
             "acp_server": None,
@@ -568,23 +770,46 @@ class V1Routes:
                 archive.writestr(f"event_{number:06d}_{event['id']}.json", json.dumps(event, indent=2))
         return 200, buffer.getvalue()
 
+    def _children(self, conversation: Conversation, now: float) -> list[Conversation]:
+        """The conversation's sub-conversations (``parent_conversation_id``), oldest first."""
+        found = (self._v1_visible(self.conversations.get(key), now) for key in conversation.sub_ids)
+        return [child for child in found if child is not None]
+
+    def _sandbox_members(self, sandbox_id: str) -> list[Conversation]:
+        """The conversations a sandbox runs (a parent and its sub-conversations share one), deleted ones aside."""
+        key = _hex(sandbox_id) or sandbox_id
+        return [c for c in self.conversations.values() if c.sandbox_id == key and not c.deleted]
+
+    def _sharing(self, conversation: Conversation) -> tuple[Conversation, ...]:
+        """The other conversations whose agents changed this one's workspace (the same sandbox)."""
+        return tuple(
+            c
+            for c in self.conversations.values()
+            if c.sandbox_id == conversation.sandbox_id and c is not conversation and c.api_version == "v1"
+        )
+
     def v1_search(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         q = _Query(query)
         limit = q.integer("limit", 100)
         offset = q.offset()
+        subs = q.boolean("include_sub_conversations", False)
         if q.error:
             return q.error
         now = time.time()
-        found = [c for c in self.conversations.values() if self._v1_visible(c, now)]
+        found = [c for c in self.conversations.values() if self._v1_visible(c, now) and (subs or not c.parent_id)]
         found.sort(key=lambda c: c.created, reverse=True)
         return 200, _page([self._v1_conversation_json(c, now) for c in found], offset, limit)
 
     def v1_delete(self, conversation_id: str) -> tuple[int, Any]:
-        conversation = self._v1_find(conversation_id, time.time())
+        now = time.time()
+        conversation = self._v1_find(conversation_id, now)
         if conversation is None:
             return 404, {"detail": "Item not found"}
+        for child in self._children(conversation, now):  # the real server deletes the sub-conversations too
+            child.deleted = True
+            child.changes.append(now)
         conversation.deleted = True
-        conversation.changes.append(time.time())
+        conversation.changes.append(now)
         self.stops += 1
         return 200, {"success": True}
 
@@ -600,8 +825,11 @@ class V1Routes:
         if conversation is None:
             return 404, {"detail": "Item not found"}
         if conversation.paused_at is None:
-            conversation.paused_at = time.time()
-            conversation.changes.append(conversation.paused_at)
+            now = time.time()
+            for member in self._sandbox_members(sandbox_id):  # every conversation the sandbox runs
+                if member.paused_at is None:
+                    member.paused_at = now
+                    member.changes.append(now)
             self.stops += 1
         return 200, {"success": True}
 
@@ -613,8 +841,11 @@ class V1Routes:
             refusal = self._capacity_refusal()
             if refusal:
                 return refusal
-            conversation.paused_at = None
-            conversation.changes.append(time.time())
+            now = time.time()
+            for member in self._sandbox_members(sandbox_id):
+                if member.paused_at is not None:
+                    member.paused_at = None
+                    member.changes.append(now)
             self.resumes += 1
             self.max_alive = max(self.max_alive, self.alive_count())
         return 200, {"success": True}
@@ -667,8 +898,11 @@ class V1Routes:
         if problem:
             return 400, {"detail": problem}
         directives = _directives(text)
-        previous_end = conversation.finished_at()
         run = body.get("run", True)
+        waiting = conversation.pending_turn(now)
+        if run and waiting is not None:  # as observed: a message approves the pending action (or, after a
+            waiting.go_on(now)  # reject, runs the agent again); the new turn follows
+        previous_end = conversation.finished_at()
         start = max(now + self.turn_lag_seconds, previous_end) if run else math.inf
         conversation.turns.append(
             Turn(
@@ -678,6 +912,7 @@ class V1Routes:
                 duration=float(directives.get("duration", self.conversation_seconds)) if run else 0.0,
                 outcome=directives.get("outcome") or "finished",
                 sandbox_error=float(directives.get("sandbox_error", 0) or 0) if run else 0.0,
+                agent_type=conversation.agent_type,
             )
         )
         return 200, {"success": True, "sandbox_status": "RUNNING", "message": None}
@@ -691,6 +926,8 @@ class V1Routes:
 
         def add(at: float, turn_no: int, seq: int, kind: str, **fields: Any) -> str:
             event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"{conversation.id}/{turn_no}/{seq}"))
+            if at == math.inf:  # not yet: the turn waits at a confirmation
+                return event_id
             event = {"id": event_id, "timestamp": _naive_iso(at), "parent_id": parent[0], **fields, "kind": kind}
             events.append((at, event))
             parent[0] = event_id
@@ -725,12 +962,16 @@ class V1Routes:
             if turn.start == math.inf:
                 continue
             state(max(turn.start, sent), number, 1, "running")
+            self._confirmation_events(add, state, conversation, number, turn)
             end = turn.end
             if turn.outcome == "finished":
                 writes = [(path, text) for path, status, text in turn.edits() if status == "WRITE"]
+                running = turn.duration + turn.sandbox_error - 0.003  # the turn's running time before its finish
                 for index, (path, text) in enumerate(writes):
-                    at = turn.start + (end - 0.003 - turn.start) * (index + 1) / (len(writes) + 1)
-                    self._file_editor_events(add, conversation, at, number, 10 + 2 * index, path, text or "")
+                    at = turn.at_running(running * (index + 1) / (len(writes) + 1))
+                    self._file_editor_events(
+                        add, conversation, at, number, 10 + 2 * index, path, text or "", plan=turn.agent_type == "plan"
+                    )
                 final = turn.final_message()
                 call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{number}').hex[:24]}"
                 action_id = add(
@@ -787,14 +1028,119 @@ class V1Routes:
         events.sort(key=lambda pair: pair[0])
         return events
 
+    def _confirmation_events(self, add: Any, state: Any, conversation: Conversation, turn_no: int, turn: Turn) -> None:
+        """Each ``confirm=`` command the agent reached: its terminal ``ActionEvent`` and the state
+        ``waiting_for_confirmation``; then on accept ``running`` and its ``TerminalObservation``, on
+        reject ``idle`` and a ``UserRejectObservation`` (and ``running`` once the agent goes on)."""
+        for index, answer in enumerate(turn.confirmations):
+            asked = turn.asked_at(index)
+            if asked is None:
+                break
+            seq = 100 + 10 * index
+            call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{turn_no}/{seq}').hex[:24]}"
+            summary = f"run {answer.command}"
+            action_id = add(
+                asked,
+                turn_no,
+                seq,
+                "ActionEvent",
+                source="agent",
+                thought=[],
+                reasoning_content=None,
+                thinking_blocks=[],
+                responses_reasoning_item=None,
+                action={
+                    "command": answer.command,
+                    "is_input": False,
+                    "timeout": None,
+                    "reset": False,
+                    "kind": "TerminalAction",
+                },
+                tool_name="terminal",
+                tool_call_id=call_id,
+                tool_call={
+                    "id": call_id,
+                    "responses_item_id": None,
+                    "name": "terminal",
+                    "arguments": json.dumps(
+                        {"command": answer.command, "summary": summary, "security_risk": answer.risk}
+                    ),
+                    "origin": "completion",
+                },
+                llm_response_id=f"chatcmpl-{call_id[5:]}",
+                security_risk=answer.risk,
+                critic_result=None,
+                summary=summary,
+            )
+            state(asked + 0.0001, turn_no, seq + 1, "waiting_for_confirmation")
+            if answer.answered_at is None:
+                continue
+            if answer.accepted:
+                state(answer.answered_at, turn_no, seq + 2, "running")
+                add(
+                    answer.answered_at + 0.0001,
+                    turn_no,
+                    seq + 3,
+                    "ObservationEvent",
+                    source="environment",
+                    tool_name="terminal",
+                    tool_call_id=call_id,
+                    observation={
+                        "content": [{"type": "text", "text": f"(emulated) ran: {answer.command}"}],
+                        "is_error": False,
+                        "command": answer.command,
+                        "exit_code": 0,
+                        "timeout": False,
+                        "metadata": {
+                            "exit_code": 0,
+                            "pid": -1,
+                            "username": "openhands",
+                            "hostname": "sandbox",
+                            "working_dir": conversation.project_dir,
+                            "py_interpreter_path": None,
+                            "prefix": "",
+                            "suffix": "\n[The command completed with exit code 0.]",
+                        },
+                        "full_output_save_dir": None,
+                        "kind": "TerminalObservation",
+                    },
+                    action_id=action_id,
+                    extended_content=[],
+                )
+                continue
+            state(answer.answered_at, turn_no, seq + 2, "idle")
+            add(
+                answer.answered_at + 0.0001,
+                turn_no,
+                seq + 3,
+                "UserRejectObservation",
+                source="environment",
+                tool_name="terminal",
+                tool_call_id=call_id,
+                rejection_reason=answer.reason,
+                rejection_source="user",
+                action_id=action_id,
+            )
+            if answer.resumed_at is not None:
+                state(answer.resumed_at, turn_no, seq + 4, "running")
+
     @staticmethod
     def _file_editor_events(
-        add: Any, conversation: Conversation, at: float, turn_no: int, seq: int, path: str, text: str
+        add: Any,
+        conversation: Conversation,
+        at: float,
+        turn_no: int,
+        seq: int,
+        path: str,
+        text: str,
+        plan: bool = False,
     ) -> None:
-        """The agent's ``file_editor`` ``create`` call and its observation, as the real agent writes a file."""
+        """The agent's ``file_editor`` ``create`` call and its observation, as the real agent writes a
+        file (``plan``: the planning agent's ``planning_file_editor`` writing PLAN.md)."""
         where = conversation.absolute(path)
         call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{turn_no}/{seq}').hex[:24]}"
         summary = f"create {where}"
+        tool, prefix = ("planning_file_editor", "PlanningFileEditor") if plan else ("file_editor", "FileEditor")
         action_id = add(
             at,
             turn_no,
@@ -813,14 +1159,14 @@ class V1Routes:
                 "new_str": None,
                 "insert_line": None,
                 "view_range": None,
-                "kind": "FileEditorAction",
+                "kind": f"{prefix}Action",
             },
-            tool_name="file_editor",
+            tool_name=tool,
             tool_call_id=call_id,
             tool_call={
                 "id": call_id,
                 "responses_item_id": None,
-                "name": "file_editor",
+                "name": tool,
                 "arguments": json.dumps({"command": "create", "path": where, "file_text": text, "summary": summary}),
                 "origin": "completion",
             },
@@ -835,17 +1181,17 @@ class V1Routes:
             seq + 1,
             "ObservationEvent",
             source="environment",
-            tool_name="file_editor",
+            tool_name=tool,
             tool_call_id=call_id,
             observation={
                 "content": [{"type": "text", "text": f"File created successfully at: {where}"}],
                 "is_error": False,
                 "command": "create",
                 "path": where,
-                "prev_exist": False,
+                "prev_exist": plan,  # the planning tool created PLAN.md (its headers) at the start
                 "old_content": None,
                 "new_content": text,
-                "kind": "FileEditorObservation",
+                "kind": f"{prefix}Observation",
             },
             action_id=action_id,
             extended_content=[],
@@ -925,7 +1271,7 @@ class V1Routes:
         if not root.startswith("/") or posixpath.normpath(root) != conversation.project_dir:
             return 200, []
         changes = []
-        for where, state in conversation.workspace(now).items():
+        for where, state in conversation.workspace(now, self._sharing(conversation)).items():
             relative = conversation.in_repository(where)
             if relative is not None:
                 changes.append({"status": state.status, "path": relative})
@@ -936,7 +1282,11 @@ class V1Routes:
         if conversation is None:
             return refusal
         path = query["path"][-1]
-        state = conversation.workspace(now).get(posixpath.normpath(path)) if path.startswith("/") else None
+        state = (
+            conversation.workspace(now, self._sharing(conversation)).get(posixpath.normpath(path))
+            if path.startswith("/")
+            else None
+        )
         # The agent server answers 400 (which the app server passes on as 502) for a file that does
         # not exist (a deleted one too) or is over 1 MiB. *Stricter*: relative paths, and files the
         # agent did not touch, count as not existing.
@@ -960,7 +1310,7 @@ class V1Routes:
         path = (query.get("file_path") or [f"{WORKSPACE_ROOT}/PLAN.md"])[-1]
         if not path.startswith("/"):
             return (200, "") if empty else (404, {"detail": "Path must be absolute"})
-        state = conversation.workspace(now).get(posixpath.normpath(path))
+        state = conversation.workspace(now, self._sharing(conversation)).get(posixpath.normpath(path))
         if state is None or state.modified is None:
             return (200, "") if empty else (404, {"detail": "File not found"})
         return 200, state.modified
