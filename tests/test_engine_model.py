@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -121,13 +122,15 @@ class MConversation:
     turns: list[MTurn] = field(default_factory=list)
     cost: float = 0.0
     changed: float = 0.0
+    asking: list[dict[str, Any]] = field(default_factory=list)  # actions waiting for confirmation
+    answered: dict[str, bool] = field(default_factory=dict)  # action id -> accepted
 
     def in_error(self, now: float) -> bool:
         return self.sandbox == "RUNNING" and self.error is not None and self.error[0] <= now < self.error[1]
 
     def working(self, now: float) -> MTurn | None:
         """The turn the agent works on now, if it does."""
-        if self.sandbox != "RUNNING" or self.in_error(now) or not self.turns:
+        if self.sandbox != "RUNNING" or self.in_error(now) or not self.turns or self.asking:
             return None
         turn = self.turns[-1]
         return turn if turn.ended_at is None and now >= turn.start else None
@@ -247,6 +250,8 @@ class Service:
             last = c.turns[-1]
             if now >= last.start:
                 execution = "running" if last.ended_at is None else last.outcome
+                if c.asking:
+                    execution = "waiting_for_confirmation"
             elif len(c.turns) > 1:  # the new turn has not begun: the service still shows the previous end
                 execution = c.turns[-2].outcome
         return {
@@ -298,6 +303,8 @@ class Service:
 
 TERMINAL = (a.Conclude, a.Fail, a.ReturnId)
 REQUESTS = (
+    a.ReadPending,
+    a.Confirm,
     a.Reconnect,
     a.PostStart,
     a.ReadStartTask,
@@ -345,6 +352,7 @@ class Task:
     saw_own_pause: bool = False  # this try read its conversation paused by its own series' kill
     found_at: float = -math.inf  # a retry found its series' message (FindSend) then
     touched: bool = False  # the series resumed the sandbox or sent the message (a follow-up then started something)
+    person: bool = False  # the answer the person gives next (on_confirmation="ask"), alternating
 
     @property
     def me(self) -> tuple[str, int]:
@@ -417,8 +425,10 @@ class Task:
             self.check_post_start(action)
         if isinstance(action, a.Conclude):
             self.check_conclude(action)
+        self.check_confirmation(action, observation, pending)
         if isinstance(action, a.Send):
             conversation = service.conversations[action.conversation_id]
+            assert not conversation.asking, f"{self.name} sends while actions wait: the service takes it as approval"
             mine = [t for t in conversation.turns if t.sender == self.me]
             assert not mine, f"{self.name} sends its message again (series {self.series} sent it already)"
         # budget: a read in the running phase over the budget -> Pause at once, then Fail budget
@@ -451,6 +461,21 @@ class Task:
                 )
         if isinstance(action, a.Fail):
             self.check_fail(action, pending)
+
+    def check_confirmation(self, action: a.Action, observation: Any, pending: Any) -> None:
+        """Every mode answers as it says, and no wait for confirmation goes unnoticed."""
+        mode = self.rules.on_confirmation
+        if isinstance(action, a.Confirm):
+            assert mode in ("approve", "reject", "ask"), f"on_confirmation={mode!r} answered {action!r}"
+            if mode != "ask":
+                assert action.accept is (mode == "approve"), f"on_confirmation={mode!r} answered {action!r}"
+        if isinstance(action, a.AskPerson):
+            assert mode == "ask" and action.actions, f"on_confirmation={mode!r} asked a person: {action!r}"
+        read = isinstance(pending, a.ReadConversation) and isinstance(observation, a.Answer) and observation.value
+        if read and observation.value["status"] == "waiting_for_confirmation" and not self.engine.lc.confirm_noted:
+            assert isinstance(action, (a.ReadPending, a.Pause, a.Fail, a.Publish)), (
+                f"{self.name} read the conversation waiting for confirmation and did {action!r}"
+            )
 
     def reference(self, conversation_id: str, *, earliest: bool = False) -> float:
         """When the wait on this conversation began: its first turn ready (created, at the earliest), or
@@ -551,6 +576,9 @@ class Task:
             "start_failed": lambda o: isinstance(o, a.Answer) and isinstance(o.value, dict),
             "budget": lambda o: isinstance(o, a.Answer) and isinstance(o.value, dict),
             "timeout": lambda o: isinstance(o, (a.Tick, a.Continue, a.Answer, a.Problem)),
+            "confirmation": lambda o: (
+                self.rules.on_confirmation == "fail" and isinstance(o, a.Answer) and isinstance(o.value, list)
+            ),
         }
         if kind in causes:
             assert causes[kind](last), f"Fail {kind} after {answered!r} answered {last!r}"
@@ -607,6 +635,14 @@ class Task:
             return
         if isinstance(action, a.Publish):
             self.feed(a.Answer(None) if problem is None else a.Problem("transient", "XCom is down"))
+            return
+        if isinstance(action, a.AskPerson):  # the task waits for a person (awaiting_input), then resumes
+            service.advance_to(service.now + 60.0)
+            lc = Lifecycle.from_dict(json.loads(json.dumps(self.engine.lc.for_trigger())))
+            lc.key, self.person = self.key, not self.person
+            lc.confirmation = {"accept": self.person, "reason": "" if self.person else "not now", "by": "alice"}
+            self.engine = Engine(self.rules, lc)
+            self.feed(a.Continue())
             return
         if isinstance(action, a.RereadConnection):
             self.key_version, self.reread = service.key_version, True
@@ -678,6 +714,16 @@ class Task:
             return a.Answer(service.state(conversation) if conversation else None)
         if isinstance(action, a.ReadTurn):
             return a.Answer(service.turn(conversation)) if conversation else a.Problem("not_found", "404", 404)
+        if isinstance(action, a.ReadPending):
+            return a.Answer(list(conversation.asking)) if conversation else a.Problem("not_found", "404", 404)
+        if isinstance(action, a.Confirm):
+            if conversation.sandbox != "RUNNING" or conversation.in_error(now):
+                return a.Problem("transient", "503 the agent server is unavailable", 503)
+            for asked in conversation.asking:
+                assert asked["id"] not in conversation.answered, f"{asked['id']} answered twice"
+                conversation.answered[asked["id"]] = action.accept
+            conversation.asking, conversation.changed = [], now  # after a rejection the agent is told to run on
+            return a.Answer(True)
         if isinstance(action, a.FindSend):
             self.found_at = now
             since = parse(action.since)
@@ -764,8 +810,9 @@ class EngineModel(RuleBasedStateMachine):
         outcome=st.sampled_from(["finished", "finished", "error"]),
         paused=st.booleans(),
         earlier_message=st.booleans(),
+        confirm=st.sampled_from(["ask", "approve", "reject", "fail", "wait"]),
     )
-    def setup(self, follow_up, second, budget, wait, work, outcome, paused, earlier_message) -> None:
+    def setup(self, follow_up, second, budget, wait, work, outcome, paused, earlier_message, confirm) -> None:
         self.service = Service(work, outcome)
         rules = Rules(
             poll_interval=POLL,
@@ -774,6 +821,7 @@ class EngineModel(RuleBasedStateMachine):
             sandbox_error_grace=GRACE,
             max_cost_usd=budget,
             wait_for_completion=wait,
+            on_confirmation=confirm,
         )
         message = "Now add tests"
         given = None
@@ -864,6 +912,20 @@ class EngineModel(RuleBasedStateMachine):
             previous = conversation.error
             began = previous[0] if previous and now - previous[1] < 2 * POLL else now
             conversation.error = (began, now + seconds)
+
+    @rule(which=st.integers(0, 5), actions=st.integers(1, 2))
+    def the_agent_asks_for_confirmation(self, which: int, actions: int) -> None:
+        """Confirmation mode: the agent stops before its next actions until someone answers."""
+        now = self.service.now
+        working = [c for c in self.service.conversations.values() if c.working(now) is not None]
+        if working:
+            conversation = working[which % len(working)]
+            for _ in range(actions):
+                action_id = self.service.new_id("act")
+                conversation.asking.append(
+                    {"id": action_id, "tool": "terminal", "summary": f"rm -rf {action_id}", "security_risk": "HIGH"}
+                )
+            conversation.changed = now
 
     @rule(which=st.integers(0, 5))
     def the_service_pauses_a_sandbox(self, which: int) -> None:
@@ -1016,6 +1078,7 @@ def test_the_model_itself_works() -> None:
         outcome="finished",
         paused=False,
         earlier_message=False,
+        confirm="ask",
     )
     task = machine.tasks[0]
     for _ in range(200):
@@ -1028,7 +1091,7 @@ def test_the_model_itself_works() -> None:
 
 def _scenario(**setup: Any) -> EngineModel:
     machine = EngineModel()
-    base = {"follow_up": False, "second": False, "budget": None, "wait": True, "work": 120.0}
+    base = {"follow_up": False, "second": False, "budget": None, "wait": True, "work": 120.0, "confirm": "ask"}
     machine.setup(**{**base, "outcome": "finished", "paused": False, "earlier_message": False, **setup})
     return machine
 
@@ -1492,3 +1555,24 @@ def test_a_retry_that_starts_afresh_gives_the_new_conversation_its_own_deadline(
     ready = {**task, "status": "READY", "conversation_id": "c-2", "sandbox_id": "sb-c-2", "updated_at": iso(T0 + 20)}
     assert isinstance(_step(engine, a.Answer(ready), T0 + 20), a.ReadConversation)
     assert engine.due() is not None and engine.due() >= T0 + 20 + WAIT_TIMEOUT - 1, engine.due()
+
+
+@pytest.mark.parametrize("mode", ["ask", "approve", "reject"])
+def test_scenario_the_agent_asks_twice_and_each_mode_answers(mode: str) -> None:
+    """Confirmation mode in the model: the agent stops twice mid-turn; the task answers each time by
+    its mode (a person alternating approve and reject for ``ask``) and the turn then ends."""
+    machine = _scenario(work=400.0, confirm=mode)
+    task = machine.tasks[0]
+    asked = 0
+    for _ in range(400):
+        if task.state != "running":
+            break
+        conversations = list(machine.service.conversations.values())
+        if asked < 2 and conversations and conversations[0].working(machine.service.now) is not None:
+            machine.the_agent_asks_for_confirmation(0, 1)
+            asked += 1
+        machine.answer(0)
+    (conversation,) = machine.service.conversations.values()
+    assert len(conversation.answered) == 2 and isinstance(task.ended, a.Conclude), task.ended
+    expected = {"ask": [True, False], "approve": [True, True], "reject": [False, False]}[mode]
+    assert list(conversation.answered.values()) == expected

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from airflow_provider_openhands.api.options import StartOptions
@@ -21,6 +21,7 @@ from airflow_provider_openhands.api.state import (
     V0,
     V1,
     ResponseShapeError,
+    agent_server,
     canonical_id,
     error_from_events,
     final_message_from_events,
@@ -31,6 +32,7 @@ from airflow_provider_openhands.api.state import (
     normalise_v1,
     parse_start_task,
     parse_time,
+    pending_actions_from_events,
     turn_from_events,
     v0_final_message,
 )
@@ -39,6 +41,7 @@ from airflow_provider_openhands.exceptions import (
     OpenHandsConfigError,
     OpenHandsNotFoundError,
     OpenHandsStartError,
+    OpenHandsTransientError,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,10 @@ class ApiRequest:
     idempotent: bool = True
     #: True for a download: a 2xx answer's body comes back as bytes, not parsed as JSON.
     raw: bool = False
+    #: A conversation's agent server (its base URL) instead of the service: the request carries that
+    #: sandbox's ``session_key`` only, never the connection's API key.
+    server: str | None = None
+    session_key: str | None = field(default=None, repr=False)
 
 
 def chunks(items: Sequence[str], size: int = MAX_IDS_PER_REQUEST) -> Iterable[Sequence[str]]:
@@ -254,6 +261,40 @@ def newest_events(
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise _shape_error(request, ResponseShapeError("EventPage has no items list"))
     return [event for event in body["items"] if isinstance(event, dict)]
+
+
+def pending_actions(conversation_id: str) -> Flow[list[dict[str, Any]]]:
+    """V1: the agent's actions waiting for confirmation (see :func:`pending_actions_from_events`)."""
+    events = yield from newest_events(conversation_id, limit=100)
+    return pending_actions_from_events({"items": events})
+
+
+def respond_to_confirmation(conversation_id: str, accept: bool, reason: str) -> Flow[bool]:
+    """V1: accept or reject what the conversation waits to have confirmed, on its agent server, as the
+    OpenHands web UI does (the app server does not pass it on). After a rejection the agent would
+    stay idle: it is told to run on, and reads the reason. A sandbox that does not run has no agent
+    server to answer: a transient error (it may run again)."""
+    request = ApiRequest("GET", "/api/v1/app-conversations", params=(("ids", conversation_id),))
+    body = yield request
+    raw = body[0] if isinstance(body, list) and body else None
+    if raw is None:
+        raise OpenHandsNotFoundError(f"OpenHands has no conversation with id {conversation_id!r}")
+    server = agent_server(raw)
+    if server is None:
+        raise OpenHandsTransientError(
+            f"Conversation {conversation_id}: its sandbox is {raw.get('sandbox_status')}, so its agent server "
+            "cannot take the confirmation answer now",
+            request_sent=False,
+        )
+    base, key = server
+    answer: dict[str, Any] = {"accept": bool(accept)}
+    if reason:
+        answer["reason"] = reason
+    path = f"/api/conversations/{conversation_id}"
+    yield ApiRequest("POST", path + "/events/respond_to_confirmation", json=answer, server=base, session_key=key)
+    if not accept:
+        yield ApiRequest("POST", path + "/run", server=base, session_key=key)
+    return True
 
 
 def user_message_sent(conversation_id: str, text: str, since: str | None) -> Flow[str | None]:

@@ -437,6 +437,63 @@ def turn_from_events(page: Any) -> tuple[str | None, bool]:
     return None, False
 
 
+#: Events that answer an agent action (by its ``action_id``): it ran, or a person rejected it.
+_ANSWERS = ("ObservationEvent", "UserRejectObservation")
+#: The most characters of an action a log line, an error and a person's question show.
+ACTION_CHARS = 400
+
+
+def pending_actions_from_events(page: Any) -> list[dict[str, Any]]:
+    """The agent's actions waiting for confirmation, oldest first: its ``ActionEvent``s that nothing
+    answered (no observation or rejection with their ``action_id``, no agent error with their
+    ``tool_call_id``). Events newest first: whatever answers an action on the page is on it too.
+    Each as ``{"id", "tool", "summary", "security_risk"}``; ``summary`` is the command, or the file
+    action and path, or the action's fields."""
+    answered: set[str] = set()
+    failed_calls: set[str] = set()
+    pending = []
+    for event in _event_items(page):
+        kind = event.get("kind")
+        if kind in _ANSWERS and event.get("action_id"):
+            answered.add(str(event["action_id"]))
+        elif kind == "AgentErrorEvent" and event.get("tool_call_id"):
+            failed_calls.add(str(event["tool_call_id"]))
+        elif kind == "ActionEvent" and event.get("source", "agent") == "agent" and not _is_finish(event):
+            if str(event.get("id")) in answered or str(event.get("tool_call_id")) in failed_calls:
+                continue
+            action = event.get("action") if isinstance(event.get("action"), dict) else {}
+            pending.append(
+                {
+                    "id": str(event.get("id")),
+                    "tool": str(event.get("tool_name") or action.get("kind") or "tool"),
+                    "summary": cut_error(_action_summary(action), ACTION_CHARS),
+                    "security_risk": str(event.get("security_risk") or "UNKNOWN"),
+                }
+            )
+    return list(reversed(pending))
+
+
+def _action_summary(action: dict[str, Any]) -> str:
+    if isinstance(action.get("command"), str) and action.get("kind") == "TerminalAction":
+        return action["command"]
+    if isinstance(action.get("path"), str):
+        return " ".join(str(action[k]) for k in ("command", "path") if action.get(k))
+    fields = {k: v for k, v in action.items() if k != "kind" and v not in (None, "", [], {})}
+    return " ".join(f"{k}={v}" for k, v in fields.items()) or str(action.get("kind") or "")
+
+
+def agent_server(conversation: Any) -> tuple[str, str] | None:
+    """``(base URL, session key)`` of a running V1 conversation's agent server, from a raw
+    ``AppConversation``: its ``conversation_url`` cut before ``/api/conversations`` (a path prefix
+    stays), and its ``session_api_key``. None while the sandbox does not run (both are null then)."""
+    if not isinstance(conversation, dict):
+        return None
+    url, key = conversation.get("conversation_url"), conversation.get("session_api_key")
+    if not isinstance(url, str) or not isinstance(key, str) or not key or "/api/conversations" not in url:
+        return None
+    return url.split("/api/conversations", 1)[0], key
+
+
 def is_capacity_error(task: dict[str, Any]) -> bool:
     """A start task that failed because the account already runs as many conversations as it may."""
     detail = str(task.get("detail") or "").lower()

@@ -81,6 +81,33 @@ class FindSend(Action):
 
 
 @dataclass(frozen=True)
+class ReadPending(Action):
+    """V1: the agent's actions that wait for confirmation. Answer: ``[{"id", "tool", "summary",
+    "security_risk"}, ...]``, oldest first (empty: answered meanwhile)."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Confirm(Action):
+    """Answer the pending actions on the conversation's agent server: accept, or reject with
+    ``reason`` (the agent is then told to go on, and reads the reason). Answer: anything."""
+
+    conversation_id: str
+    accept: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class AskPerson(Action):
+    """Ask a person to approve or reject ``actions`` (Airflow's human-in-the-loop). The task waits
+    for the answer without a worker slot and resumes with it in ``Lifecycle.confirmation``."""
+
+    conversation_id: str
+    actions: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
 class Send(Action):
     """Send the follow-up message. Answer: anything."""
 
@@ -157,6 +184,7 @@ FAILURES = {
     "budget": False,
     "capacity_timeout": False,
     "conversation_failed": False,
+    "confirmation": False,  # the agent waits for a confirmation this task may not give
     "start_failed": True,  # a start task in ERROR: a retry starts again
     "unreachable": True,  # the service kept failing: Airflow's retries are for that
     "transient": True,  # a request that may have been acted on failed: the retry reconnects

@@ -32,6 +32,13 @@ The rules, by phase:
   events tell one that ended from one paused mid-run; one the task itself paused on a kill is
   resumed. Budget over -> pause, fail. Deadline -> pause (``stop_on_timeout``), fail. Events that
   cannot be read (404) -> the status stands, with a warning.
+* **confirmation** (``waiting_for_confirmation``: the agent waits for a person to confirm its next
+  actions): the pending actions are read from the events, then by ``on_confirmation``: ``fail``
+  (fail, naming them), ``reject`` / ``approve`` (answer on the agent server, each action logged),
+  ``ask`` (a person answers through Airflow; the answer comes back in the state), or ``wait`` (log
+  them once and wait: a sensor watching someone else's conversation). Answered actions are
+  remembered, so a status that still reads waiting is not answered twice. A follow-up never sends
+  to a conversation that waits: the service would take the message as an approval.
 * **errors** while waiting: transient ones are ridden out until ``unreachable_timeout`` of
   failures; a 401 reads the connection again once, then fails; a conversation that is gone fails
   for good.
@@ -54,6 +61,7 @@ from airflow_provider_openhands.api.state import (
     STATUS_DELETING,
     STATUS_MISSING,
     STATUS_PAUSED,
+    STATUS_WAITING_FOR_CONFIRMATION,
     V1,
     canonical_id,
     format_time,
@@ -119,6 +127,12 @@ def describe(state: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def describe_action(action: dict[str, Any]) -> str:
+    """An action waiting for confirmation, for log lines and the person asked: tool, what, risk."""
+    risk = action.get("security_risk") or "UNKNOWN"
+    return f"{action.get('tool') or 'tool'} `{action.get('summary') or ''}` (security risk {risk})"
+
+
 def still_running(state: dict[str, Any]) -> bool:
     """Whether an ended conversation still holds a sandbox (V1) or runtime (V0). A sandbox in ERROR
     counts: the service shows a transient ERROR, and such a sandbox may run on."""
@@ -142,6 +156,7 @@ class Rules:
     sandbox_error_grace: float = DEFAULT_SANDBOX_ERROR_GRACE
     max_cost_usd: float | None = None
     api_version: str = V1
+    on_confirmation: str = "wait"
 
 
 @dataclass
@@ -212,6 +227,10 @@ class Engine:
             if self._public_id() and lc.published != self._public_id():
                 return self._publish()
             return a.ReadStartTask(str(lc.start_task_id), self._poll_at(now))
+        if lc.phase in (PHASE_FOLLOW_UP, PHASE_RUNNING):
+            confirming = self._confirmation_next()
+            if confirming is not None:
+                return confirming
         if lc.phase == PHASE_FOLLOW_UP:
             return a.ReadConversation(str(lc.conversation_id), self._poll_at(now) if self._resuming() else 0.0, False)
         if lc.phase == PHASE_RUNNING:
@@ -316,7 +335,9 @@ class Engine:
         lc = self.lc
         if not isinstance(pending, a.RereadConnection):
             lc.auth_reread = False  # the key works (again): a later rotation may read the connection once more
-        if isinstance(pending, (a.ReadStartTask, a.ReadConversation, a.ReadTurn, a.Resume, a.Reconnect)):
+        if isinstance(
+            pending, (a.ReadStartTask, a.ReadConversation, a.ReadTurn, a.Resume, a.Reconnect, a.ReadPending, a.Confirm)
+        ):
             self._reachable(now)
         if isinstance(pending, a.Reconnect):
             return self._found(value or {}, now)
@@ -332,6 +353,10 @@ class Engine:
             return self._conversation(value, now)
         if isinstance(pending, a.ReadTurn):
             return self._turn(value or {}, now)
+        if isinstance(pending, a.ReadPending):
+            return self._pending(list(value or []))
+        if isinstance(pending, a.Confirm):
+            return self._confirmed(pending, now)
         if isinstance(pending, a.Resume):
             if value is False:
                 return self._fail("permanent", f"The sandbox of conversation {lc.conversation_id} is gone")
@@ -438,6 +463,8 @@ class Engine:
             if lc.resume_deadline is None:
                 lc.resume_deadline = now + lc.start_timeout
             return None  # starting: read again
+        if state["status"] == STATUS_WAITING_FOR_CONFIRMATION:  # a message now would approve what waits
+            return self._waiting_for_confirmation(state)
         if lc.try_number > lc.series and not lc.send_checked:
             return a.FindSend(str(lc.conversation_id), self._series_since())
         return a.Send(str(lc.conversation_id))
@@ -474,6 +501,9 @@ class Engine:
             lc.sandbox_error_since, lc.sandbox_error_read, lc.sandbox_error_seen = None, None, 0.0
             lc.sandbox_error_unseen = False
         status = state["status"]
+        if status == STATUS_WAITING_FOR_CONFIRMATION:
+            return self._waiting_for_confirmation(state)
+        lc.confirm_noted = False
         if status == STATUS_PAUSED and state.get("api_version") == V1:
             if not lc.events_unreadable:
                 return a.ReadTurn(str(lc.conversation_id))
@@ -543,6 +573,75 @@ class Engine:
             return self._ended(str(state.get("status")))
         return None  # a new turn began after the status was written: wait for its end
 
+    # -- confirmations ---------------------------------------------------------------------------
+
+    def _waiting_for_confirmation(self, state: dict[str, Any]) -> a.Action | None:
+        lc, mode = self.lc, self.rules.on_confirmation
+        if mode == "wait" and lc.confirm_noted:
+            return None
+        if state.get("api_version") != V1 or lc.events_unreadable:
+            text = (
+                f"Conversation {lc.conversation_id} waits for a person to confirm the agent's next action, "
+                "which this server does not let the provider read or answer"
+            )
+            if mode == "wait":
+                lc.confirm_noted = True
+                self.log("warning", text + ": answer it in OpenHands; waiting until the deadline")
+                return None
+            return self._fail("confirmation", text + f" (on_confirmation={mode!r}): answer it in OpenHands")
+        lc.confirming = True
+        return a.ReadPending(str(lc.conversation_id))
+
+    def _confirmation_next(self) -> a.Action | None:
+        """What an answer in progress asks for: give the answer, ask the person, read the actions."""
+        lc = self.lc
+        if lc.confirmation is not None:
+            answer = lc.confirmation
+            return a.Confirm(str(lc.conversation_id), bool(answer.get("accept")), str(answer.get("reason") or ""))
+        if lc.pending_actions and self.rules.on_confirmation == "ask":
+            return a.AskPerson(str(lc.conversation_id), tuple(lc.pending_actions))
+        if lc.confirming:
+            return a.ReadPending(str(lc.conversation_id))
+        return None
+
+    def _pending(self, actions: list[dict[str, Any]]) -> a.Action | None:
+        lc, mode = self.lc, self.rules.on_confirmation
+        lc.confirming = False
+        fresh = [action for action in actions if str(action.get("id")) not in lc.answered_actions]
+        if not fresh:  # answered meanwhile (here or in OpenHands): the status will move on
+            return None
+        listed = "; ".join(describe_action(action) for action in fresh)
+        who = f"Conversation {lc.conversation_id} waits for a person to confirm: {listed}"
+        if mode == "wait":
+            lc.confirm_noted = True
+            self.log("warning", who + ". Answer it in OpenHands; waiting until the deadline")
+            return None
+        if mode == "fail":
+            return self._fail("confirmation", who + " (on_confirmation='fail'): answer it in OpenHands")
+        lc.pending_actions = fresh
+        if lc.confirmation is not None:  # an answer not delivered yet (the agent server was down)
+            return self._confirmation_next()
+        if mode == "ask":
+            self.log("info", who + ": asking a person in Airflow (Required actions)")
+            return a.AskPerson(str(lc.conversation_id), tuple(fresh))
+        accept = mode == "approve"
+        verb = "approved" if accept else "rejected"
+        lc.confirmation = {"accept": accept, "reason": f"{verb} by on_confirmation={mode!r}", "by": "on_confirmation"}
+        return self._confirmation_next()
+
+    def _confirmed(self, given: a.Confirm, now: float) -> a.Action | None:
+        lc = self.lc
+        answer = lc.confirmation or {}
+        verb = "Approved" if given.accept else "Rejected"
+        reason = f" (reason: {given.reason})" if given.reason else ""
+        for action in lc.pending_actions:
+            self.log("info", f"{verb} by {answer.get('by') or 'a person'}: {describe_action(action)}{reason}")
+        ids = [str(action.get("id")) for action in lc.pending_actions]
+        lc.answered_actions = (lc.answered_actions + ids)[-50:]
+        lc.pending_actions, lc.confirmation, lc.confirm_noted = [], None, False
+        self.last_read = now
+        return None
+
     def _resume_killed(self, state: dict[str, Any], now: float) -> a.Action:
         lc = self.lc
         self.log("info", f"Conversation {lc.conversation_id} was paused when the task was killed: resuming it")
@@ -576,6 +675,10 @@ class Engine:
             if classify(state.get("status"), self.rules.success_statuses, self.rules.failure_statuses):
                 return self._ended(str(state["status"]))
             return self._next(now)
+        if isinstance(pending, a.ReadPending) and problem.kind in ("not_found", "permanent", "invalid"):
+            lc.events_unreadable, lc.confirming = True, False
+            self.log("warning", f"Cannot read the events of conversation {lc.conversation_id}: {problem.message}")
+            return self._waiting_for_confirmation(self.last_state or {}) or self._next(now)
         if isinstance(pending, a.FindSend) and problem.kind in ("not_found", "permanent", "invalid"):
             lc.send_checked = True
             self.log("warning", f"Cannot tell whether an earlier try sent the message ({problem.message}): sending it")

@@ -103,6 +103,12 @@ class Lifecycle:
     verdict: dict[str, Any] | None = None  # closing: {"kind", "message"} the task fails with
     to_stop: str | None = None  # closing: "conversation" or "start_task" still to stop
     output_file: str | None = None  # output_schema: the file this turn's agent must write (absolute)
+    confirming: bool = False  # the conversation waits for confirmation: read which actions next
+    confirm_noted: bool = False  # on_confirmation="wait": this wait's actions were logged
+    pending_actions: list[dict[str, Any]] = field(default_factory=list)  # the actions being answered
+    confirmation: dict[str, Any] | None = None  # the answer to give them: {"accept", "reason", "by"}
+    answered_actions: list[str] = field(default_factory=list)  # ids answered already (the newest 50)
+    plan: dict[str, Any] | None = None  # plan_first: {"stage", "round", "of", "text", "comment"} (the operator's)
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -130,6 +130,10 @@ class SyncDriver:
             return self.host.post_start(self.engine, action)
         if isinstance(action, a.Reconnect):
             return reconnect(hook, action)
+        if isinstance(action, a.ReadPending):
+            return hook.get_pending_actions(action.conversation_id)
+        if isinstance(action, a.Confirm):
+            return hook.respond_to_confirmation(action.conversation_id, action.accept, action.reason)
         if isinstance(action, a.FindSend):
             return hook.find_user_message(action.conversation_id, self.message(), action.since)
         if isinstance(action, a.Send):

@@ -284,6 +284,16 @@ class OpenHandsHook(BaseHook):
             return {"status": None, "live": False, "final_message": None, "error": None}
         return self._sync.run(endpoints.turn_outcome(conversation_id))
 
+    def get_pending_actions(self, conversation_id: str) -> list[dict[str, Any]]:
+        """V1: the agent's actions waiting for confirmation, oldest first (``id``, ``tool``,
+        ``summary``, ``security_risk``)."""
+        return self._sync.run(endpoints.pending_actions(conversation_id))
+
+    def respond_to_confirmation(self, conversation_id: str, accept: bool, reason: str = "") -> bool:
+        """V1: accept or reject the actions the conversation waits to have confirmed (on its agent
+        server); after a rejection the agent goes on with the reason."""
+        return self._sync.run(endpoints.respond_to_confirmation(conversation_id, accept, reason))
+
     def find_user_message(self, conversation_id: str, text: str, since: str | None) -> str | None:
         """V1: when a user message with exactly ``text`` was sent since ``since`` (ISO), or None."""
         return self._sync.run(endpoints.user_message_sent(conversation_id, text, since))

@@ -270,13 +270,16 @@ class SyncTransport:
         timeout = self.settings.timeout
         if self.deadline is not None:
             timeout = max(0.5, min(timeout, self.deadline - time.time()))
+        # an agent server gets its sandbox's session key and nothing of the connection's
+        send = requests.request if request.server else self.session.request
         try:
-            response = self.session.request(
+            response = send(
                 request.method,
-                self.settings.base_url + request.path,
+                (request.server or self.settings.base_url) + request.path,
                 params=list(request.params),
                 json=request.json,
                 timeout=timeout,
+                **_agent_server_kwargs(request, self.settings),
             )
         except requests.RequestException as exc:
             raise _transport_error(request, exc, request_sent=not _never_connected(exc)) from None
@@ -295,6 +298,8 @@ class SyncTransport:
     def _send_within_budget(self, request: ApiRequest) -> Any:
         """One attempt, counted against the connection's request budget in this process; a rate-limit
         429 holds that budget for every task of the process (``hooks/budget.py``)."""
+        if request.server:  # a sandbox's own server: not the service's request budget
+            return self._send_once(request)
         self.budget.acquire(self.settings.conn_id, self.deadline)
         try:
             return self._send_once(request)
@@ -327,9 +332,19 @@ class AsyncTransport:
 
     async def _send_once(self, request: ApiRequest) -> Any:
         try:
-            response = await self.client.request(
-                request.method, request.path, params=list(request.params), json=request.json
-            )
+            if request.server:  # an agent server gets its sandbox's session key and nothing of the connection's
+                async with httpx.AsyncClient(timeout=self.settings.timeout, verify=self.settings.verify) as client:
+                    response = await client.request(
+                        request.method,
+                        request.server + request.path,
+                        params=list(request.params),
+                        json=request.json,
+                        headers=_agent_server_kwargs(request, self.settings)["headers"],
+                    )
+            else:
+                response = await self.client.request(
+                    request.method, request.path, params=list(request.params), json=request.json
+                )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _transport_error(request, exc, request_sent=False) from None
         except httpx.HTTPError as exc:
@@ -354,6 +369,13 @@ class AsyncTransport:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _agent_server_kwargs(request: ApiRequest, settings: ConnectionSettings) -> dict[str, Any]:
+    """What a request to a conversation's agent server carries besides: its session key, TLS as the connection's."""
+    if not request.server:
+        return {}
+    return {"headers": {"X-Session-API-Key": str(request.session_key or "")}, "verify": settings.verify}
 
 
 def drive(flow: Flow[Any], send: Callable[[ApiRequest], Any]) -> Any:

@@ -145,6 +145,7 @@ class ConversationWaiter:
             sandbox_error_grace=float(getattr(self, "sandbox_error_grace", 120.0)),
             max_cost_usd=self.max_cost_usd,
             api_version=self.hook.api_version,
+            on_confirmation=getattr(self, "on_confirmation", "wait"),
         )
 
     def make_engine(self, lifecycle: Lifecycle) -> Engine:
@@ -169,6 +170,7 @@ class ConversationWaiter:
             sandbox_error_grace=rules.sandbox_error_grace,
             stop_on_timeout=self.stop_on_timeout,
             capacity_timeout=rules.capacity_timeout,
+            on_confirmation=rules.on_confirmation,
         )
 
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:

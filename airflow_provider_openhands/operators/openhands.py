@@ -119,6 +119,17 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         sent as a follow-up turn (a paused sandbox is resumed first), and the task waits for the end
         of that turn only. A retry does not send the message twice. An id, or a task's result dict
         holding one (``start.output`` of a start that waited, a sensor's ``output``).
+    :param on_confirmation: what the task does when the agent waits for a person to confirm its
+        next actions (OpenHands' confirmation mode, a user or organisation setting): ``"ask"`` (the
+        default on Airflow >= 3.1) asks a person in Airflow's "Required actions" (the actions, the
+        conversation link, Approve / Reject with a reason), waits without a worker slot, answers the
+        agent and waits on; ``"reject"`` / ``"approve"`` answer at once (each action logged);
+        ``"fail"`` (the default before 3.1) fails the task naming the actions.
+    :param confirmation_timeout: seconds a person has to answer (``"ask"``, ``plan_first``); no answer rejects.
+    :param plan_first: V1, Airflow >= 3.1: the agent first writes a plan (OpenHands' plan mode), a
+        person approves it, asks for a revision or rejects it in Airflow's "Required actions", and
+        on approval a conversation that shares the plan's sandbox carries it out (what the task
+        waits on and returns; its result's ``plan`` holds the plan and its conversation).
     :param output_schema: a JSON Schema. The agent is asked to write ``openhands_output_<id>.json``
         (beside the repository's directory, never in its working tree; a name unique to the task
         series and turn) matching it; the task returns it validated as ``output``, and fails (saying why, with the
@@ -167,9 +178,35 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         conversation_id: str | None = None,
         max_result_bytes: int = 1_000_000,
         archive_trajectory: bool = False,
+        on_confirmation: str | None = None,
+        confirmation_timeout: float = 24 * 3600.0,
+        plan_first: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        from airflow_provider_openhands.operators._confirmations import checked_on_confirmation
+
+        self.on_confirmation = checked_on_confirmation(on_confirmation)
+        self.confirmation_timeout = check_positive(confirmation_timeout, "confirmation_timeout")
+        self.plan_first = plan_first
+        if plan_first:
+            from airflow_provider_openhands.operators._confirmations import hitl_available
+
+            problem = (
+                "needs Airflow >= 3.1 (a person approves the plan in Airflow)"
+                if not hitl_available()
+                else "needs wait_for_completion=True"
+                if not wait_for_completion
+                else "starts a conversation: it cannot continue one (conversation_id)"
+                if conversation_id
+                else "does not take output_schema yet"
+                if output_schema
+                else "sets agent_type and parent_conversation_id itself (not in extra_body)"
+                if {"agent_type", "parent_conversation_id"} & set(extra_body or {})
+                else None
+            )
+            if problem:
+                raise OpenHandsConfigError(f"plan_first {problem}")
         self.initial_user_msg = initial_user_msg
         self.repository = repository
         self.selected_branch = selected_branch
@@ -327,6 +364,11 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
 
         self._check_api_features()
         lc = self._lifecycle_for(context, self._options())
+        if self.plan_first:
+            from airflow_provider_openhands.operators._plans import stage_options
+
+            lc.plan = lc.plan or {"stage": "planning", "round": 0}
+            lc.options, lc.key = stage_options(lc.options, lc.plan), self._stage_key(context, lc)
         return self._drive(context, lc, Begin())
 
     def _check_api_features(self) -> None:
@@ -342,6 +384,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         if self.hook.api_version == "v1":
             return
         wanted = {
+            "plan_first": self.plan_first,
             "conversation_id (follow-up turns)": self.conversation_id is not None,
             "output_schema": bool(self.output_schema),
             "output_files": bool(self.output_files),
@@ -364,11 +407,85 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
                 f"Resumed without the task's lifecycle (event {event!r}): clear the task to start again"
             )
         lc = Lifecycle.from_dict(event["lifecycle"])
-        lc.key = self._key(context) if self.deterministic_conversation_id else ""
+        lc.key = self._stage_key(context, lc)
         # events that start again carry the options; the others only the repository and branch
         if "initial_user_msg" not in lc.options and lc.phase in (PHASE_START, PHASE_CAPACITY):
-            lc.options = self._options()
+            lc.options = self._stage_options(lc)
         return self._drive(context, lc, Continue())
+
+    def execute_confirmation(self, context: Context, lifecycle: dict[str, Any], event: Any = None) -> Any:
+        """Resume after a person answered the agent's confirmation (or nobody did in time): the engine
+        gives the answer to the agent and goes back to waiting."""
+        from airflow_provider_openhands.engine.actions import Continue
+        from airflow_provider_openhands.engine.state import Lifecycle
+        from airflow_provider_openhands.operators._confirmations import answer_of
+
+        lc = Lifecycle.from_dict(lifecycle)
+        lc.key = self._stage_key(context, lc)
+        lc.confirmation = answer_of(event)
+        return self._drive(context, lc, Continue())
+
+    def execute_plan_review(self, context: Context, lifecycle: dict[str, Any], event: Any = None) -> Any:
+        """Resume after a person reviewed the plan: carry it out, revise it, or fail."""
+        from airflow_provider_openhands.engine.actions import Begin
+        from airflow_provider_openhands.engine.state import Lifecycle
+        from airflow_provider_openhands.exceptions import OpenHandsPermanentError
+        from airflow_provider_openhands.operators._plans import APPROVE, REVISE, review_of
+
+        done = Lifecycle.from_dict(lifecycle)
+        plan = dict(done.plan or {})
+        decision, comment, who = review_of(event)
+        self.log.info(
+            "Plan of conversation %s: %s by %s%s", plan.get("of"), decision, who, f": {comment}" if comment else ""
+        )
+        if decision == REVISE and comment:
+            plan.update(stage="planning", round=int(plan.get("round", 0)) + 1, comment=comment)
+        elif decision == APPROVE:
+            plan.update(stage="building")
+        else:
+            why = comment or ("no comment to revise it by" if decision == REVISE else "no reason given")
+            raise OpenHandsPermanentError(f"The plan of conversation {plan.get('of')} was rejected by {who}: {why}")
+        lc = Lifecycle(
+            series=done.series,
+            started_at=time.time(),
+            series_started=done.series_started,
+            start_timeout=self.start_timeout,
+            wait_timeout=self.timeout,
+            follow_up=plan["stage"] == "planning",
+            conversation_id=plan["of"] if plan["stage"] == "planning" else None,
+            plan=plan,
+        )
+        lc.try_number, lc.since, lc.run_started = done.try_number, done.since, done.run_started
+        lc.hard_deadline = done.hard_deadline
+        lc.key = self._stage_key(context, lc)
+        lc.options = self._stage_options(lc)
+        return self._drive(context, lc, Begin())
+
+    def _stage_options(self, lc: Lifecycle) -> dict[str, Any]:
+        from airflow_provider_openhands.operators._plans import stage_options
+
+        options = self._options()
+        return stage_options(options, lc.plan) if lc.plan else options
+
+    def _stage_key(self, context: Context, lc: Lifecycle) -> str:
+        """The ids' key: the build of a plan asks for ids of its own (its plan conversation has the task's)."""
+        if not self.deterministic_conversation_id:
+            return ""
+        building = bool(lc.plan) and lc.plan.get("stage") == "building"
+        return self._key(context) + (":build" if building else "")
+
+    def _review_plan(self, engine: Engine, action: Any) -> None:
+        """The plan conversation ended well: show its plan to a person (never returns)."""
+        from airflow_provider_openhands.operators._plans import PLAN_CHARS, PLAN_FILE, ask_review
+
+        lc, cid = engine.lc, action.conversation_id
+        state = self.hook.get_conversation(cid)
+        path = f"{self._git_path(state)}/{PLAN_FILE}"
+        text = self._read("the plan", self.hook.read_file, cid, path) or lc.final_message or ""
+        plan = {**(lc.plan or {}), "of": cid, "text": text[:PLAN_CHARS]}
+        lc.plan = plan
+        self.log.info("The agent's plan (conversation %s), for review in Airflow:\n%s", cid, plan["text"])
+        ask_review(self, self._context, lc.for_trigger(), plan, self.hook.conversation_url(cid))
 
     def on_kill(self) -> None:
         """The worker kills the task (SIGTERM, Airflow's execution_timeout): pause what it started,
@@ -417,8 +534,13 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
 
     def hand_over(self, engine: Engine, action: Any) -> bool:
         """Deferrable: a wait goes to the triggerer (no worker slot held while the agent works)."""
-        from airflow_provider_openhands.engine.actions import ReadConversation, ReadStartTask, Sleep
+        from airflow_provider_openhands.engine.actions import AskPerson, ReadConversation, ReadStartTask, Sleep
 
+        if isinstance(action, AskPerson):  # in either mode: a person may take hours, the slot is freed
+            from airflow_provider_openhands.operators._confirmations import ask_person
+
+            link = self.hook.conversation_url(action.conversation_id)
+            ask_person(self, self._context, engine.lc.for_trigger(), action, link)
         if not self.deferrable:
             return False
         if isinstance(action, Sleep):
@@ -436,6 +558,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         lc = engine.lc
         if isinstance(action, ReturnId):
             return action.conversation_id
+        planning = bool(lc.plan) and lc.plan.get("stage") == "planning"
+        if isinstance(action, Conclude) and planning and action.status in self.success_statuses:
+            self._review_plan(engine, action)
         if isinstance(action, Conclude):
             try:
                 state = self.final_state(
@@ -445,6 +570,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
                 if self.pause_when_done:
                     self.pause_after_end(action.conversation_id, lc.sandbox_id)
                 raise
+            if lc.plan and lc.plan.get("stage") == "building":
+                state = {**state, "plan": {"conversation_id": lc.plan.get("of"), "text": lc.plan.get("text")}}
             return self.finish(state)
         if lc.conversation_id and action.kind in ("budget", "timeout", "unreachable"):
             self.push_usage_quietly(self._context, lc.conversation_id)

@@ -127,6 +127,8 @@ class OpenHandsConversationTrigger(BaseTrigger):
     :param sandbox_error_grace: seconds a sandbox must read ``ERROR`` before it counts.
     :param stop_on_timeout: the task stops the conversation at its deadline.
     :param capacity_timeout: seconds a task waits for a free slot (a start task that failed for capacity).
+    :param on_confirmation: what the task does when the agent waits for confirmation (the worker
+        answers; the trigger hands the wait back to it, except ``wait``, which only logs).
     """
 
     #: The actions a trigger carries out; any other goes back to the worker in the event.
@@ -151,6 +153,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         sandbox_error_grace: float = DEFAULT_SANDBOX_ERROR_GRACE,
         stop_on_timeout: bool = True,
         capacity_timeout: float = 6 * 3600.0,
+        on_confirmation: str = "wait",
     ) -> None:
         super().__init__()
         self.openhands_conn_id = openhands_conn_id
@@ -166,6 +169,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         self.sandbox_error_grace = float(sandbox_error_grace)
         self.stop_on_timeout = stop_on_timeout
         self.capacity_timeout = float(capacity_timeout)
+        self.on_confirmation = on_confirmation
 
     @property
     def conversation_id(self) -> str | None:
@@ -188,6 +192,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 "sandbox_error_grace": self.sandbox_error_grace,
                 "stop_on_timeout": self.stop_on_timeout,
                 "capacity_timeout": self.capacity_timeout,
+                "on_confirmation": self.on_confirmation,
             },
         )
 
@@ -203,6 +208,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
             sandbox_error_grace=self.sandbox_error_grace,
             max_cost_usd=self.max_cost_usd,
             capacity_timeout=self.capacity_timeout,
+            on_confirmation=self.on_confirmation,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

@@ -1,0 +1,99 @@
+"""The engine's rules for a conversation that waits for confirmation (issue 19), one per mode.
+
+``waiting_for_confirmation`` was taken as "still running": a task waited, silently, until its
+deadline. Now the pending actions are read and the task's ``on_confirmation`` decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_openhands.engine import actions as a
+from airflow_provider_openhands.engine.state import PHASE_RUNNING, Lifecycle
+from tests.test_engine_model import T0, _engine, _running, _step
+
+RM = {"id": "ev-1", "tool": "terminal", "summary": "rm -rf build", "security_risk": "HIGH"}
+PUSH = {"id": "ev-2", "tool": "terminal", "summary": "git push --force", "security_risk": "UNKNOWN"}
+
+
+def waiting(mode: str, **lc: Any):
+    """An engine whose conversation runs; its next read shows it waiting for confirmation."""
+    engine = _engine(
+        Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600, **lc), on_confirmation=mode
+    )
+    assert isinstance(_step(engine, a.Continue(), T0), a.ReadConversation)
+    return engine, _step(engine, a.Answer(_running("waiting_for_confirmation")), T0)
+
+
+def logged(engine) -> str:
+    return "\n".join(line for _, line in engine.logs)
+
+
+def test_fail_names_the_pending_action() -> None:
+    engine, action = waiting("fail")
+    assert action == a.ReadPending("c-1")
+    failed = engine.step(a.Answer([RM]), T0)
+    assert isinstance(failed, a.Fail) and failed.kind == "confirmation"
+    assert "rm -rf build" in failed.message and "HIGH" in failed.message
+    assert a.FAILURES["confirmation"] is False  # the same wait again on a retry
+
+
+@pytest.mark.parametrize("mode", ["approve", "reject"])
+def test_approve_and_reject_answer_each_action_once_and_log_it(mode: str) -> None:
+    engine, _ = waiting(mode)
+    given = engine.step(a.Answer([RM, PUSH]), T0)
+    done = "approved" if mode == "approve" else "rejected"
+    assert given == a.Confirm("c-1", mode == "approve", f"{done} by on_confirmation={mode!r}")
+    after = engine.step(a.Answer(True), T0)
+    assert isinstance(after, a.ReadConversation) and after.at > T0  # back to waiting on the turn
+    verb = "Approved" if mode == "approve" else "Rejected"
+    assert f"{verb} by on_confirmation: terminal `rm -rf build`" in logged(engine)
+    assert f"{verb} by on_confirmation: terminal `git push --force`" in logged(engine)
+    # the status still reads waiting for a moment: the same actions are not answered again
+    assert engine.step(a.Answer(_running("waiting_for_confirmation")), T0 + 10) == a.ReadPending("c-1")
+    assert isinstance(engine.step(a.Answer([RM, PUSH]), T0 + 10), a.ReadConversation)
+
+
+def test_ask_hands_the_actions_to_a_person_and_gives_the_answer_after_a_resume() -> None:
+    engine, _ = waiting("ask")
+    asked = engine.step(a.Answer([RM]), T0)
+    assert asked == a.AskPerson("c-1", (RM,))
+    # the task waits for the person (a deferral or awaiting_input): the state goes through JSON
+    lc = Lifecycle.from_dict(engine.lc.for_trigger())
+    lc.confirmation = {"accept": False, "reason": "not on main", "by": "alice"}
+    resumed = _engine(lc, on_confirmation="ask")
+    given = resumed.step(a.Continue(), T0 + 600)
+    assert given == a.Confirm("c-1", False, "not on main")
+    resumed.step(a.Answer(True), T0 + 600)
+    assert "Rejected by alice: terminal `rm -rf build` (security risk HIGH) (reason: not on main)" in logged(resumed)
+    assert resumed.lc.pending_actions == [] and resumed.lc.confirmation is None
+
+
+def test_wait_logs_the_actions_once_and_keeps_waiting() -> None:
+    engine, _ = waiting("wait")
+    assert engine.step(a.Answer([RM]), T0) is not None
+    assert "waits for a person to confirm: terminal `rm -rf build`" in logged(engine)
+    again = engine.step(a.Answer(_running("waiting_for_confirmation")), T0 + 10)
+    assert isinstance(again, a.ReadConversation)  # not read again while the same wait lasts
+
+
+def test_a_follow_up_never_sends_to_a_conversation_that_waits() -> None:
+    """The service takes a message sent while actions wait as their approval."""
+    lc = Lifecycle(follow_up=True, conversation_id="c-1", key="k", since="2026-01-01T00:00:00", wait_timeout=3600)
+    engine = _engine(lc, on_confirmation="reject")
+    assert isinstance(_step(engine, a.Begin(), T0), a.ReadConversation)
+    assert _step(engine, a.Answer(_running("waiting_for_confirmation")), T0) == a.ReadPending("c-1")
+    assert isinstance(engine.step(a.Answer([RM]), T0), a.Confirm)
+    assert isinstance(engine.step(a.Answer(True), T0), a.ReadConversation)
+    assert isinstance(engine.step(a.Answer(_running("idle")), T0 + 1), a.Send)  # then the message goes
+
+
+@pytest.mark.parametrize("mode", ["fail", "ask", "approve"])
+def test_a_v0_wait_for_confirmation_fails_naming_why(mode: str) -> None:
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600), on_confirmation=mode)
+    _step(engine, a.Continue(), T0)
+    state = {**_running("waiting_for_confirmation"), "api_version": "v0"}
+    failed = _step(engine, a.Answer(state), T0)
+    assert isinstance(failed, a.Fail) and failed.kind == "confirmation" and "answer it in OpenHands" in failed.message
