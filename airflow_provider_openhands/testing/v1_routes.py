@@ -719,8 +719,8 @@ class V1Routes:
                 "max_budget_per_task": None,
                 "accumulated_token_usage": {
                     "model": "emulated-model",
-                    "prompt_tokens": int(TOKENS_PER_DOLLAR[0] * spent),
-                    "completion_tokens": int(TOKENS_PER_DOLLAR[1] * spent),
+                    "prompt_tokens": round(TOKENS_PER_DOLLAR[0] * spent),
+                    "completion_tokens": round(TOKENS_PER_DOLLAR[1] * spent),
                 },
             },
             "parent_conversation_id": conversation.parent_id,
