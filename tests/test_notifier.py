@@ -33,6 +33,31 @@ def info_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
 
 
+@pytest.fixture(autouse=True)
+def clean_masker():
+    """Other tests of this process registered short secrets (a connection password "k") that the
+    process-wide masker would find in any text ("Tracebac***"): each notifier test starts with none
+    registered, and the masker is as it was after it."""
+    import importlib
+
+    maskers = []
+    for path in (
+        "airflow.utils.log.secrets_masker",
+        "airflow.sdk._shared.secrets_masker.secrets_masker",
+        "airflow._shared.secrets_masker.secrets_masker",
+    ):
+        try:
+            masker = importlib.import_module(path)._secrets_masker()
+        except Exception:
+            continue
+        if all(m is not masker for m, _ in maskers):
+            maskers.append((masker, (set(masker.patterns), masker.replacer)))
+            masker.patterns, masker.replacer = set(), None
+    yield
+    for masker, (patterns, replacer) in maskers:
+        masker.patterns, masker.replacer = patterns, replacer
+
+
 @pytest.fixture
 def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
