@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,69 +20,20 @@ import requests
 
 from airflow_provider_openhands.testing import Emulator
 from airflow_provider_openhands.testing.model import PLAN_HEADERS
+from tests import test_emulator as emulator_tests
+from tests.test_emulator import CHANGES, CONVERSATIONS, FILE, START_TASKS, wait_for
 
-CONVERSATIONS = "/api/v1/app-conversations"
-START_TASKS = "/api/v1/app-conversations/start-tasks"
 SEARCH = "/api/v1/app-conversations/search"
-EVENTS = "/api/v1/conversation/{conversation_id}/events/search"
-SEND = "/api/v1/app-conversations/{conversation_id}/send-message"
-CHANGES = "/api/v1/app-conversations/{conversation_id}/git/changes"
-FILE = "/api/v1/app-conversations/{conversation_id}/file"
 PROJECT = "/workspace/project/web"  # the project directory of a conversation on acme/web
 PLAN_PATH = f"{PROJECT}/.agents_tmp/PLAN.md"
 RESPOND = "events/respond_to_confirmation"
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 5, step: float = 0.02) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return check()
-
-
-class Client:
-    """Plain ``requests``: app-server calls checked against the V1 spec, agent-server calls as the UI makes them."""
-
-    def __init__(self, emu: Emulator, contract: Any) -> None:
-        self.emu = emu
-        self.contract = contract
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {emu.api_key}"
-
-    def call(self, method: str, path: str, template: str | None = None, **kwargs: Any) -> requests.Response:
-        answer = self.session.request(method, self.emu.url + path, timeout=10, **kwargs)
-        template = template or path.split("?")[0]
-        operation = self.contract.docs["v1"]["paths"].get(template, {}).get(method.lower())
-        if operation and answer.status_code in (200, 422):
-            self.contract.validate_response("v1", method, template, answer.json(), answer.status_code)
-        return answer
-
-    def start(self, text: str, **fields: Any) -> dict[str, Any]:
-        body = {
-            "initial_message": {"content": [{"type": "text", "text": text}]},
-            "selected_repository": "acme/web",
-            **fields,
-        }
-        self.contract.validate_request("v1", "POST", CONVERSATIONS, body)
-        answer = self.call("POST", CONVERSATIONS, json=body)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
+class Client(emulator_tests.Client):
+    """The emulator tests' client, with what the confirmation tests read besides."""
 
     def task(self, task_id: str) -> dict[str, Any]:
         answer = self.call("GET", START_TASKS, params={"ids": task_id})
-        assert answer.status_code == 200, answer.text
-        return answer.json()[0]
-
-    def ready(self, task: dict[str, Any]) -> str:
-        assert wait_for(lambda: self.task(task["id"])["status"] in ("READY", "ERROR"))
-        current = self.task(task["id"])
-        assert current["status"] == "READY", current
-        return current["app_conversation_id"]
-
-    def conversation(self, conversation_id: str) -> dict[str, Any]:
-        answer = self.call("GET", CONVERSATIONS, params={"ids": conversation_id})
         assert answer.status_code == 200, answer.text
         return answer.json()[0]
 
@@ -92,17 +43,8 @@ class Client:
     def wait_status(self, conversation_id: str, wanted: str, timeout: float = 5) -> None:
         assert wait_for(lambda: self.status(conversation_id) == wanted, timeout), self.conversation(conversation_id)
 
-    def events(self, conversation_id: str) -> list[dict[str, Any]]:
-        answer = self.call("GET", EVENTS.format(conversation_id=conversation_id), template=EVENTS)
-        assert answer.status_code == 200, answer.text
-        return answer.json()["items"]
-
-    def send(self, conversation_id: str, text: str) -> requests.Response:
-        body = {"role": "user", "content": [{"type": "text", "text": text}]}
-        return self.call("POST", SEND.format(conversation_id=conversation_id), template=SEND, json=body)
-
-    def read(self, template: str, conversation_id: str, **params: Any) -> requests.Response:
-        return self.call("GET", template.format(conversation_id=conversation_id), template=template, params=params)
+    def events(self, conversation_id: str, **params: Any) -> list[dict[str, Any]]:  # the page's items
+        return super().events(conversation_id, **params)["items"]
 
     def sandbox(self, conversation_id: str, action: str) -> None:
         sandbox = self.conversation(conversation_id)["sandbox_id"]

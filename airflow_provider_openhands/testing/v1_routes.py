@@ -1037,40 +1037,18 @@ class V1Routes:
             if asked is None:
                 break
             seq = 100 + 10 * index
-            call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{turn_no}/{seq}').hex[:24]}"
             summary = f"run {answer.command}"
-            action_id = add(
+            action = {"command": answer.command, "is_input": False, "timeout": None, "reset": False}
+            arguments = {"command": answer.command, "summary": summary, "security_risk": answer.risk}
+            action_id, call_id = _agent_action(
+                add,
                 asked,
-                turn_no,
-                seq,
-                "ActionEvent",
-                source="agent",
-                thought=[],
-                reasoning_content=None,
-                thinking_blocks=[],
-                responses_reasoning_item=None,
-                action={
-                    "command": answer.command,
-                    "is_input": False,
-                    "timeout": None,
-                    "reset": False,
-                    "kind": "TerminalAction",
-                },
-                tool_name="terminal",
-                tool_call_id=call_id,
-                tool_call={
-                    "id": call_id,
-                    "responses_item_id": None,
-                    "name": "terminal",
-                    "arguments": json.dumps(
-                        {"command": answer.command, "summary": summary, "security_risk": answer.risk}
-                    ),
-                    "origin": "completion",
-                },
-                llm_response_id=f"chatcmpl-{call_id[5:]}",
-                security_risk=answer.risk,
-                critic_result=None,
-                summary=summary,
+                f"{conversation.id}/{turn_no}/{seq}",
+                (turn_no, seq),
+                "terminal",
+                {**action, "kind": "TerminalAction"},
+                arguments,
+                answer.risk,
             )
             state(asked + 0.0001, turn_no, seq + 1, "waiting_for_confirmation")
             if answer.answered_at is None:
@@ -1138,42 +1116,18 @@ class V1Routes:
         """The agent's ``file_editor`` ``create`` call and its observation, as the real agent writes a
         file (``plan``: the planning agent's ``planning_file_editor`` writing PLAN.md)."""
         where = conversation.absolute(path)
-        call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{turn_no}/{seq}').hex[:24]}"
         summary = f"create {where}"
         tool, prefix = ("planning_file_editor", "PlanningFileEditor") if plan else ("file_editor", "FileEditor")
-        action_id = add(
+        action = {"command": "create", "path": where, "file_text": text, "old_str": None, "new_str": None}
+        action_id, call_id = _agent_action(
+            add,
             at,
-            turn_no,
-            seq,
-            "ActionEvent",
-            source="agent",
-            thought=[],
-            reasoning_content=None,
-            thinking_blocks=[],
-            responses_reasoning_item=None,
-            action={
-                "command": "create",
-                "path": where,
-                "file_text": text,
-                "old_str": None,
-                "new_str": None,
-                "insert_line": None,
-                "view_range": None,
-                "kind": f"{prefix}Action",
-            },
-            tool_name=tool,
-            tool_call_id=call_id,
-            tool_call={
-                "id": call_id,
-                "responses_item_id": None,
-                "name": tool,
-                "arguments": json.dumps({"command": "create", "path": where, "file_text": text, "summary": summary}),
-                "origin": "completion",
-            },
-            llm_response_id=f"chatcmpl-{call_id[5:]}",
-            security_risk="UNKNOWN",
-            critic_result=None,
-            summary=summary,
+            f"{conversation.id}/{turn_no}/{seq}",
+            (turn_no, seq),
+            tool,
+            {**action, "insert_line": None, "view_range": None, "kind": f"{prefix}Action"},
+            {"command": "create", "path": where, "file_text": text, "summary": summary},
+            "UNKNOWN",
         )
         add(
             at + 0.0001,
@@ -1314,3 +1268,42 @@ class V1Routes:
         if state is None or state.modified is None:
             return (200, "") if empty else (404, {"detail": "File not found"})
         return 200, state.modified
+
+
+def _agent_action(
+    add: Any,
+    at: float,
+    seed: str,
+    place: tuple[int, int],
+    tool: str,
+    action: dict[str, Any],
+    arguments: dict[str, Any],
+    risk: str,
+) -> tuple[str, str]:
+    """The agent's tool-call ``ActionEvent`` as the SDK records it; ``(event id, tool call id)``."""
+    call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, seed).hex[:24]}"
+    action_id = add(
+        at,
+        *place,
+        "ActionEvent",
+        source="agent",
+        thought=[],
+        reasoning_content=None,
+        thinking_blocks=[],
+        responses_reasoning_item=None,
+        action=action,
+        tool_name=tool,
+        tool_call_id=call_id,
+        tool_call={
+            "id": call_id,
+            "responses_item_id": None,
+            "name": tool,
+            "arguments": json.dumps(arguments),
+            "origin": "completion",
+        },
+        llm_response_id=f"chatcmpl-{call_id[5:]}",
+        security_risk=risk,
+        critic_result=None,
+        summary=arguments["summary"],
+    )
+    return action_id, call_id
