@@ -46,8 +46,8 @@ def service(emulator, monkeypatch: pytest.MonkeyPatch):
     return emulator
 
 
-def build(**kwargs: Any):
-    return runpy.run_path(str(DAGS))["build"](**kwargs)
+def build(decorated: bool = False, **kwargs: Any):
+    return runpy.run_path(str(DAGS))["build_decorated" if decorated else "build"](**kwargs)
 
 
 def state_of(dag_run) -> str:
@@ -180,8 +180,8 @@ class Person(threading.Thread):
         dag_module._run_task = self._run_task
 
 
-def run_answered(answers: list[tuple[str, str]], **kwargs: Any):
-    dag = build(**kwargs)
+def run_answered(answers: list[tuple[str, str]], decorated: bool = False, **kwargs: Any):
+    dag = build(decorated, **kwargs)
     with Person(dag.dag_id, answers) as person:
         dag_run = dag.test()
     assert not person.errors, "\n".join(map(str, person.errors))
@@ -266,8 +266,11 @@ def plan_starts(emulator) -> list[dict]:
 
 
 @needs_hitl
-def test_plan_first_approved_is_carried_out_in_a_conversation_on_the_plan_s_sandbox(airflow_db, service, capfd, caplog):
-    dag_run, person = run_answered([("Approve", "")], message=PLAN_TASK, plan_first=True)
+@pytest.mark.parametrize("decorated", [False, True], ids=["operator", "task.openhands"])
+def test_plan_first_approved_is_carried_out_in_a_conversation_on_the_plan_s_sandbox(
+    airflow_db, service, capfd, caplog, decorated
+):
+    dag_run, person = run_answered([("Approve", "")], decorated, message=PLAN_TASK, plan_first=True)
     assert state_of(dag_run) == "success"
     plan_start, build_start = plan_starts(service)
     assert plan_start["agent_type"] == "plan" and "parent_conversation_id" not in plan_start
@@ -286,9 +289,11 @@ def test_plan_first_approved_is_carried_out_in_a_conversation_on_the_plan_s_sand
 
 
 @needs_hitl
-def test_plan_first_revised_then_approved(airflow_db, service):
+@pytest.mark.parametrize("decorated", [False, True], ids=["operator", "task.openhands"])
+def test_plan_first_revised_then_approved(airflow_db, service, decorated):
     dag_run, person = run_answered(
         [("Revise", 'Pin it below 3 [emulator plan="1. Bump requests to 2.32, below 3"]'), ("Approve", "")],
+        decorated,
         message=PLAN_TASK,
         plan_first=True,
     )
@@ -327,3 +332,27 @@ def test_the_example_dag_plans_asks_and_carries_out(airflow_db, service, monkeyp
     assert str(getattr(ti.state, "value", ti.state)) == "success"
     assert responses(service) == [{"accept": False, "reason": "use the lock file"}]
     assert "Rejected by reviewer: terminal `pip install -U requests`" in logged(capfd, caplog)
+
+
+@needs_hitl
+def test_an_answer_lost_on_the_way_back_is_not_sent_again_to_the_next_action(airflow_db, service, capfd, caplog):
+    """The agent server took the approval but the connection broke before its answer: the task reads
+    what waits before answering again, and the agent's next action goes to the person."""
+    service.add_fault(method="POST", path=r"/respond_to_confirmation$", reset=True, after=True)
+    message = 'Tidy up [emulator confirm="rm -rf build" confirm="git push --force"]'
+    dag_run, person = run_answered([("Approve", ""), ("Reject", "no force pushes")], message=message)
+    assert state_of(dag_run) == "success"
+    assert responses(service) == [{"accept": True}, {"accept": False, "reason": "no force pushes"}]
+    assert len(person.bodies) == 2 and "git push --force" in logged(capfd, caplog)
+
+
+def test_a_run_that_meets_409_after_a_reject_counts_as_running(airflow_db, service, capfd, caplog):
+    """The first ``/run`` after a reject reached the agent but its answer was lost; the transport's
+    retry meets 409 (the agent runs already): the task goes on waiting, it does not fail."""
+    service.add_fault(method="POST", path=r"/run$", reset=True, after=True)
+    already = {"detail": "Conversation already running"}
+    service.add_fault(method="POST", path=r"/run$", status=409, body=already)  # what the real server says
+    dag_run = build(on_confirmation="reject").test()
+    assert state_of(dag_run) == "success"
+    runs = service.requests_to("POST", r"/api/conversations/[^/]+/run$")
+    assert [r.get("status") for r in runs] == [None, 409], runs

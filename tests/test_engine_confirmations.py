@@ -64,11 +64,58 @@ def test_ask_hands_the_actions_to_a_person_and_gives_the_answer_after_a_resume()
     lc = Lifecycle.from_dict(engine.lc.for_trigger())
     lc.confirmation = {"accept": False, "reason": "not on main", "by": "alice"}
     resumed = _engine(lc, on_confirmation="ask")
-    given = resumed.step(a.Continue(), T0 + 600)
+    assert resumed.step(a.Continue(), T0 + 600) == a.ReadPending("c-1")  # still waiting for these?
+    given = resumed.step(a.Answer([RM]), T0 + 600)
     assert given == a.Confirm("c-1", False, "not on main")
     resumed.step(a.Answer(True), T0 + 600)
     assert "Rejected by alice: terminal `rm -rf build` (security risk HIGH) (reason: not on main)" in logged(resumed)
     assert resumed.lc.pending_actions == [] and resumed.lc.confirmation is None
+
+
+def _answered_by_alice(accept: bool = True) -> Any:
+    """An engine resumed with alice's answer about RM, which it is about to send."""
+    engine, _ = waiting("ask")
+    engine.step(a.Answer([RM]), T0)
+    lc = Lifecycle.from_dict(engine.lc.for_trigger())
+    lc.confirmation = {"accept": accept, "reason": "", "by": "alice"}
+    resumed = _engine(lc, on_confirmation="ask")
+    assert resumed.step(a.Continue(), T0 + 600) == a.ReadPending("c-1")
+    assert resumed.step(a.Answer([RM]), T0 + 600) == a.Confirm("c-1", accept, "")
+    return resumed
+
+
+def test_an_answer_whose_sending_failed_never_goes_to_an_action_asked_later() -> None:
+    """The answer may have reached the agent before the connection broke; the agent then asks for
+    something else. Sent again, alice's approval would approve what she never saw."""
+    engine = _answered_by_alice()
+    retry = engine.step(a.Problem("transient", "read timed out", None), T0 + 601)
+    assert not isinstance(retry, a.Confirm)
+    while not isinstance(retry, a.ReadPending):  # a sleep, then what waits now
+        assert not isinstance(retry, a.Confirm), retry
+        retry = engine.step(a.Answer(None), T0 + 620)
+    asked = engine.step(a.Answer([PUSH]), T0 + 620)
+    assert asked == a.AskPerson("c-1", (PUSH,))  # the new action goes to a person
+    assert "no longer waits for terminal `rm -rf build`" in logged(engine)
+    assert "Approved by alice" not in logged(engine)
+
+
+def test_an_answer_whose_sending_failed_goes_again_while_its_actions_still_wait() -> None:
+    engine = _answered_by_alice(accept=False)
+    retry = engine.step(a.Problem("transient", "502 Bad Gateway", 502), T0 + 601)
+    while not isinstance(retry, a.ReadPending):
+        assert not isinstance(retry, a.Confirm), retry
+        retry = engine.step(a.Answer(None), T0 + 620)
+    assert engine.step(a.Answer([RM]), T0 + 620) == a.Confirm("c-1", False, "")
+
+
+def test_an_answer_for_fewer_actions_than_wait_asks_the_person_again() -> None:
+    engine, _ = waiting("ask")
+    engine.step(a.Answer([RM]), T0)
+    lc = Lifecycle.from_dict(engine.lc.for_trigger())
+    lc.confirmation = {"accept": True, "reason": "", "by": "alice"}
+    resumed = _engine(lc, on_confirmation="ask")
+    resumed.step(a.Continue(), T0 + 600)
+    assert resumed.step(a.Answer([RM, PUSH]), T0 + 600) == a.AskPerson("c-1", (RM, PUSH))
 
 
 def test_wait_logs_the_actions_once_and_keeps_waiting() -> None:

@@ -719,8 +719,10 @@ class Task:
         if isinstance(action, a.Confirm):
             if conversation.sandbox != "RUNNING" or conversation.in_error(now):
                 return a.Problem("transient", "503 the agent server is unavailable", 503)
+            meant = {str(given.get("id")) for given in self.engine.lc.pending_actions}
             for asked in conversation.asking:
                 assert asked["id"] not in conversation.answered, f"{asked['id']} answered twice"
+                assert asked["id"] in meant, f"{self.name} answered {asked['id']}, which its answer was not for"
                 conversation.answered[asked["id"]] = action.accept
             conversation.asking, conversation.changed = [], now  # after a rejection the agent is told to run on
             return a.Answer(True)
@@ -890,7 +892,8 @@ class EngineModel(RuleBasedStateMachine):
         if isinstance(task.pending, a.Publish):
             kinds = ("transient",)
         kind = data.draw(st.sampled_from(kinds), label="problem")
-        acted = kind == "transient" and isinstance(task.pending, (a.PostStart, a.Send)) and data.draw(st.booleans())
+        lost = (a.PostStart, a.Send, a.Confirm)  # acted on, then the answer was lost
+        acted = kind == "transient" and isinstance(task.pending, lost) and data.draw(st.booleans())
         task.run(problem=kind, acted=acted)
 
     @rule(index=st.integers(0, 1), why=st.sampled_from(["capacity", "error"]))

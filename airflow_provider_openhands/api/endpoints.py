@@ -291,9 +291,15 @@ def respond_to_confirmation(conversation_id: str, accept: bool, reason: str) -> 
     if reason:
         answer["reason"] = reason
     path = f"/api/conversations/{conversation_id}"
-    yield ApiRequest("POST", path + "/events/respond_to_confirmation", json=answer, server=base, session_key=key)
+    # never sent twice by the transport: a second answer would go to whatever waits by then
+    respond = path + "/events/respond_to_confirmation"
+    yield ApiRequest("POST", respond, json=answer, server=base, session_key=key, idempotent=False)
     if not accept:
-        yield ApiRequest("POST", path + "/run", server=base, session_key=key)
+        try:
+            yield ApiRequest("POST", path + "/run", server=base, session_key=key)
+        except OpenHandsApiError as exc:
+            if exc.status_code != 409:  # 409: it runs already (a retried /run, or someone in OpenHands)
+                raise
     return True
 
 

@@ -174,6 +174,8 @@ class Engine:
     created: float | None = None
     paused_warned: bool = False
     pending_before_reread: a.Action | None = None
+    #: The actions an answer is for still wait, read just now: the answer may go (never on an older read).
+    answer_checked: bool = False
 
     # -- the one entry point -----------------------------------------------------------------------
 
@@ -595,6 +597,8 @@ class Engine:
     def _confirmation_next(self) -> a.Action | None:
         """What an answer in progress asks for: give the answer, ask the person, read the actions."""
         lc = self.lc
+        if lc.confirmation is not None and not self.answer_checked:  # what waits now? (the answer may be late)
+            return a.ReadPending(str(lc.conversation_id))
         if lc.confirmation is not None:
             answer = lc.confirmation
             return a.Confirm(str(lc.conversation_id), bool(answer.get("accept")), str(answer.get("reason") or ""))
@@ -605,9 +609,35 @@ class Engine:
         return None
 
     def _pending(self, actions: list[dict[str, Any]]) -> a.Action | None:
-        lc, mode = self.lc, self.rules.on_confirmation
+        lc = self.lc
         lc.confirming = False
         fresh = [action for action in actions if str(action.get("id")) not in lc.answered_actions]
+        if lc.confirmation is not None:
+            return self._check_answer(fresh)
+        return self._new_pending(fresh)
+
+    def _check_answer(self, fresh: list[dict[str, Any]]) -> a.Action | None:
+        """An answer goes only to the actions it was given for, while they wait. An answer whose
+        sending failed may have reached the agent all the same: sent again, it would approve (or
+        reject) what the agent asks next, which nobody saw."""
+        lc = self.lc
+        asked = {str(action.get("id")) for action in lc.pending_actions}
+        waiting = {str(action.get("id")) for action in fresh}
+        if waiting and waiting <= asked:
+            lc.pending_actions = [action for action in lc.pending_actions if str(action.get("id")) in waiting]
+            self.answer_checked = True
+            return self._confirmation_next()
+        listed = "; ".join(describe_action(action) for action in lc.pending_actions)
+        if not waiting & asked:
+            self.log("info", f"Conversation {lc.conversation_id} no longer waits for {listed}: answered meanwhile")
+            lc.answered_actions = (lc.answered_actions + sorted(asked))[-50:]
+        else:
+            self.log("info", f"Conversation {lc.conversation_id} waits for more than the answer was for: asking anew")
+        lc.pending_actions, lc.confirmation = [], None
+        return self._new_pending([action for action in fresh if str(action.get("id")) not in lc.answered_actions])
+
+    def _new_pending(self, fresh: list[dict[str, Any]]) -> a.Action | None:
+        lc, mode = self.lc, self.rules.on_confirmation
         if not fresh:  # answered meanwhile (here or in OpenHands): the status will move on
             return None
         listed = "; ".join(describe_action(action) for action in fresh)
@@ -619,14 +649,13 @@ class Engine:
         if mode == "fail":
             return self._fail("confirmation", who + " (on_confirmation='fail'): answer it in OpenHands")
         lc.pending_actions = fresh
-        if lc.confirmation is not None:  # an answer not delivered yet (the agent server was down)
-            return self._confirmation_next()
         if mode == "ask":
             self.log("info", who + ": asking a person in Airflow (Required actions)")
             return a.AskPerson(str(lc.conversation_id), tuple(fresh))
         accept = mode == "approve"
         verb = "approved" if accept else "rejected"
         lc.confirmation = {"accept": accept, "reason": f"{verb} by on_confirmation={mode!r}", "by": "on_confirmation"}
+        self.answer_checked = True  # for the actions just read
         return self._confirmation_next()
 
     def _confirmed(self, given: a.Confirm, now: float) -> a.Action | None:
@@ -639,6 +668,7 @@ class Engine:
         ids = [str(action.get("id")) for action in lc.pending_actions]
         lc.answered_actions = (lc.answered_actions + ids)[-50:]
         lc.pending_actions, lc.confirmation, lc.confirm_noted = [], None, False
+        self.answer_checked = False
         self.last_read = now
         return None
 
@@ -657,6 +687,8 @@ class Engine:
 
     def _problem(self, problem: a.Problem, now: float) -> a.Action:
         lc, pending = self.lc, self.pending
+        if isinstance(pending, a.Confirm) and problem.kind != "auth":
+            self.answer_checked = False  # it may have reached the agent: read what waits before any resend
         if isinstance(pending, (a.Pause, a.PauseStartTask)):
             self.log("warning", f"Could not stop what the task started: {problem.message}")
             lc.to_stop = None

@@ -367,7 +367,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         if self.plan_first:
             from airflow_provider_openhands.operators._plans import stage_options
 
-            lc.plan = lc.plan or {"stage": "planning", "round": 0}
+            # the task's own options travel with the plan: a resumed @task.openhands has no message of its own
+            lc.plan = {**(lc.plan or {"stage": "planning", "round": 0}), "task": dict(lc.options)}
             lc.options, lc.key = stage_options(lc.options, lc.plan), self._stage_key(context, lc)
         return self._drive(context, lc, Begin())
 
@@ -464,8 +465,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     def _stage_options(self, lc: Lifecycle) -> dict[str, Any]:
         from airflow_provider_openhands.operators._plans import stage_options
 
-        options = self._options()
-        return stage_options(options, lc.plan) if lc.plan else options
+        if not lc.plan:
+            return self._options()
+        return stage_options(dict(lc.plan.get("task") or self._options()), lc.plan)
 
     def _stage_key(self, context: Context, lc: Lifecycle) -> str:
         """The ids' key: the build of a plan asks for ids of its own (its plan conversation has the task's)."""

@@ -440,6 +440,10 @@ class Emulator(V1Routes, V0Routes, Faults):
         """The answer to an authenticated request: ``/agent/{sandbox_id}/...`` is that sandbox's agent
         server (its session key only, ``X-Session-API-Key``); every other path is the app server."""
         if path.startswith("/agent/"):
+            if headers.get("Authorization") or headers.get("X-Access-Token"):
+                # stricter than the real agent server, which ignores it: the account's key must never
+                # leave for a sandbox (its agent server runs the agent's code)
+                return 401, {"error": "an agent server takes its session key only, never the account's key"}
             with self.lock:
                 return self.route_agent(method, path, body, headers.get("X-Session-API-Key"))
         if not self.authorized(headers):

@@ -30,4 +30,20 @@ def build(dag_id: str = DAG_ID, message: str = MESSAGE, **operator: Any) -> DAG:
     return dag
 
 
+def build_decorated(dag_id: str = DAG_ID, message: str = MESSAGE, **operator: Any) -> DAG:
+    """The same task as ``@task.openhands``: its message comes from the function, at run time only."""
+    from airflow_provider_openhands.decorators.openhands import openhands_task
+
+    with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+
+        @openhands_task(
+            task_id="maintain", repository="acme/app", wait_for_completion=True, poll_interval=0.2, **operator
+        )
+        def maintain() -> str:
+            return message
+
+        maintain()
+    return dag
+
+
 confirmation_dag = build()
