@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import runpy
 import threading
 from typing import Any
@@ -84,6 +85,7 @@ class Person(threading.Thread):
         self.dag_id, self.answers = dag_id, list(answers)
         self.stop, self.errors, self.bodies, self.subjects = threading.Event(), [], [], []
         self.task_running = threading.Lock()  # held by dag.test() while it runs the task
+        self.seen_bodies: list[str] = []  # the body of each request seen unanswered
         self.seen: list = []
 
     @staticmethod
@@ -142,6 +144,7 @@ class Person(threading.Thread):
         detail = session.get(HITLDetail, ti.id)
         if detail is None or detail.responded_at is not None:
             return
+        self.seen_bodies.append(detail.body)
         if not self.answers:
             SchedulerJobRunner.__new__(SchedulerJobRunner).check_awaiting_input_timeouts(session=session)
             return
@@ -309,7 +312,9 @@ def test_plan_first_revised_then_approved(airflow_db, service, decorated):
 def test_plan_first_rejected_or_unanswered_fails_and_builds_nothing(airflow_db, service, capfd, caplog, answers):
     dag_run, _ = run_answered(answers, message=PLAN_TASK, plan_first=True, confirmation_timeout=1)
     assert state_of(dag_run) == "failed"
-    assert len(plan_starts(service)) == 1  # the plan only
+    (plan_start,) = plan_starts(service)  # the plan only
+    plan = service.conversation(plan_start["conversation_id"])
+    assert plan.paused_at is not None  # its slot freed
     why = "not this quarter" if answers else "no one answered"
     assert why in logged(capfd, caplog)
 
@@ -356,3 +361,15 @@ def test_a_run_that_meets_409_after_a_reject_counts_as_running(airflow_db, servi
     assert state_of(dag_run) == "success"
     runs = service.requests_to("POST", r"/api/conversations/[^/]+/run$")
     assert [r.get("status") for r in runs] == [None, 409], runs
+
+
+@needs_hitl
+def test_a_person_s_time_to_answer_ends_with_the_task_s_timeout(airflow_db, service, capfd, caplog):
+    """``confirmation_timeout`` (24 h) longer than what is left of ``timeout``: the request times out
+    (rejects) by the wait's deadline, it does not keep the task for a day."""
+    _, person = run_answered([], timeout=15)
+    answer = responses(service)[0]
+    assert answer["accept"] is False and "No one answered" in answer["reason"]
+    (body,) = set(person.seen_bodies)
+    # the window left of the 15 s, not confirmation_timeout's 1440 min
+    assert re.search(r"No answer within \d+ s rejects", body), body

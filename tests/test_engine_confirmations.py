@@ -137,6 +137,21 @@ def test_a_follow_up_never_sends_to_a_conversation_that_waits() -> None:
     assert isinstance(engine.step(a.Answer(_running("idle")), T0 + 1), a.Send)  # then the message goes
 
 
+def test_a_follow_up_whose_answered_wait_still_reads_waiting_polls_at_its_interval() -> None:
+    """The status may read waiting a moment after the answer: read again at the poll interval, not
+    in a tight loop of reads."""
+    lc = Lifecycle(follow_up=True, conversation_id="c-1", key="k", since="2026-01-01T00:00:00", wait_timeout=3600)
+    engine = _engine(lc, on_confirmation="reject")
+    _step(engine, a.Begin(), T0)
+    _step(engine, a.Answer(_running("waiting_for_confirmation")), T0)
+    engine.step(a.Answer([RM]), T0)
+    reads = [engine.step(a.Answer(True), T0)]
+    for _ in range(3):
+        assert engine.step(a.Answer(_running("waiting_for_confirmation")), T0) == a.ReadPending("c-1")
+        reads.append(engine.step(a.Answer([RM]), T0))  # still listed: answered already
+    assert all(isinstance(read, a.ReadConversation) and read.at > T0 for read in reads), reads
+
+
 @pytest.mark.parametrize("mode", ["fail", "ask", "approve"])
 def test_a_v0_wait_for_confirmation_fails_naming_why(mode: str) -> None:
     engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600), on_confirmation=mode)

@@ -233,8 +233,9 @@ class Engine:
             confirming = self._confirmation_next()
             if confirming is not None:
                 return confirming
-        if lc.phase == PHASE_FOLLOW_UP:
-            return a.ReadConversation(str(lc.conversation_id), self._poll_at(now) if self._resuming() else 0.0, False)
+        if lc.phase == PHASE_FOLLOW_UP:  # at once, but after a resume or an answer at the poll interval
+            paced = self._resuming() or bool(lc.answered_actions)
+            return a.ReadConversation(str(lc.conversation_id), self._poll_at(now) if paced else 0.0, False)
         if lc.phase == PHASE_RUNNING:
             if not self.rules.wait_for_completion:
                 return a.ReturnId(str(lc.conversation_id))

@@ -58,14 +58,14 @@ def ask_person(operator: Any, context: Any, lifecycle: dict[str, Any], action: A
 
     ti = context["ti"]
     listed = "\n".join(f"- {describe_action(pending)}" for pending in action.actions)
-    minutes = operator.confirmation_timeout / 60
+    seconds = answer_within(operator, lifecycle)
     body = str(
         redact(
             f"The OpenHands agent of `{ti.dag_id}.{ti.task_id}` waits for a person to confirm "
             f"{'this action' if len(action.actions) == 1 else 'these actions'} "
             f"in conversation [{action.conversation_id}]({link}):\n\n{listed}\n\n"
             f"**{APPROVE}** lets the agent run {'it' if len(action.actions) == 1 else 'them'}; **{REJECT}** tells it "
-            f"why (the reason below) and it goes on without. No answer within {minutes:.0f} min rejects.\n\n"
+            f"why (the reason below) and it goes on without. No answer within {duration(seconds)} rejects.\n\n"
             "A later confirmation of this task (before Airflow 3.4) shows this text again: its actions are "
             "in the task's log."
         )
@@ -79,7 +79,22 @@ def ask_person(operator: Any, context: Any, lifecycle: dict[str, Any], action: A
         params=PARAMS,
         method_name="execute_confirmation",
         kwargs={"lifecycle": lifecycle},
+        seconds=seconds,
     )
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def answer_within(operator: Any, lifecycle: dict[str, Any]) -> float:
+    """``confirmation_timeout``, but no later than the wait's own deadline (``timeout``): an approval
+    given after it would only be followed by the task pausing the conversation and failing."""
+    import time
+
+    ends = [d for d in (lifecycle.get("deadline"), lifecycle.get("hard_deadline")) if isinstance(d, (int, float))]
+    left = min(ends) - time.time() if ends else float(operator.confirmation_timeout)
+    return max(1.0, min(float(operator.confirmation_timeout), left))
 
 
 def request_input(
@@ -92,6 +107,7 @@ def request_input(
     params: dict[str, Any],
     method_name: str,
     kwargs: dict[str, Any],
+    seconds: float | None = None,
 ) -> None:
     """Write a HITL request whose default (on timeout) is the last option, and wait for its answer
     without a worker slot: ``awaiting_input`` on Airflow >= 3.3, ``HITLTrigger`` on 3.1 and 3.2.
@@ -102,7 +118,7 @@ def request_input(
     upsert_hitl_detail(
         ti_id=ti.id, options=options, subject=subject, body=body, defaults=defaults, multiple=False, params=params
     )
-    timeout = timedelta(seconds=operator.confirmation_timeout)
+    timeout = timedelta(seconds=operator.confirmation_timeout if seconds is None else seconds)
     try:
         from airflow.sdk.exceptions import TaskAwaitingInput  # Airflow >= 3.3: no trigger, no slot
     except ImportError:

@@ -46,16 +46,16 @@ def ask_review(operator: Any, context: Any, lifecycle: dict[str, Any], plan: dic
     """Show the plan for approval (Airflow's human-in-the-loop) and wait without a worker slot."""
     from airflow.providers.common.compat.sdk import redact
 
-    from airflow_provider_openhands.operators._confirmations import request_input
+    from airflow_provider_openhands.operators._confirmations import answer_within, duration, request_input
 
     ti = context["ti"]
-    minutes = operator.confirmation_timeout / 60
+    seconds = answer_within(operator, lifecycle)
     body = str(
         redact(
             f"The OpenHands agent of `{ti.dag_id}.{ti.task_id}` wrote this plan in conversation "
             f"[{plan['of']}]({link}) (round {plan.get('round', 0) + 1}):\n\n{plan.get('text') or '(empty)'}\n\n"
             f"**{APPROVE}** has it carried out; **{REVISE}** sends your comment to the agent and asks again; "
-            f"**{REJECT}** fails the task. No answer within {minutes:.0f} min rejects.\n\n"
+            f"**{REJECT}** fails the task. No answer within {duration(seconds)} rejects.\n\n"
             "A later round of this task (before Airflow 3.4) shows this text again: the new plan is in the "
             "task's log and the conversation."
         )
@@ -69,6 +69,7 @@ def ask_review(operator: Any, context: Any, lifecycle: dict[str, Any], plan: dic
         params=PARAMS,
         method_name="execute_plan_review",
         kwargs={"lifecycle": lifecycle},
+        seconds=seconds,
     )
 
 

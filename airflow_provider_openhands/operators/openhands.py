@@ -445,6 +445,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             plan.update(stage="building")
         else:
             why = comment or ("no comment to revise it by" if decision == REVISE else "no reason given")
+            if self.pause_when_done and plan.get("of"):  # nothing more to do there: free its slot
+                self.pause_after_end(str(plan["of"]), done.sandbox_id)
             raise OpenHandsPermanentError(f"The plan of conversation {plan.get('of')} was rejected by {who}: {why}")
         lc = Lifecycle(
             series=done.series,
