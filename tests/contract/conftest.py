@@ -47,6 +47,20 @@ def real_openhands() -> Iterator[Any]:
         _summary["leftover_processes"] = len(server.live_processes())
 
 
+@pytest.fixture
+def real_connection(real_openhands, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``openhands_default`` pointing at the real server (it has no auth: any key is accepted)."""
+    connection = {
+        "conn_type": "openhands",
+        "host": real_openhands.url,
+        "password": "not-checked-by-the-open-source-server",
+        "extra": {"api_version": "v1", "max_retries": 3},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", json.dumps(connection))
+    monkeypatch.setenv("OPENHANDS_TEST_RESULTS", str(tmp_path))
+    return real_openhands
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _summary:
         return

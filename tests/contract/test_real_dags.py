@@ -16,20 +16,6 @@ pytestmark = [pytest.mark.real_openhands, pytest.mark.airflow_e2e]
 DAG_FILE = Path(__file__).resolve().parents[1] / "dags_real" / "openhands_real_dags.py"
 
 
-@pytest.fixture
-def real_connection(real_openhands, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """``openhands_default`` pointing at the real server (it has no auth: any key is accepted)."""
-    connection = {
-        "conn_type": "openhands",
-        "host": real_openhands.url,
-        "password": "not-checked-by-the-open-source-server",
-        "extra": {"api_version": "v1", "max_retries": 3},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", json.dumps(connection))
-    monkeypatch.setenv("OPENHANDS_TEST_RESULTS", str(tmp_path))
-    return real_openhands
-
-
 def run_dag(dag_id: str):
     import runpy
 

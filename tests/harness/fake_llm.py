@@ -16,6 +16,10 @@ A conversation is scripted by markers in its task text (the current turn's user 
   file's folder and, with ``pwd``, finds the agent's working directory (its workspace), where a
   relative path is taken.
   Quote values with spaces: ``[fake-llm write="notes/a.txt:hello world"]``.
+* ``[fake-llm run="shell command"]``: call the ``terminal`` tool with that command first (under
+  confirmation mode the agent then waits for it to be confirmed), then finish with the ``finish=``
+  message followed by `` | tool: <what the tool answered>``: the command's output if it ran,
+  ``Action rejected: <reason>`` if it was rejected. So the final message shows what the agent got.
 
 Several keys may share one marker: ``[fake-llm seconds=5 finish="ok"]``. A turn without a marker
 finishes with ``"done"``. Requests without tools (title generation) get a short plain answer.
@@ -101,6 +105,17 @@ def plan(body: dict) -> tuple[int, dict | None, float]:
         return 200, {"role": "assistant", "content": "Fake LLM answer"}, 0.0
     if "fail" in turn:
         return 500, None, wait
+    if "run" in turn and "terminal" in tools:
+        if calls_this_turn == 0:
+            args = fill_args(tools["terminal"])
+            args.update(command=turn["run"], summary="run the scripted command")
+            return 200, tool_call("terminal", args), wait
+        if "finish" in tools:
+            results = turn_results(messages, last_user)
+            said = " ".join(" ".join(results).split())[:300] or "nothing"
+            args = fill_args(tools["finish"])
+            args["message"] = f"{turn.get('finish') or 'done'} | tool: {said}"
+            return 200, tool_call("finish", args), wait
     editor = next((n for n in FILE_TOOLS if n in tools), None)
     if "write" in turn and editor is not None:
         path, _, content = turn["write"].partition(":")

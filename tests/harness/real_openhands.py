@@ -302,6 +302,28 @@ class RealOpenHands:
         if status != 200:
             raise RealOpenHandsUnavailable(f"storing the LLM settings answered {status}: {answer}")
 
+    def set_confirmation_mode(self, on: bool, security_analyzer: str | None = "none") -> None:
+        """Confirmation mode for the conversations started from now on (a user setting, read at
+        start: running conversations keep theirs). On with analyzer ``"none"``: ``AlwaysConfirm``,
+        the agent waits before every action but ``finish``/``think``; ``"llm"``: ``ConfirmRisky``."""
+        diff = {"confirmation_mode": on, "security_analyzer": security_analyzer}
+        status, answer = self.request("POST", "/api/v1/settings", {"conversation_settings_diff": diff})
+        if status != 200:
+            raise RealOpenHandsUnavailable(f"storing confirmation_mode={on} answered {status}: {answer}")
+
+    @contextlib.contextmanager
+    def confirmation_mode(self, security_analyzer: str = "none") -> Iterator[None]:
+        """Confirmation mode on for what starts inside the block, then back as it was."""
+        status, settings = self.request("GET", "/api/v1/settings")
+        before = (settings.get("conversation_settings") or {}) if status == 200 and isinstance(settings, dict) else {}
+        self.set_confirmation_mode(True, security_analyzer)
+        try:
+            yield
+        finally:
+            self.set_confirmation_mode(
+                bool(before.get("confirmation_mode", False)), before.get("security_analyzer", "llm")
+            )
+
     def stop(self) -> None:
         """Stop every process of this run (paused ones are continued first) and remove its files."""
         pids = _processes_with_token(self.token)
