@@ -174,14 +174,14 @@ def _wait_for_states(run: Nightly, timeout: float) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def page(browser: Any, nightly: Nightly) -> Iterator[Any]:
+@contextlib.contextmanager
+def signed_in(browser: Any, airflow: LocalAirflow) -> Iterator[Any]:
     """A browser tab logged in to the UI as a person does: the sign-in form and its credentials."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(PAGE_WAIT_MS)
-    user, password = nightly.airflow.credentials()
-    tab.goto(nightly.airflow.ui_url + "/")
+    user, password = airflow.credentials()
+    tab.goto(airflow.ui_url + "/")
     tab.get_by_label("Username").fill(user)
     tab.get_by_label("Password").fill(password)
     tab.get_by_role("button", name="Sign in").click()
@@ -190,6 +190,12 @@ def page(browser: Any, nightly: Nightly) -> Iterator[Any]:
         yield tab
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, nightly: Nightly) -> Iterator[Any]:
+    with signed_in(browser, nightly.airflow) as tab:
+        yield tab
 
 
 @pytest.fixture
