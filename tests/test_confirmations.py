@@ -373,3 +373,43 @@ def test_a_person_s_time_to_answer_ends_with_the_task_s_timeout(airflow_db, serv
     (body,) = set(person.seen_bodies)
     # the window left of the 15 s, not confirmation_timeout's 1440 min
     assert re.search(r"No answer within \d+ s rejects", body), body
+
+
+# -- bad input: a clear error naming the parameter, when the DAG is parsed (before any request) ----
+
+
+@pytest.mark.parametrize("value", ["Ask", "wait", "", "yes"])
+def test_an_unknown_on_confirmation_is_refused_naming_it(value):
+    from airflow_provider_openhands.exceptions import OpenHandsConfigError
+
+    with pytest.raises(OpenHandsConfigError, match="on_confirmation must be one of"):
+        build(on_confirmation=value)
+
+
+def test_ask_is_refused_where_airflow_cannot_ask_a_person(monkeypatch):
+    """Before Airflow 3.1 (no human-in-the-loop) ``ask`` is refused and the default is ``fail``."""
+    from airflow_provider_openhands.exceptions import OpenHandsConfigError
+    from airflow_provider_openhands.operators import _confirmations
+
+    monkeypatch.setattr(_confirmations, "hitl_available", lambda: False)
+    with pytest.raises(OpenHandsConfigError, match=r"on_confirmation='ask' needs Airflow >= 3.1"):
+        build(on_confirmation="ask")
+    with pytest.raises(OpenHandsConfigError, match=r"plan_first needs Airflow >= 3.1"):
+        build(plan_first=True)
+    assert build().get_task("maintain").on_confirmation == "fail"
+
+
+@needs_hitl
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ({"wait_for_completion": False}, "needs wait_for_completion=True"),
+        ({"output_schema": {"type": "object"}}, "does not take output_schema yet"),
+        ({"extra_body": {"agent_type": "plan"}}, "sets agent_type and parent_conversation_id itself"),
+    ],
+)
+def test_plan_first_refuses_what_it_cannot_do_naming_it(given, problem):
+    from airflow_provider_openhands.exceptions import OpenHandsConfigError
+
+    with pytest.raises(OpenHandsConfigError, match=re.escape(f"plan_first {problem}")):
+        build(plan_first=True, **given)

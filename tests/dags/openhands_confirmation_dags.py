@@ -23,7 +23,7 @@ def build(dag_id: str = DAG_ID, message: str = MESSAGE, **operator: Any) -> DAG:
             task_id="maintain",
             repository="acme/app",
             initial_user_msg=message,
-            wait_for_completion=True,
+            wait_for_completion=operator.pop("wait_for_completion", True),
             poll_interval=0.2,
             **operator,
         )
