@@ -308,6 +308,15 @@ def test_plan_first_revised_then_approved(airflow_db, service, decorated):
 
 
 @needs_hitl
+def test_plan_first_revise_without_a_comment_asks_again(airflow_db, service, capfd, caplog):
+    dag_run, person = run_answered([("Revise", ""), ("Approve", "")], message=PLAN_TASK, plan_first=True)
+    assert state_of(dag_run) == "success"
+    assert not service.requests_to("POST", r"/send-message$")  # nothing sent to revise by
+    assert len(person.bodies) == 2 and len(plan_starts(service)) == 2  # the plan, then its build
+    assert "Revise without a comment: asking again" in logged(capfd, caplog)
+
+
+@needs_hitl
 @pytest.mark.parametrize("answers", [[("Reject", "not this quarter")], []], ids=["rejected", "no-answer"])
 def test_plan_first_rejected_or_unanswered_fails_and_builds_nothing(airflow_db, service, capfd, caplog, answers):
     dag_run, _ = run_answered(answers, message=PLAN_TASK, plan_first=True, confirmation_timeout=1)

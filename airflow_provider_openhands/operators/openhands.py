@@ -439,12 +439,17 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self.log.info(
             "Plan of conversation %s: %s by %s%s", plan.get("of"), decision, who, f": {comment}" if comment else ""
         )
-        if decision == REVISE and comment:
+        if decision == REVISE and not comment:  # nothing to revise by: ask again, rather than fail the task
+            from airflow_provider_openhands.operators._plans import ask_review
+
+            self.log.warning("Revise without a comment: asking again (the comment says what to change)")
+            ask_review(self, context, lifecycle, plan, self.hook.conversation_url(str(plan.get("of"))))
+        if decision == REVISE:
             plan.update(stage="planning", round=int(plan.get("round", 0)) + 1, comment=comment)
         elif decision == APPROVE:
             plan.update(stage="building")
         else:
-            why = comment or ("no comment to revise it by" if decision == REVISE else "no reason given")
+            why = comment or "no reason given"
             if self.pause_when_done and plan.get("of"):  # nothing more to do there: free its slot
                 self.pause_after_end(str(plan["of"]), done.sandbox_id)
             raise OpenHandsPermanentError(f"The plan of conversation {plan.get('of')} was rejected by {who}: {why}")
