@@ -422,3 +422,12 @@ def test_plan_first_refuses_what_it_cannot_do_naming_it(given, problem):
 
     with pytest.raises(OpenHandsConfigError, match=re.escape(f"plan_first {problem}")):
         build(plan_first=True, **given)
+
+
+def test_an_agent_server_refusing_its_session_key_is_not_blamed_on_the_connection(airflow_db, service, capfd, caplog):
+    service.add_fault(method="POST", path=r"^/agent/.*/respond_to_confirmation$", status=401, times=5)
+    dag_run = build(on_confirmation="approve").test()
+    assert state_of(dag_run) == "failed"
+    text = logged(capfd, caplog)
+    assert "refused with HTTP 401 by the conversation's agent server" in text
+    assert "the API key of connection" not in text

@@ -61,6 +61,7 @@ def check_response(
     text: str,
     conn_id: str,
     api_version: str | None = None,
+    agent_server: bool = False,
 ) -> Any:
     """Return the JSON body of a 2xx answer, or raise the exception its status calls for.
 
@@ -82,6 +83,12 @@ def check_response(
             ) from None
     body = _json_or_none(text)
     kwargs: dict[str, Any] = {"status_code": status, "method": method, "path": path}
+    if status in (401, 403) and agent_server:  # a sandbox's own key, read with the conversation each time
+        raise OpenHandsAuthError(
+            f"{where} was refused with HTTP {status} by the conversation's agent server: its session key "
+            "(read with the conversation) is no longer valid; the sandbox may have restarted",
+            **kwargs,
+        )
     if status in (401, 403):
         reason = "is missing, wrong or revoked" if status == 401 else "belongs to an account not allowed this"
         check = "the connection's password (Settings -> API Keys in OpenHands)"

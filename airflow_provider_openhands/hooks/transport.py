@@ -293,6 +293,7 @@ class SyncTransport:
             response.text,
             self.settings.conn_id,
             self.settings.api_version,
+            agent_server=bool(request.server),
         )
 
     def _send_within_budget(self, request: ApiRequest) -> Any:
@@ -359,6 +360,7 @@ class AsyncTransport:
             response.text,
             self.settings.conn_id,
             self.settings.api_version,
+            agent_server=bool(request.server),
         )
 
     async def send(self, request: ApiRequest) -> Any:
