@@ -360,25 +360,45 @@ def test_an_answer_lost_on_the_way_back_is_not_sent_again_to_the_next_action(air
     assert len(person.bodies) == 2 and "git push --force" in logged(capfd, caplog)
 
 
-def test_a_run_that_meets_409_after_a_reject_counts_as_running(airflow_db, service, capfd, caplog):
-    """The first ``/run`` after a reject reached the agent but its answer was lost; the transport's
-    retry meets 409 (the agent runs already): the task goes on waiting, it does not fail."""
+def test_a_run_whose_answer_was_lost_after_a_reject_is_not_sent_again(airflow_db, service, capfd, caplog):
+    """The ``/run`` after a reject reached the agent but its answer was lost: sent again, it would
+    approve whatever the agent waits for by then. The task reads what waits instead, and goes on."""
     service.add_fault(method="POST", path=r"/run$", reset=True, after=True)
-    already = {"detail": "Conversation already running"}
-    service.add_fault(method="POST", path=r"/run$", status=409, body=already)  # what the real server says
     dag_run = build(on_confirmation="reject").test()
     assert state_of(dag_run) == "success"
-    runs = service.requests_to("POST", r"/api/conversations/[^/]+/run$")
-    assert [r.get("status") for r in runs] == [None, 409], runs
+    assert len(service.requests_to("POST", r"/api/conversations/[^/]+/run$")) == 1
+
+
+def test_a_409_from_run_after_a_reject_counts_as_running():
+    """Someone ran the agent on meanwhile (in OpenHands): the agent server answers 409."""
+    from airflow_provider_openhands.api import endpoints
+    from airflow_provider_openhands.exceptions import OpenHandsApiError
+
+    flow = endpoints.respond_to_confirmation("c1", False, "no")
+    flow.send(None)  # the conversation, for its agent server
+    raw = {
+        "id": "c1",
+        "sandbox_status": "RUNNING",
+        "session_api_key": "k",
+        "conversation_url": "http://a/api/conversations/c1",
+    }
+    respond = flow.send([raw])
+    assert respond.path.endswith("/respond_to_confirmation") and respond.idempotent is False
+    run = flow.send({"success": True})
+    assert run.path.endswith("/run") and run.idempotent is False
+    with pytest.raises(StopIteration) as done:
+        flow.throw(OpenHandsApiError("409 Conflict", status_code=409, method="POST", path=run.path))
+    assert done.value.value is True
 
 
 @needs_hitl
 def test_a_person_s_time_to_answer_ends_with_the_task_s_timeout(airflow_db, service, capfd, caplog):
     """``confirmation_timeout`` (24 h) longer than what is left of ``timeout``: the request times out
-    (rejects) by the wait's deadline, it does not keep the task for a day."""
-    _, person = run_answered([], timeout=15)
-    answer = responses(service)[0]
-    assert answer["accept"] is False and "No one answered" in answer["reason"]
+    by the wait's deadline, it does not keep the task for a day; the task then fails with its timeout
+    and sends the agent no answer past it."""
+    dag_run, person = run_answered([], timeout=15)
+    assert state_of(dag_run) == "failed"
+    assert responses(service) == []
     (body,) = set(person.seen_bodies)
     # the window left of the 15 s, not confirmation_timeout's 1440 min
     assert re.search(r"No answer within \d+ s rejects", body), body

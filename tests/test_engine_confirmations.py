@@ -159,3 +159,54 @@ def test_a_v0_wait_for_confirmation_fails_naming_why(mode: str) -> None:
     state = {**_running("waiting_for_confirmation"), "api_version": "v0"}
     failed = _step(engine, a.Answer(state), T0)
     assert isinstance(failed, a.Fail) and failed.kind == "confirmation" and "answer it in OpenHands" in failed.message
+
+
+def _follow_up(mode: str = "reject") -> Any:
+    lc = Lifecycle(follow_up=True, conversation_id="c-1", key="k", since="2026-01-01T00:00:00", wait_timeout=3600)
+    engine = _engine(lc, on_confirmation=mode)
+    _step(engine, a.Begin(), T0)
+    return engine
+
+
+def test_a_follow_up_stays_paced_long_after_an_answer() -> None:
+    engine = _follow_up()
+    _step(engine, a.Answer(_running("waiting_for_confirmation")), T0)
+    engine.step(a.Answer([RM]), T0)
+    engine.step(a.Answer(True), T0)
+    now = T0 + 100
+    for _ in range(3):
+        assert engine.step(a.Answer(_running("waiting_for_confirmation")), now) == a.ReadPending("c-1")
+        assert engine.step(a.Answer([RM]), now).at > now
+
+
+@pytest.mark.parametrize("mode", ["ask", "reject", "approve", "wait"])
+def test_a_follow_up_whose_wait_lists_nothing_yet_does_not_spin(mode: str) -> None:
+    engine = _follow_up(mode)
+    for _ in range(3):
+        read = _step(engine, a.Answer(_running("waiting_for_confirmation")), T0)
+        if isinstance(read, a.ReadPending):
+            read = engine.step(a.Answer([]), T0)
+        assert isinstance(read, a.ReadConversation) and read.at > T0, read
+
+
+def test_an_answer_that_keeps_failing_meets_unreachable_timeout() -> None:
+    """A paused sandbox's agent server cannot take the answer; reading what waits (the app server)
+    works. That read does not count as OpenHands answering again."""
+    engine = _answered_by_alice()
+    now, step = T0 + 601, engine.step(a.Problem("transient", "503 sandbox PAUSED", 503), T0 + 601)
+    for _ in range(2000):
+        if isinstance(step, (a.Fail, a.Pause)):
+            break
+        if isinstance(step, a.Confirm):
+            step = engine.step(a.Problem("transient", "503 sandbox PAUSED", 503), now)
+            continue
+        now = max(now, getattr(step, "at", None) or getattr(step, "until", None) or now)
+        step = engine.step(a.Answer([RM] if isinstance(step, a.ReadPending) else None), now)
+    assert isinstance(step, a.Fail) and step.kind == "unreachable", step
+    assert logged(engine).count("is not answering") == 1
+
+
+def test_no_person_is_asked_after_the_deadline() -> None:
+    engine, read = waiting("ask")  # the deadline is T0 + 3600; what waits is read after it
+    assert read == a.ReadPending("c-1")
+    assert not isinstance(engine.step(a.Answer([RM]), T0 + 4000), a.AskPerson)

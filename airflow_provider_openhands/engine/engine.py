@@ -195,6 +195,8 @@ class Engine:
             return self._problem(obs, now)
         if isinstance(obs, a.Answer):
             action = self._answer(self.pending, obs.value, now)
+            if isinstance(action, (a.AskPerson, a.Confirm)):  # never ask or answer past the deadline
+                action = self._expired(now) or action
             if action is not None:
                 return action
         expired = self._expired(now)
@@ -234,7 +236,7 @@ class Engine:
             if confirming is not None:
                 return confirming
         if lc.phase == PHASE_FOLLOW_UP:  # at once, but after a resume or an answer at the poll interval
-            paced = self._resuming() or bool(lc.answered_actions)
+            paced = self._resuming() or bool(lc.answered_actions) or isinstance(self.pending, a.ReadPending)
             return a.ReadConversation(str(lc.conversation_id), self._poll_at(now) if paced else 0.0, False)
         if lc.phase == PHASE_RUNNING:
             if not self.rules.wait_for_completion:
@@ -338,7 +340,8 @@ class Engine:
         lc = self.lc
         if not isinstance(pending, a.RereadConnection):
             lc.auth_reread = False  # the key works (again): a later rotation may read the connection once more
-        if isinstance(
+        answering = isinstance(pending, a.ReadPending) and lc.confirmation is not None  # its send keeps failing?
+        if not answering and isinstance(
             pending, (a.ReadStartTask, a.ReadConversation, a.ReadTurn, a.Resume, a.Reconnect, a.ReadPending, a.Confirm)
         ):
             self._reachable(now)
@@ -350,13 +353,14 @@ class Engine:
             self.last_read = now
             return self._start_task(value, now)
         if isinstance(pending, a.ReadConversation):
-            self.last_read = now if pending.poll or self._resuming() else self.last_read
+            self.last_read = now if pending.poll or pending.at or self._resuming() else self.last_read
             if lc.phase == PHASE_FOLLOW_UP:
                 return self._follow_up_read(value, now)
             return self._conversation(value, now)
         if isinstance(pending, a.ReadTurn):
             return self._turn(value or {}, now)
         if isinstance(pending, a.ReadPending):
+            self.last_read = now
             return self._pending(list(value or []))
         if isinstance(pending, a.Confirm):
             return self._confirmed(pending, now)
@@ -688,7 +692,7 @@ class Engine:
 
     def _problem(self, problem: a.Problem, now: float) -> a.Action:
         lc, pending = self.lc, self.pending
-        if isinstance(pending, a.Confirm) and problem.kind != "auth":
+        if isinstance(pending, a.Confirm) and problem.kind != "auth":  # a 401 refused it: sent again after the re-read
             self.answer_checked = False  # it may have reached the agent: read what waits before any resend
         if isinstance(pending, (a.Pause, a.PauseStartTask)):
             self.log("warning", f"Could not stop what the task started: {problem.message}")

@@ -49,7 +49,7 @@ def ask_review(operator: Any, context: Any, lifecycle: dict[str, Any], plan: dic
     from airflow_provider_openhands.operators._confirmations import answer_within, duration, request_input
 
     ti = context["ti"]
-    seconds = answer_within(operator, lifecycle)
+    seconds = answer_within(operator, {**lifecycle, "deadline": None})  # the plan's turn is over: its deadline too
     body = str(
         redact(
             f"The OpenHands agent of `{ti.dag_id}.{ti.task_id}` wrote this plan in conversation "
