@@ -973,30 +973,9 @@ class V1Routes:
                         add, conversation, at, number, 10 + 2 * index, path, text or "", plan=turn.agent_type == "plan"
                     )
                 final = turn.final_message()
-                call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, f'{conversation.id}/{number}').hex[:24]}"
-                action_id = add(
-                    end - 0.002,
-                    number,
-                    2,
-                    "ActionEvent",
-                    source="agent",
-                    thought=[],
-                    reasoning_content=None,
-                    thinking_blocks=[],
-                    responses_reasoning_item=None,
-                    action={"message": final, "kind": "FinishAction"},
-                    tool_name="finish",
-                    tool_call_id=call_id,
-                    tool_call={
-                        "id": call_id,
-                        "name": "finish",
-                        "arguments": json.dumps({"message": final}),
-                        "origin": "completion",
-                    },
-                    llm_response_id=f"chatcmpl-{call_id[5:]}",
-                    security_risk="UNKNOWN",
-                    critic_result=None,
-                    summary=None,
+                finish = {"message": final, "kind": "FinishAction"}
+                action_id, call_id = _agent_action(
+                    add, end - 0.002, f"{conversation.id}/{number}", (number, 2), "finish", finish, {"message": final}
                 )
                 add(
                     end - 0.001,
@@ -1278,9 +1257,10 @@ def _agent_action(
     tool: str,
     action: dict[str, Any],
     arguments: dict[str, Any],
-    risk: str,
+    risk: str = "UNKNOWN",
 ) -> tuple[str, str]:
-    """The agent's tool-call ``ActionEvent`` as the SDK records it; ``(event id, tool call id)``."""
+    """The agent's tool-call ``ActionEvent`` as the SDK records it (``finish`` included); ``(event id,
+    tool call id)``."""
     call_id = f"call_{uuid.uuid5(_EVENT_NAMESPACE, seed).hex[:24]}"
     action_id = add(
         at,
@@ -1304,6 +1284,6 @@ def _agent_action(
         llm_response_id=f"chatcmpl-{call_id[5:]}",
         security_risk=risk,
         critic_result=None,
-        summary=arguments["summary"],
+        summary=arguments.get("summary"),
     )
     return action_id, call_id
