@@ -299,7 +299,7 @@ def respond_to_confirmation(conversation_id: str, accept: bool, reason: str) -> 
             # never repeated by the transport either: a /run reaching an agent that waits again approves
             yield ApiRequest("POST", path + "/run", server=base, session_key=key, idempotent=False)
         except OpenHandsApiError as exc:
-            if exc.status_code != 409:  # 409: it runs already (a retried /run, or someone in OpenHands)
+            if exc.status_code != 409:  # 409: it runs already (someone ran it on in OpenHands meanwhile)
                 raise
     return True
 
