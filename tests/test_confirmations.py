@@ -302,7 +302,7 @@ def test_plan_first_revised_then_approved(airflow_db, service, decorated):
     )
     assert state_of(dag_run) == "success"
     follow_ups = [r["body"] for r in service.requests_to("POST", r"/send-message$")]
-    assert len(follow_ups) == 1 and "Revise the plan: Pin it below 3" in follow_ups[0]["content"][0]["text"]
+    assert len(follow_ups) == 1 and "Revise the plan (round 2): Pin it below 3" in follow_ups[0]["content"][0]["text"]
     assert len(plan_starts(service)) == 2 and len(person.bodies) == 2
     assert result(dag_run)["plan"]["text"] == "1. Bump requests to 2.32, below 3"
 

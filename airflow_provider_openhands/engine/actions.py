@@ -108,6 +108,24 @@ class AskPerson(Action):
 
 
 @dataclass(frozen=True)
+class ReadPlan(Action):
+    """``plan_first``: read the plan the plan agent wrote (its plan file). Answer: the text, or None."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class AskReview(Action):
+    """``plan_first``: show the plan to a person (Approve, Revise with a comment, Reject) through
+    Airflow's human-in-the-loop. The task waits without a worker slot and resumes with the decision
+    in ``Lifecycle.plan["review"]``."""
+
+    conversation_id: str
+    text: str
+    round: int
+
+
+@dataclass(frozen=True)
 class Send(Action):
     """Send the follow-up message. Answer: anything."""
 
@@ -185,6 +203,7 @@ FAILURES = {
     "capacity_timeout": False,
     "conversation_failed": False,
     "confirmation": False,  # the agent waits for a confirmation this task may not give
+    "plan_rejected": False,  # plan_first: a person rejected the plan (or nobody answered in time)
     "start_failed": True,  # a start task in ERROR: a retry starts again
     "unreachable": True,  # the service kept failing: Airflow's retries are for that
     "transient": True,  # a request that may have been acted on failed: the retry reconnects

@@ -39,6 +39,11 @@ The rules, by phase:
   them once and wait: a sensor watching someone else's conversation). Answered actions are
   remembered, so a status that still reads waiting is not answered twice. A follow-up never sends
   to a conversation that waits: the service would take the message as an approval.
+* **plan_first** (:mod:`~airflow_provider_openhands.engine.plans`): a plan turn that ends well is not
+  the task's end: the plan is read, a person reviews it; Approve starts the build (a default-agent
+  conversation on the plan's sandbox, with ids of its own), Revise sends the comment to the plan
+  conversation as a follow-up turn and asks again (without a comment: asks again at once), Reject or
+  no answer fails the task and pauses the plan's sandbox (``pause_when_done``).
 * **errors** while waiting: transient ones are ridden out until ``unreachable_timeout`` of
   failures; a 401 reads the connection again once, then fails; a conversation that is gone fails
   for good.
@@ -69,6 +74,7 @@ from airflow_provider_openhands.api.state import (
     parse_time,
 )
 from airflow_provider_openhands.engine import actions as a
+from airflow_provider_openhands.engine import plans
 from airflow_provider_openhands.engine.state import (
     MAX_GENERATIONS,
     PHASE_BEGIN,
@@ -157,6 +163,7 @@ class Rules:
     max_cost_usd: float | None = None
     api_version: str = V1
     on_confirmation: str = "wait"
+    pause_when_done: bool = True
 
 
 @dataclass
@@ -243,7 +250,7 @@ class Engine:
                 return a.ReturnId(str(lc.conversation_id))
             return a.ReadConversation(str(lc.conversation_id), self._poll_at(now))
         if lc.phase == PHASE_DONE:
-            return a.Conclude(str(lc.conversation_id), str(lc.outcome))
+            return self._done(now)
         raise AssertionError(f"no next action in phase {lc.phase}")  # pragma: no cover
 
     def _public_id(self) -> str | None:
@@ -364,6 +371,8 @@ class Engine:
             return self._pending(list(value or []))
         if isinstance(pending, a.Confirm):
             return self._confirmed(pending, now)
+        if isinstance(pending, a.ReadPlan):
+            return self._planned(value)
         if isinstance(pending, a.Resume):
             if value is False:
                 return self._fail("permanent", f"The sandbox of conversation {lc.conversation_id} is gone")
@@ -524,7 +533,7 @@ class Engine:
         confirmable = status in ENDED_BY_EVENTS and state.get("sandbox_status") != "ERROR"
         if state.get("api_version") == V1 and not lc.events_unreadable and confirmable:
             return a.ReadTurn(str(lc.conversation_id))  # the events confirm it is this turn's end
-        return self._ended(status)
+        return self._ended(status, now)
 
     def _series_since(self) -> str | None:
         """Since when a follow-up's retry looks for its own message: the DAG run's start, or this
@@ -555,7 +564,7 @@ class Engine:
             lc.disagree_since = None
             lc.final_message, lc.error, lc.turn_read = turn.get("final_message"), turn.get("error"), True
             if classify(ended, self.rules.success_statuses, self.rules.failure_statuses) is not None:
-                return self._ended(ended)
+                return self._ended(ended, now)
             return None
         if state.get("status") == STATUS_PAUSED:
             if lc.killed and state.get("sandbox_id"):
@@ -569,7 +578,7 @@ class Engine:
                 )
             return None
         if not turn.get("live"):  # the events say nothing decisive: the status stands
-            return self._ended(str(state.get("status")))
+            return self._ended(str(state.get("status")), now)
         lc.disagree_since = lc.disagree_since or now
         if now - lc.disagree_since >= EVENTS_DISAGREE_MAX:
             self.log(
@@ -577,7 +586,7 @@ class Engine:
                 f"Conversation {lc.conversation_id} reads {state.get('status')} but its events still show the turn "
                 f"going on after {EVENTS_DISAGREE_MAX:.0f}s: taking the status",
             )
-            return self._ended(str(state.get("status")))
+            return self._ended(str(state.get("status")), now)
         return None  # a new turn began after the status was written: wait for its end
 
     # -- confirmations ---------------------------------------------------------------------------
@@ -683,10 +692,88 @@ class Engine:
         lc.resume_deadline = now + lc.start_timeout
         return a.Resume(str(state["sandbox_id"]))
 
-    def _ended(self, status: str) -> a.Action:
+    def _ended(self, status: str, now: float) -> a.Action:
         lc = self.lc
         lc.phase, lc.outcome = PHASE_DONE, status
-        return a.Conclude(str(lc.conversation_id), status)
+        return self._done(now)
+
+    def _done(self, now: float) -> a.Action:
+        """The turn ended: the task's end, unless it was a plan that ended well (a person reviews it)."""
+        lc = self.lc
+        ended_well = classify(lc.outcome, self.rules.success_statuses, self.rules.failure_statuses) == SUCCESS
+        if plans.planning(lc.plan) and ended_well:
+            return self._plan_next(now)
+        return a.Conclude(str(lc.conversation_id), str(lc.outcome))
+
+    # -- plan_first: review, then revise or build -------------------------------------------------
+
+    def _plan_next(self, now: float) -> a.Action:
+        """A plan turn ended well: read the plan, have a person review it, then act on the answer."""
+        lc = self.lc
+        plan = lc.plan or {}
+        if plan.get("text") is None:
+            return a.ReadPlan(str(lc.conversation_id))
+        review = plan.get("review")
+        if not review:
+            return a.AskReview(str(plan["of"]), str(plan["text"]), int(plan.get("round") or 0))
+        decision, comment, who = review.get("decision"), str(review.get("comment") or ""), review.get("by")
+        self.log(
+            "info", f"Plan of conversation {plan['of']}: {decision} by {who}" + (f": {comment}" if comment else "")
+        )
+        if decision == plans.REVISE and not comment:
+            self.log("warning", "Revise without a comment: asking again (the comment says what to change)")
+            lc.plan = {key: value for key, value in plan.items() if key != "review"}
+            return self._plan_next(now)
+        if decision == plans.REVISE:
+            return self._next_stage(
+                {**plan, "stage": plans.PLANNING, "round": int(plan.get("round") or 0) + 1, "comment": comment}, now
+            )
+        if decision == plans.APPROVE:
+            return self._next_stage({**plan, "stage": plans.BUILDING}, now)
+        return self._close(
+            "plan_rejected",
+            f"The plan of conversation {plan['of']} was rejected by {who}: {comment or 'no reason given'}",
+            stop="conversation" if self.rules.pause_when_done else None,  # nothing more to do there: free it
+        )
+
+    def _planned(self, text: Any) -> a.Action:
+        lc = self.lc
+        cid = str(lc.conversation_id)
+        text = str(text or lc.final_message or "")[: plans.PLAN_CHARS]
+        lc.plan = {**(lc.plan or {}), "of": cid, "text": text}
+        self.log("info", f"The agent's plan (conversation {cid}), for review in Airflow:\n{text}")
+        return a.AskReview(cid, text, int(lc.plan.get("round") or 0))
+
+    def _next_stage(self, plan: dict[str, Any], now: float) -> a.Action:
+        """A new turn for the stage ``plan`` names: the revision (a follow-up of the plan conversation)
+        or the build (a conversation of its own, with ids of its own). The series, the try and
+        Airflow's deadline carry over; the turn's own deadlines start now."""
+        old = self.lc
+        build = plan["stage"] == plans.BUILDING
+        plan = {key: value for key, value in plan.items() if key != "review" and (build or key != "text")}
+        new = Lifecycle(
+            series=old.series,
+            try_number=old.try_number,
+            key=old.key + (":build" if build and old.key else ""),
+            since=old.since,
+            run_started=old.run_started,
+            started_at=now,
+            series_started=old.series_started,
+            start_timeout=old.start_timeout,
+            wait_timeout=old.wait_timeout,
+            hard_deadline=old.hard_deadline,
+            follow_up=not build,
+            conversation_id=None if build else str(plan["of"]),
+            sandbox_id=None if build else old.sandbox_id,
+            output_file=old.output_file,
+            answered_actions=list(old.answered_actions),
+            plan=plan,
+            options=plans.stage_options(plan),
+        )
+        for name, value in new.to_dict().items():  # in place: the drivers hold this lifecycle
+            setattr(old, name, value)
+        self.last_state, self.last_read, self.paused_warned, self.answer_checked = None, None, False, False
+        return self._begin(now)
 
     # -- problems --------------------------------------------------------------------------------
 
@@ -710,12 +797,15 @@ class Engine:
             self.log("warning", f"Cannot read the events of conversation {lc.conversation_id}: {problem.message}")
             state = self.last_state or {}
             if classify(state.get("status"), self.rules.success_statuses, self.rules.failure_statuses):
-                return self._ended(str(state["status"]))
+                return self._ended(str(state["status"]), now)
             return self._next(now)
         if isinstance(pending, a.ReadPending) and problem.kind in ("not_found", "permanent", "invalid"):
             lc.events_unreadable, lc.confirming = True, False
             self.log("warning", f"Cannot read the events of conversation {lc.conversation_id}: {problem.message}")
             return self._waiting_for_confirmation(self.last_state or {}) or self._next(now)
+        if isinstance(pending, a.ReadPlan) and problem.kind in ("not_found", "permanent", "invalid"):
+            self.log("warning", f"Could not read the plan file of conversation {lc.conversation_id}: {problem.message}")
+            return self._planned(None)  # the agent's final message is the plan then
         if isinstance(pending, a.FindSend) and problem.kind in ("not_found", "permanent", "invalid"):
             lc.send_checked = True
             self.log("warning", f"Cannot tell whether an earlier try sent the message ({problem.message}): sending it")

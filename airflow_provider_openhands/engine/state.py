@@ -13,7 +13,9 @@ start request) -> ``starting`` (a V1 start task works) -> ``running`` (wait for 
 ``done`` (read the results, pause, return); a follow-up turn goes ``follow_up`` (resume the
 sandbox, send the message once) -> ``running``; ``capacity`` (the account was full: try again at
 ``wake_time``) can follow ``start``, ``starting`` and ``follow_up``; ``closing`` stops what the task
-started before it fails with ``verdict``.
+started before it fails with ``verdict``. With ``plan_first`` a plan turn's ``done`` leads to a
+person's review, then to the revision (``follow_up``) or the build (``start``: a lifecycle of its own
+in the same series and try).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class Lifecycle:
     pending_actions: list[dict[str, Any]] = field(default_factory=list)  # the actions being answered
     confirmation: dict[str, Any] | None = None  # the answer to give them: {"accept", "reason", "by"}
     answered_actions: list[str] = field(default_factory=list)  # ids answered already (the newest 50)
-    plan: dict[str, Any] | None = None  # plan_first: {"stage", "round", "of", "text", "comment"} (the operator's)
+    plan: dict[str, Any] | None = None  # plan_first: the stage and the plan (see engine/plans.py)
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class Host(Protocol):
     def post_start(self, engine: Engine, action: a.PostStart) -> dict[str, Any]: ...
     def hand_over(self, engine: Engine, action: a.Action) -> bool: ...
     def end(self, engine: Engine, action: a.Action) -> Any: ...
+    def read_plan(self, conversation_id: str) -> str | None: ...  # plan_first (the operator only)
 
 
 class SyncDriver:
@@ -134,6 +135,8 @@ class SyncDriver:
             return hook.get_pending_actions(action.conversation_id)
         if isinstance(action, a.Confirm):
             return hook.respond_to_confirmation(action.conversation_id, action.accept, action.reason)
+        if isinstance(action, a.ReadPlan):
+            return self.host.read_plan(action.conversation_id)
         if isinstance(action, a.FindSend):
             return hook.find_user_message(action.conversation_id, self.message(), action.since)
         if isinstance(action, a.Send):

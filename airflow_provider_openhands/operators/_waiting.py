@@ -55,6 +55,7 @@ def failure(action: Any) -> Exception:
 
     kinds = {
         "permanent": OpenHandsPermanentError,
+        "plan_rejected": OpenHandsPermanentError,
         "config": e.OpenHandsConfigError,
         "timeout": ConversationTimeout,
         "start_timeout": e.OpenHandsStartTimeout,
@@ -146,6 +147,7 @@ class ConversationWaiter:
             max_cost_usd=self.max_cost_usd,
             api_version=self.hook.api_version,
             on_confirmation=getattr(self, "on_confirmation", "wait"),
+            pause_when_done=bool(getattr(self, "pause_when_done", True)),
         )
 
     def make_engine(self, lifecycle: Lifecycle) -> Engine:

@@ -365,11 +365,10 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self._check_api_features()
         lc = self._lifecycle_for(context, self._options())
         if self.plan_first:
-            from airflow_provider_openhands.operators._plans import stage_options
+            from airflow_provider_openhands.engine.plans import first_stage, stage_options
 
-            # the task's own options travel with the plan: a resumed @task.openhands has no message of its own
-            lc.plan = {**(lc.plan or {"stage": "planning", "round": 0}), "task": dict(lc.options)}
-            lc.options, lc.key = stage_options(lc.options, lc.plan), self._stage_key(context, lc)
+            lc.plan = first_stage(lc.options, lc.plan)
+            lc.options, lc.key = stage_options(lc.plan), self._stage_key(context, lc)
         return self._drive(context, lc, Begin())
 
     def _check_api_features(self) -> None:
@@ -427,74 +426,38 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         return self._drive(context, lc, Continue())
 
     def execute_plan_review(self, context: Context, lifecycle: dict[str, Any], event: Any = None) -> Any:
-        """Resume after a person reviewed the plan: carry it out, revise it, or fail."""
-        from airflow_provider_openhands.engine.actions import Begin
+        """Resume after a person reviewed the plan (or nobody did in time): the engine acts on it."""
+        from airflow_provider_openhands.engine.actions import Continue
         from airflow_provider_openhands.engine.state import Lifecycle
-        from airflow_provider_openhands.exceptions import OpenHandsPermanentError
-        from airflow_provider_openhands.operators._plans import APPROVE, REVISE, review_of
+        from airflow_provider_openhands.operators._plans import review_of
 
-        done = Lifecycle.from_dict(lifecycle)
-        plan = dict(done.plan or {})
-        decision, comment, who = review_of(event)
-        self.log.info(
-            "Plan of conversation %s: %s by %s%s", plan.get("of"), decision, who, f": {comment}" if comment else ""
-        )
-        if decision == REVISE and not comment:  # nothing to revise by: ask again, rather than fail the task
-            from airflow_provider_openhands.operators._plans import ask_review
-
-            self.log.warning("Revise without a comment: asking again (the comment says what to change)")
-            ask_review(self, context, lifecycle, plan, self.hook.conversation_url(str(plan.get("of"))))
-        if decision == REVISE:
-            plan.update(stage="planning", round=int(plan.get("round", 0)) + 1, comment=comment)
-        elif decision == APPROVE:
-            plan.update(stage="building")
-        else:
-            why = comment or "no reason given"
-            if self.pause_when_done and plan.get("of"):  # nothing more to do there: free its slot
-                self.pause_after_end(str(plan["of"]), done.sandbox_id)
-            raise OpenHandsPermanentError(f"The plan of conversation {plan.get('of')} was rejected by {who}: {why}")
-        lc = Lifecycle(
-            series=done.series,
-            started_at=time.time(),
-            series_started=done.series_started,
-            start_timeout=self.start_timeout,
-            wait_timeout=self.timeout,
-            follow_up=plan["stage"] == "planning",
-            conversation_id=plan["of"] if plan["stage"] == "planning" else None,
-            plan=plan,
-        )
-        lc.try_number, lc.since, lc.run_started = done.try_number, done.since, done.run_started
-        lc.hard_deadline = done.hard_deadline
+        lc = Lifecycle.from_dict(lifecycle)
         lc.key = self._stage_key(context, lc)
-        lc.options = self._stage_options(lc)
-        return self._drive(context, lc, Begin())
+        decision, comment, who = review_of(event)
+        lc.plan = {**(lc.plan or {}), "review": {"decision": decision, "comment": comment, "by": who}}
+        return self._drive(context, lc, Continue())
 
     def _stage_options(self, lc: Lifecycle) -> dict[str, Any]:
-        from airflow_provider_openhands.operators._plans import stage_options
+        from airflow_provider_openhands.engine.plans import stage_options
 
         if not lc.plan:
             return self._options()
-        return stage_options(dict(lc.plan.get("task") or self._options()), lc.plan)
+        return stage_options({**lc.plan, "task": lc.plan.get("task") or self._options()})
 
     def _stage_key(self, context: Context, lc: Lifecycle) -> str:
         """The ids' key: the build of a plan asks for ids of its own (its plan conversation has the task's)."""
         if not self.deterministic_conversation_id:
             return ""
-        building = bool(lc.plan) and lc.plan.get("stage") == "building"
-        return self._key(context) + (":build" if building else "")
+        from airflow_provider_openhands.engine.plans import building
 
-    def _review_plan(self, engine: Engine, action: Any) -> None:
-        """The plan conversation ended well: show its plan to a person (never returns)."""
-        from airflow_provider_openhands.operators._plans import PLAN_CHARS, PLAN_FILE, ask_review
+        return self._key(context) + (":build" if building(lc.plan) else "")
 
-        lc, cid = engine.lc, action.conversation_id
-        state = self.hook.get_conversation(cid)
-        path = f"{self._git_path(state)}/{PLAN_FILE}"
-        text = self._read("the plan", self.hook.read_file, cid, path) or lc.final_message or ""
-        plan = {**(lc.plan or {}), "of": cid, "text": text[:PLAN_CHARS]}
-        lc.plan = plan
-        self.log.info("The agent's plan (conversation %s), for review in Airflow:\n%s", cid, plan["text"])
-        ask_review(self, self._context, lc.for_trigger(), plan, self.hook.conversation_url(cid))
+    def read_plan(self, conversation_id: str) -> str | None:
+        """The plan the plan agent wrote (its plan file in the project directory)."""
+        from airflow_provider_openhands.engine.plans import PLAN_FILE
+
+        state = self.hook.get_conversation(conversation_id)
+        return self.hook.read_file(conversation_id, f"{self._git_path(state)}/{PLAN_FILE}")
 
     def on_kill(self) -> None:
         """The worker kills the task (SIGTERM, Airflow's execution_timeout): pause what it started,
@@ -543,13 +506,24 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
 
     def hand_over(self, engine: Engine, action: Any) -> bool:
         """Deferrable: a wait goes to the triggerer (no worker slot held while the agent works)."""
-        from airflow_provider_openhands.engine.actions import AskPerson, ReadConversation, ReadStartTask, Sleep
+        from airflow_provider_openhands.engine.actions import (
+            AskPerson,
+            AskReview,
+            ReadConversation,
+            ReadStartTask,
+            Sleep,
+        )
 
         if isinstance(action, AskPerson):  # in either mode: a person may take hours, the slot is freed
             from airflow_provider_openhands.operators._confirmations import ask_person
 
             link = self.hook.conversation_url(action.conversation_id)
             ask_person(self, self._context, engine.lc.for_trigger(), action, link)
+        if isinstance(action, AskReview):
+            from airflow_provider_openhands.operators._plans import ask_review
+
+            link = self.hook.conversation_url(action.conversation_id)
+            ask_review(self, self._context, engine.lc.for_trigger(), action, link)
         if not self.deferrable:
             return False
         if isinstance(action, Sleep):
@@ -563,13 +537,11 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
 
     def end(self, engine: Engine, action: Any) -> Any:
         from airflow_provider_openhands.engine.actions import Conclude, ReturnId
+        from airflow_provider_openhands.engine.plans import building
 
         lc = engine.lc
         if isinstance(action, ReturnId):
             return action.conversation_id
-        planning = bool(lc.plan) and lc.plan.get("stage") == "planning"
-        if isinstance(action, Conclude) and planning and action.status in self.success_statuses:
-            self._review_plan(engine, action)
         if isinstance(action, Conclude):
             try:
                 state = self.final_state(
@@ -579,7 +551,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
                 if self.pause_when_done:
                     self.pause_after_end(action.conversation_id, lc.sandbox_id)
                 raise
-            if lc.plan and lc.plan.get("stage") == "building":
+            if building(lc.plan):
                 state = {**state, "plan": {"conversation_id": lc.plan.get("of"), "text": lc.plan.get("text")}}
             return self.finish(state)
         if lc.conversation_id and action.kind in ("budget", "timeout", "unreachable"):
@@ -741,6 +713,9 @@ class _TaskHost:
 
     def end(self, engine: Engine, action: Any) -> Any:
         return self.operator.end(engine, action)
+
+    def read_plan(self, conversation_id: str) -> str | None:
+        return self.operator.read_plan(conversation_id)
 
 
 class OpenHandsSendMessageOperator(OpenHandsStartConversationOperator):
