@@ -22,6 +22,11 @@ After every step (see ``Task.feed`` and the ``@invariant`` methods):
   status that turn ended with; success only if the model's turn really ended with a success status;
   a failure status also on a sandbox ``ERROR`` that outlasted ``sandbox_error_grace`` (or is gone);
 * a follow-up sends its message at most once per series;
+* ``plan_first`` (a person approves, revises with or without a comment, rejects or never answers):
+  the plan starts with ``agent_type: plan``; a build starts only after an approval, of the plan that
+  person was shown, with the plan conversation as its parent, and only a build's end is a success;
+  the person is shown the plan the agent wrote last; a revision goes to the plan conversation once,
+  with the comment; a rejection pauses the plan's sandbox and fails for good;
 * a cost over ``max_cost_usd`` read while the turn runs is acted on at once: Pause, then Fail budget;
 * a Fail of kind timeout, budget or start_timeout comes right after a Pause of what it started;
   a timeout never comes before its time, and a wait always has a deadline;
@@ -60,6 +65,7 @@ from airflow_provider_openhands.api.state import (
     v1_status,
 )
 from airflow_provider_openhands.engine import actions as a
+from airflow_provider_openhands.engine import plans
 from airflow_provider_openhands.engine.engine import CLOCK_SKEW, FIRST_READ_GRACE, Engine, Rules
 from airflow_provider_openhands.engine.state import PHASE_RUNNING, Lifecycle, client_id, conversation_key
 
@@ -124,6 +130,8 @@ class MConversation:
     changed: float = 0.0
     asking: list[dict[str, Any]] = field(default_factory=list)  # actions waiting for confirmation
     answered: dict[str, bool] = field(default_factory=dict)  # action id -> accepted
+    kind: str = "default"  # "plan": started with agent_type plan (plan_first)
+    parent: str | None = None  # parent_conversation_id: the plan a build carries out
 
     def in_error(self, now: float) -> bool:
         return self.sandbox == "RUNNING" and self.error is not None and self.error[0] <= now < self.error[1]
@@ -150,6 +158,8 @@ class MStartTask:
     fails: str | None = None  # None, "capacity", "error", "duplicate"
     stop: bool = False  # its sandbox was paused before READY
     conversation_id: str | None = None
+    kind: str = "default"
+    parent: str | None = None
 
     def status(self, now: float) -> str:
         if now < self.ready_at:
@@ -234,9 +244,12 @@ class Service:
                     ready_at=task.ready_at,
                     paused_by=("kill", task.owner) if task.stop else None,
                     changed=task.ready_at,
+                    kind=task.kind,
+                    parent=task.parent,
                 )
+                final = plan_text(cid, 0) if task.kind == "plan" else "done"
                 conversation.turns.append(
-                    MTurn("the task", task.owner, task.ready_at, task.ready_at, self.turn_work, self.outcome, "done")
+                    MTurn("the task", task.owner, task.ready_at, task.ready_at, self.turn_work, self.outcome, final)
                 )
                 self.conversations[cid] = conversation
 
@@ -294,8 +307,18 @@ class Service:
             "updated_at": iso(task.ready_at if status != "WORKING" else task.created),
         }
 
+    def plan_of(self, c: MConversation) -> str | None:
+        """The plan a plan conversation's agent wrote last (its plan file): the newest turn that finished."""
+        written = [t.final for t in c.turns if t.ended_at is not None and t.outcome in DEFAULT_SUCCESS_STATUSES]
+        return written[-1] if c.kind == "plan" and written else None
+
     def by_sandbox(self, sandbox_id: str) -> MConversation | None:
         return next((c for c in self.conversations.values() if c.sandbox_id == sandbox_id), None)
+
+
+def plan_text(conversation_id: str, turn: int) -> str:
+    """What the plan agent writes in a turn (its plan file, and its final message)."""
+    return f"plan of {conversation_id} by turn {turn}"
 
 
 # -- one task instance (in one deployment) ---------------------------------------------------------
@@ -310,6 +333,7 @@ REQUESTS = (
     a.ReadStartTask,
     a.ReadConversation,
     a.ReadTurn,
+    a.ReadPlan,
     a.FindSend,
     a.Send,
     a.Resume,
@@ -353,10 +377,35 @@ class Task:
     found_at: float = -math.inf  # a retry found its series' message (FindSend) then
     touched: bool = False  # the series resumed the sandbox or sent the message (a follow-up then started something)
     person: bool = False  # the answer the person gives next (on_confirmation="ask"), alternating
+    plan_first: bool = False
+    stage: str | None = None  # plan_first: "plan<round>" or "build", as the engine's lifecycle says
+    reviews: list[dict[str, Any]] = field(default_factory=list)  # plan_first: the person's answers, newest last
+
+    def __post_init__(self) -> None:
+        self.given, self.given_message = self.follow_up, self.message  # follow_up/message follow the stage
 
     @property
-    def me(self) -> tuple[str, int]:
-        return (self.name, self.series)
+    def me(self) -> tuple[Any, ...]:
+        """Who starts and sends: the series (and with plan_first, its stage: each has its own turns)."""
+        return (self.name, self.series) if self.stage is None else (self.name, self.series, self.stage)
+
+    def stage_key(self, lc: Lifecycle) -> str:
+        """The ids' key, as the operator gives it: a build asks for ids of its own."""
+        return self.key + (":build" if plans.building(lc.plan) else "")
+
+    def sync_stage(self) -> None:
+        """plan_first: the stage the engine moved to (a revision continues the plan conversation)."""
+        plan = self.engine.lc.plan if self.engine is not None else None
+        if not plan:
+            self.stage = None
+            return
+        rounds = int(plan.get("round") or 0)
+        stage = "build" if plans.building(plan) else f"plan{rounds}"
+        if stage != self.stage:
+            self.stage, self.starts = stage, []  # one start request per stage of a try
+        revising = plans.planning(plan) and rounds > 0
+        self.follow_up = str(plan["of"]) if revising else self.given
+        self.message = str(self.engine.lc.options["initial_user_msg"]) if revising else self.given_message
 
     def lifecycle(self) -> Lifecycle:
         lc = Lifecycle(
@@ -369,7 +418,10 @@ class Task:
             conversation_id=self.follow_up,
         )
         lc.try_number, lc.key, lc.since = self.try_number, self.key, iso(T0 - 60)
-        lc.options = {"initial_user_msg": self.message, "repository": "acme/web"}
+        lc.options = {"initial_user_msg": self.given_message, "repository": "acme/web"}
+        if self.plan_first:  # as the operator's execute does
+            lc.plan = plans.first_stage(lc.options, None)
+            lc.options = plans.stage_options(lc.plan)
         return lc
 
     def begin(self, lc: Lifecycle) -> None:
@@ -377,6 +429,7 @@ class Task:
         self.engine = Engine(self.rules, lc)
         self.state, self.ended, self.starts, self.began = "running", None, [], self.service.now
         self.saw_own_pause = False
+        self.sync_stage()
         self.feed(a.Begin())
 
     # -- the step and its invariants --------------------------------------------------------------
@@ -387,6 +440,7 @@ class Task:
         before = engine.lc.phase
         pending = self.pending
         action = engine.step(observation, service.now)
+        self.sync_stage()
         self.history = [*self.history[-5:], (pending, observation)]
         self.steps += 1
         self.pending, state, self.state = action, self.state, "broken"  # stays so if a check fails
@@ -411,7 +465,8 @@ class Task:
     def check_action(self, action: a.Action, observation: Any, pending: Any, before: str) -> None:
         service, lc = self.service, self.engine.lc
         touches = getattr(action, "conversation_id", None)
-        if isinstance(action, (a.ReadConversation, a.ReadTurn, a.Pause, a.Send, a.FindSend, a.Conclude, a.ReturnId)):
+        mine = (a.ReadConversation, a.ReadTurn, a.ReadPlan, a.Pause, a.Send, a.FindSend, a.Conclude, a.ReturnId)
+        if isinstance(action, mine):
             assert self.mine(touches), f"{self.name} {action!r}: a conversation its series did not start"
         if isinstance(action, a.Publish):
             asked = {canonical_id(start.client_id) for start, _ in self.starts if start.client_id}
@@ -426,6 +481,8 @@ class Task:
         if isinstance(action, a.Conclude):
             self.check_conclude(action)
         self.check_confirmation(action, observation, pending)
+        if self.plan_first:
+            self.check_plan(action)
         if isinstance(action, a.Send):
             conversation = service.conversations[action.conversation_id]
             assert not conversation.asking, f"{self.name} sends while actions wait: the service takes it as approval"
@@ -476,6 +533,60 @@ class Task:
             assert isinstance(action, (a.ReadPending, a.Pause, a.Fail, a.Publish)), (
                 f"{self.name} read the conversation waiting for confirmation and did {action!r}"
             )
+
+    def check_plan(self, action: a.Action) -> None:
+        """plan_first: each stage starts or sends what it should, and only what a person decided."""
+        lc, service = self.engine.lc, self.service
+        plan = lc.plan or {}
+        extra = lc.options.get("extra_body") or {}
+        review = self.reviews[-1] if self.reviews and self.reviews[-1]["series"] == self.series else None
+        if isinstance(action, a.PostStart) and plans.planning(plan):
+            assert extra.get("agent_type") == "plan" and not plan.get("round"), f"a plan start: {lc.options}"
+        if isinstance(action, a.PostStart) and plans.building(plan):
+            assert review is not None and review["decision"] == plans.APPROVE, f"a build without an approval: {review}"
+            assert extra.get("parent_conversation_id") == review["of"] == plan["of"], f"builds {extra}, not {review}"
+            assert plan["text"] == review["text"] and "agent_type" not in extra, "builds a plan nobody approved"
+        if isinstance(action, (a.Send, a.FindSend)):
+            assert review is not None and review["decision"] == plans.REVISE and review["comment"], f"sends {review}"
+            assert action.conversation_id == review["of"], f"a revision sent to {action.conversation_id}"
+            assert review["comment"] in self.message, f"the revision {self.message!r} lost {review['comment']!r}"
+        if isinstance(action, a.AskReview):
+            conversation = service.conversations[action.conversation_id]
+            assert self.mine(action.conversation_id) and conversation.kind == "plan", f"reviews {action!r}"
+            written = service.plan_of(conversation)
+            assert action.text in (written, ""), f"shows {action.text!r}, the agent's plan is {written!r}"
+        if isinstance(action, a.Conclude) and action.status in DEFAULT_SUCCESS_STATUSES:
+            conversation = service.conversations[action.conversation_id]
+            assert plans.building(plan) and conversation.kind == "default", "a plan's end taken as the task's"
+            assert review is not None and conversation.parent == review["of"], "a build of a plan nobody approved"
+        if isinstance(action, a.Fail) and action.kind == "plan_rejected":
+            assert review is not None and review["decision"] == plans.REJECT, f"fails {action!r} after {review}"
+            conversation = service.conversations[review["of"]]
+            (answered, _) = self.history[-1]
+            assert isinstance(answered, a.Pause) or not conversation.alive(service.now), "the plan's sandbox runs on"
+
+    def review(self, decision: str) -> None:
+        """A person answers the plan's review (Airflow's HITL); the task resumes from the lifecycle it
+        deferred with (``execute_plan_review``)."""
+        action, service = self.pending, self.service
+        assert isinstance(action, a.AskReview)
+        service.advance_to(service.now + 60.0)
+        comment = {"Revise": f"smaller, take {len(self.reviews)}", "Reject": "too risky"}.get(decision, "")
+        given = {"decision": decision, "comment": comment, "by": "bob"}
+        if decision == "timeout":
+            given = {
+                "decision": plans.REJECT,
+                "comment": "no one answered within confirmation_timeout",
+                "by": "timeout",
+            }
+        if decision == "Revise without a comment":
+            given = {"decision": plans.REVISE, "comment": "", "by": "bob"}
+        self.reviews.append({**given, "series": self.series, "of": action.conversation_id, "text": action.text})
+        lc = Lifecycle.from_dict(json.loads(json.dumps(self.engine.lc.for_trigger())))
+        lc.key = self.stage_key(lc)
+        lc.plan = {**(lc.plan or {}), "review": given}
+        self.engine = Engine(self.rules, lc)
+        self.feed(a.Continue())
 
     def reference(self, conversation_id: str, *, earliest: bool = False) -> float:
         """When the wait on this conversation began: its first turn ready (created, at the earliest), or
@@ -639,10 +750,13 @@ class Task:
         if isinstance(action, a.AskPerson):  # the task waits for a person (awaiting_input), then resumes
             service.advance_to(service.now + 60.0)
             lc = Lifecycle.from_dict(json.loads(json.dumps(self.engine.lc.for_trigger())))
-            lc.key, self.person = self.key, not self.person
+            lc.key, self.person = self.stage_key(lc), not self.person
             lc.confirmation = {"accept": self.person, "reason": "" if self.person else "not now", "by": "alice"}
             self.engine = Engine(self.rules, lc)
             self.feed(a.Continue())
+            return
+        if isinstance(action, a.AskReview):  # plain answers: revise once, then approve
+            self.review(plans.APPROVE if action.round else "Revise")
             return
         if isinstance(action, a.RereadConnection):
             self.key_version, self.reread = service.key_version, True
@@ -687,6 +801,8 @@ class Task:
             return a.Answer(found)
         if isinstance(action, a.PostStart):
             task = MStartTask(service.new_id("task"), action.client_id, self.me, now, now + START_SECONDS)
+            extra = self.engine.lc.options.get("extra_body") or {}
+            task.kind, task.parent = str(extra.get("agent_type") or "default"), extra.get("parent_conversation_id")
             if action.client_id in service.conversations or any(
                 canonical_id(t.requested_id or "") == canonical_id(action.client_id or "-")
                 for t in service.start_tasks.values()
@@ -716,6 +832,9 @@ class Task:
             return a.Answer(service.turn(conversation)) if conversation else a.Problem("not_found", "404", 404)
         if isinstance(action, a.ReadPending):
             return a.Answer(list(conversation.asking)) if conversation else a.Problem("not_found", "404", 404)
+        if isinstance(action, a.ReadPlan):
+            assert conversation is not None and conversation.kind == "plan", f"{self.name} reads a plan of {action!r}"
+            return a.Answer(service.plan_of(conversation))
         if isinstance(action, a.Confirm):
             if conversation.sandbox != "RUNNING" or conversation.in_error(now):
                 return a.Problem("transient", "503 the agent server is unavailable", 503)
@@ -742,6 +861,8 @@ class Task:
                 return a.Problem("transient", "503 the agent server is unavailable", 503)
             work = service.turn_work
             final = f"answer to {self.message} from series {self.series}"
+            if conversation.kind == "plan":
+                final = plan_text(conversation.id, len(conversation.turns))
             conversation.turns.append(MTurn(self.message, self.me, now, now + LAG, work, service.outcome, final))
             conversation.changed = now
             self.sends += 1
@@ -785,6 +906,7 @@ def _problem(kind: str) -> a.Problem:
         "auth": a.Problem("auth", "401 Unauthorized", 401),
         "capacity": a.Problem("capacity", "429 CONCURRENCY_LIMIT_REACHED", 429, 3, 3),
         "quota": a.Problem("quota", "429 DAILY_SANDBOX_LIMIT_REACHED", 429),
+        "not_found": a.Problem("not_found", "404 no such file", 404),
     }[kind]
 
 
@@ -795,6 +917,7 @@ PROBLEMS = {
     a.PostStart: ("transient", "capacity", "quota", "auth"),
     a.Resume: ("transient", "capacity", "auth"),
     a.Send: ("transient", "auth"),
+    a.ReadPlan: ("transient", "auth", "not_found"),
 }
 
 
@@ -813,8 +936,11 @@ class EngineModel(RuleBasedStateMachine):
         paused=st.booleans(),
         earlier_message=st.booleans(),
         confirm=st.sampled_from(["ask", "approve", "reject", "fail", "wait"]),
+        plan_first=st.booleans(),
     )
-    def setup(self, follow_up, second, budget, wait, work, outcome, paused, earlier_message, confirm) -> None:
+    def setup(
+        self, follow_up, second, budget, wait, work, outcome, paused, earlier_message, confirm, plan_first=False
+    ) -> None:
         self.service = Service(work, outcome)
         rules = Rules(
             poll_interval=POLL,
@@ -854,6 +980,7 @@ class EngineModel(RuleBasedStateMachine):
                 run_started=started,
             )
             task = Task(name, key, rules, given, message, self.service)
+            task.plan_first = plan_first and not follow_up and wait  # what the operator accepts
             self.tasks.append(task)
             task.begin(task.lifecycle())
 
@@ -901,6 +1028,15 @@ class EngineModel(RuleBasedStateMachine):
         task = self.running(index)
         if task is not None and isinstance(task.pending, a.PostStart):
             task.run(start_fails=why)
+
+    @rule(
+        index=st.integers(0, 1),
+        decision=st.sampled_from([plans.APPROVE, "Revise", "Revise without a comment", plans.REJECT, "timeout"]),
+    )
+    def a_person_reviews_the_plan(self, index: int, decision: str) -> None:
+        task = self.running(index)
+        if task is not None and isinstance(task.pending, a.AskReview):
+            task.review(decision)
 
     @rule()
     def rotate_the_key(self) -> None:
@@ -986,7 +1122,7 @@ class EngineModel(RuleBasedStateMachine):
         data = json.loads(json.dumps(lc.for_trigger(with_options=not worker)))
         rebuilt = Lifecycle.from_dict(data)
         if worker:
-            rebuilt.key, rebuilt.options = task.key, dict(lc.options)
+            rebuilt.key, rebuilt.options = task.stage_key(rebuilt), dict(lc.options)
         task.engine = Engine(task.rules, rebuilt)
         task.rebuilt_at, task.still = self.service.now, 0  # a rebuild is the driver's doing, not the engine's loop
         task.feed(a.Continue())
@@ -1001,7 +1137,7 @@ class EngineModel(RuleBasedStateMachine):
         stored = Lifecycle.from_dict(task.store) if with_store and task.store else None
         lc = stored if stored is not None and stored.series == task.series else task.lifecycle()
         task.storeless = task.storeless or lc is not stored
-        lc.try_number, lc.key = task.try_number, task.key
+        lc.try_number, lc.key = task.try_number, task.stage_key(lc)
         task.begin(lc)
 
     @rule(index=st.integers(0, 1))
@@ -1053,7 +1189,7 @@ class EngineModel(RuleBasedStateMachine):
                 task.try_number += 1
                 stored = Lifecycle.from_dict(task.store) if task.store else None
                 lc = stored if stored is not None and stored.series == task.series else task.lifecycle()
-                lc.try_number, lc.key = task.try_number, task.key
+                lc.try_number, lc.key = task.try_number, task.stage_key(lc)
                 task.begin(lc)
 
 
@@ -1140,6 +1276,69 @@ def test_scenario_a_budget_passed_while_the_agent_works() -> None:
             break
         machine.answer(0)
     assert isinstance(task.ended, a.Fail) and task.ended.kind == "budget", task.ended
+
+
+def _plan_scenario(**setup: Any) -> tuple[EngineModel, Task]:
+    machine = _scenario(plan_first=True, work=60.0, **setup)
+    return machine, machine.tasks[0]
+
+
+def test_scenario_a_plan_revised_then_approved_is_built_on_a_conversation_of_its_own() -> None:
+    """plan_first through the engine: the plan is read and reviewed, the comment goes to the plan
+    conversation as a follow-up turn, the new plan is reviewed, and the approved plan is built by a
+    default-agent conversation whose parent is the plan conversation; that build's end is the task's."""
+    machine, task = _plan_scenario()
+    machine.teardown()
+    assert isinstance(task.ended, a.Conclude) and task.ended.status == "finished", task.ended
+    plan_conversation = machine.service.conversations[task.reviews[0]["of"]]
+    build = machine.service.conversations[task.ended.conversation_id]
+    assert [r["decision"] for r in task.reviews] == [plans.REVISE, plans.APPROVE]
+    assert plan_conversation.kind == "plan" and len(plan_conversation.turns) == 2
+    assert task.reviews[1]["text"] == plan_text(plan_conversation.id, 1)  # the revised plan, not the first
+    assert build.kind == "default" and build.parent == plan_conversation.id
+    assert task.engine.lc.plan["text"] == task.reviews[1]["text"]
+
+
+def test_scenario_a_task_killed_before_its_revision_is_sent_sends_it_on_retry() -> None:
+    """A SIGTERM after the person asked for a revision, before the comment reached the agent: the
+    retry (with the task state store) continues the revision, and the person reviews the new plan."""
+    machine, task = _plan_scenario()
+    _until(machine, lambda task: isinstance(task.pending, a.Send))
+    machine.kill(0, False)
+    machine.retry(0, True)
+    assert task.stage == "plan1", task.stage
+    machine.teardown()
+    assert isinstance(task.ended, a.Conclude) and task.ended.status == "finished", task.ended
+    assert task.reviews[-1]["text"] == plan_text(task.reviews[0]["of"], 1), task.reviews
+
+
+@pytest.mark.parametrize("decision", [plans.REJECT, "timeout"])
+def test_scenario_a_rejected_plan_pauses_its_sandbox_and_fails_for_good(decision: str) -> None:
+    machine, task = _plan_scenario()
+    _until(machine, lambda task: isinstance(task.pending, a.AskReview))
+    task.review(decision)
+    while task.state == "running":
+        task.run()
+    assert isinstance(task.ended, a.Fail) and task.ended.kind == "plan_rejected", task.ended
+    assert task.state == "done" and not a.FAILURES["plan_rejected"]  # Airflow does not retry it
+    assert machine.service.conversations[task.reviews[0]["of"]].sandbox == "PAUSED"
+    assert not [c for c in machine.service.conversations.values() if c.kind == "default"], "built a rejected plan"
+
+
+def test_scenario_revise_without_a_comment_asks_again_and_sends_nothing() -> None:
+    machine, task = _plan_scenario()
+    _until(machine, lambda task: isinstance(task.pending, a.AskReview))
+    task.review("Revise without a comment")
+    assert isinstance(task.pending, a.AskReview) and task.pending.round == 0, task.pending
+    assert len(machine.service.conversations[task.reviews[0]["of"]].turns) == 1
+
+
+def test_scenario_a_plan_file_that_cannot_be_read_shows_the_agent_s_final_message() -> None:
+    machine, task = _plan_scenario()
+    _until(machine, lambda task: isinstance(task.pending, a.ReadPlan))
+    task.run(problem="not_found")
+    assert isinstance(task.pending, a.AskReview), task.pending
+    assert task.pending.text == plan_text(task.pending.conversation_id, 0)  # the plan turn's final message
 
 
 # -- engine bugs the model found, each as its minimal reproduction ---------------------------------------
