@@ -308,6 +308,31 @@ def test_plan_first_revised_then_approved(airflow_db, service, decorated):
 
 
 @needs_hitl
+def test_plan_first_a_retry_whose_revision_was_not_sent_sends_it(airflow_db, service, monkeypatch, capfd, caplog):
+    """The try that was to send the person's revision fails before it reached the agent (a 503 on
+    the send): the retry continues the revision from the task state store (it used to start over and
+    show the person the old plan again), and the revised plan is what gets built."""
+    from datetime import timedelta
+
+    no_retries = connection_json(service, max_retries=0, max_requests_per_minute=100_000)
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", no_retries)  # the transport gives up at once
+    service.add_fault(method="POST", path=r"/send-message$", status=503, body={"detail": "down"}, times=1)
+    dag_run, person = run_answered(
+        [("Revise", 'Pin it below 3 [emulator plan="1. Bump requests to 2.32, below 3"]'), ("Approve", "")],
+        message=PLAN_TASK,
+        plan_first=True,
+        retries=1,
+        retry_delay=timedelta(0),
+    )
+    assert state_of(dag_run) == "success"
+    sent = [r for r in service.requests_to("POST", r"/send-message$") if r["status"] == 200]
+    assert len(sent) == 1 and "Pin it below 3" in sent[0]["body"]["content"][0]["text"]
+    assert len(person.bodies) == 2  # (before Airflow 3.4 the second request shows the first's text)
+    assert "for review in Airflow:\n1. Bump requests to 2.32, below 3" in logged(capfd, caplog)  # the new plan
+    assert result(dag_run)["plan"]["text"] == "1. Bump requests to 2.32, below 3"
+
+
+@needs_hitl
 def test_plan_first_revise_without_a_comment_asks_again(airflow_db, service, capfd, caplog):
     dag_run, person = run_answered([("Revise", ""), ("Approve", "")], message=PLAN_TASK, plan_first=True)
     assert state_of(dag_run) == "success"

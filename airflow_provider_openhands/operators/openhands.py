@@ -573,7 +573,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         key = self._key(context) if self.deterministic_conversation_id else ""
         follow_up = self.conversation_id is not None
         lc = self._stored(context, series)
-        if lc is None or lc.follow_up != follow_up:
+        if lc is None or (lc.follow_up != follow_up and not (self.plan_first and lc.plan)):  # a revision follows up
             lc = Lifecycle(
                 series=series,
                 started_at=now,
