@@ -292,13 +292,19 @@ def test_plan_first_approved_is_carried_out_in_a_conversation_on_the_plan_s_sand
 
 
 @needs_hitl
-@pytest.mark.parametrize("decorated", [False, True], ids=["operator", "task.openhands"])
-def test_plan_first_revised_then_approved(airflow_db, service, decorated):
+@pytest.mark.parametrize(
+    "decorated, deferrable",
+    [(False, False), (True, False), (False, True)],
+    ids=["operator", "task.openhands", "deferrable"],
+)
+def test_plan_first_revised_then_approved(airflow_db, service, decorated, deferrable):
+    """Deferrable: the triggerer sees the plan turn end and hands the plan's reading back to the worker."""
     dag_run, person = run_answered(
         [("Revise", 'Pin it below 3 [emulator plan="1. Bump requests to 2.32, below 3"]'), ("Approve", "")],
         decorated,
         message=PLAN_TASK,
         plan_first=True,
+        deferrable=deferrable,
     )
     assert state_of(dag_run) == "success"
     follow_ups = [r["body"] for r in service.requests_to("POST", r"/send-message$")]
