@@ -259,6 +259,21 @@ def test_fail_fails_at_once_naming_the_action(airflow_db, service, capfd, caplog
     assert responses(service) == []
 
 
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "worker"])
+def test_an_action_behind_a_crowd_of_state_snapshots_is_answered_and_the_final_message_read(
+    airflow_db, service, capfd, caplog, deferrable
+):
+    """The real agent server publishes its whole state each time a run stops (the action waits, the
+    turn ends), and more snapshots may follow: ``state_updates=120`` puts more than a page of them
+    after the pending action and after the final answer. The task still finds both."""
+    message = 'Clean the build directory [emulator confirm="rm -rf build" risk=HIGH state_updates=120 finish="Cleaned"]'
+    dag_run = build(message=message, on_confirmation="approve", deferrable=deferrable, timeout=30).test()
+    assert state_of(dag_run) == "success"
+    assert [answer["accept"] for answer in responses(service)] == [True]
+    assert result(dag_run)["final_message"] == "Cleaned"
+    assert "Approved by on_confirmation: terminal `rm -rf build` (security risk HIGH)" in logged(capfd, caplog)
+
+
 # -- plan_first ------------------------------------------------------------------------------------
 
 PLAN_TASK = 'Upgrade requests [emulator plan="1. Bump requests to 2.32" change=requirements.txt:MODIFIED]'
@@ -357,6 +372,42 @@ def test_plan_first_rejected_or_unanswered_fails_and_builds_nothing(airflow_db, 
     assert plan.paused_at is not None  # its slot freed
     why = "not this quarter" if answers else "no one answered"
     assert why in logged(capfd, caplog)
+
+
+@needs_hitl
+def test_plan_first_whose_plan_agent_asks_before_writing_the_plan(airflow_db, service, capfd, caplog):
+    """Confirmation mode on for every action (``AlwaysConfirm``): the real plan agent waits before its
+    own edit of PLAN.md (observed on openhands-ai 1.11; ``confirm_plan=yes`` here). The person approves
+    the edit, then the plan; the build runs. Before Airflow 3.4 the plan review keeps the first
+    request's form (Approve / Reject, its "reason" field), so the plan cannot be revised there."""
+    task = (
+        "Upgrade requests "
+        '[emulator plan="1. Bump requests to 2.32" confirm_plan=yes risk=LOW change=requirements.txt:MODIFIED]'
+    )
+    dag_run, person = run_answered([("Approve", ""), ("Approve", "")], message=task, plan_first=True)
+    assert state_of(dag_run) == "success"
+    plan_start, build_start = plan_starts(service)
+    assert plan_start["agent_type"] == "plan" and build_start.get("agent_type", "default") == "default"
+    assert build_start["parent_conversation_id"].replace("-", "") == plan_start["conversation_id"].replace("-", "")
+    # what reached the agents: the accept of the plan agent's edit (the build asked nothing), then
+    # the build's message
+    assert responses(service) == [{"accept": True}]
+    (plan_turn,) = service.conversation(plan_start["conversation_id"]).turns
+    (edit,) = plan_turn.confirmations
+    assert edit.tool == "planning_file_editor" and edit.accepted is True
+    build_text = build_start["initial_message"]["content"][0]["text"]
+    assert "Execute the plan based on the .agents_tmp/PLAN.md file." in build_text
+    # two requests: the edit, then the plan, in the first one's form (Airflow < 3.4 keeps it)
+    first, second = person.bodies
+    assert "planning_file_editor" in first and "/workspace/project/app/.agents_tmp/PLAN.md" in first
+    assert second == first
+    text = logged(capfd, caplog)
+    assert "Approved by reviewer: planning_file_editor `create /workspace/project/app/.agents_tmp/PLAN.md`" in text
+    assert f"Plan of conversation {plan_start['conversation_id'].replace('-', '')}: Approve by reviewer" in text
+    out = result(dag_run)
+    assert out["plan"]["text"] == "1. Bump requests to 2.32"
+    assert out["conversation_id"].replace("-", "") == build_start["conversation_id"].replace("-", "")
+    assert "requirements.txt" in [c["path"] for c in out["changed_files"]]  # the build's change
 
 
 @needs_hitl

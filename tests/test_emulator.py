@@ -448,33 +448,67 @@ def test_a_transient_sandbox_error_is_not_the_end(api):
 # -- 11. events ------------------------------------------------------------------------------------
 
 
+def kinds(items: list[dict[str, Any]]) -> list[str]:
+    """Each event's kind, a state update's with its key (``ConversationStateUpdateEvent:stats``)."""
+    return [f"{e['kind']}:{e['key']}" if e["kind"] == "ConversationStateUpdateEvent" else e["kind"] for e in items]
+
+
 def test_events_of_a_finished_conversation(api):
     text = "Check whether the README is right and send a PR to fix it if not"
     conversation_id = api.ready(api.start(text))
     assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "finished")
+    assert wait_for(lambda: len(api.events(conversation_id)["items"]) == 10, 2)  # the closing snapshot, a moment later
     items = api.events(conversation_id)["items"]
-    kinds = [e["kind"] for e in items]
-    assert kinds == [
+    # as the real agent server records a turn: its state snapshots (``full_state``) when the conversation
+    # starts and when the run stops, the user's message id, one ``stats`` per LLM call (the title's, the
+    # finish's) before what the call answered
+    assert kinds(items) == [
+        "ConversationStateUpdateEvent:full_state",
         "MessageEvent",
-        "ConversationStateUpdateEvent",
+        "ConversationStateUpdateEvent:last_user_message_id",
+        "ConversationStateUpdateEvent:execution_status",
+        "ConversationStateUpdateEvent:stats",
+        "ConversationStateUpdateEvent:stats",
         "ActionEvent",
         "ObservationEvent",
-        "ConversationStateUpdateEvent",
+        "ConversationStateUpdateEvent:execution_status",
+        "ConversationStateUpdateEvent:full_state",
     ]
-    message, running, action, observation, finished = items
+    started, message, last_user, running, title_stats, stats, action, observation, finished, stopped = items
     assert message["source"] == "user" and message["llm_message"]["role"] == "user"
     assert message["llm_message"]["content"][0]["text"] == text
     assert (running["key"], running["value"], finished["value"]) == ("execution_status", "running", "finished")
+    assert last_user["value"] == message["id"] and last_user["parent_id"] == message["id"]
     assert action["source"] == "agent" and action["tool_name"] == "finish"
     assert action["action"] == {"kind": "FinishAction", "message": f"Done: {text[:40]}"}
     assert observation["observation"]["kind"] == "FinishObservation" and observation["action_id"] == action["id"]
-    assert len({e["id"] for e in items}) == 5
+    assert len({e["id"] for e in items}) == 10
+    # the snapshots: the whole state (a few KB), no parent, the LLM's key masked, the usage so far
+    for snapshot, status in ((started, "idle"), (stopped, "finished")):
+        state = snapshot["value"]
+        assert snapshot["source"] == "environment" and snapshot["parent_id"] is None
+        assert state["execution_status"] == status and state["id"] == str(uuid.UUID(conversation_id))
+        assert state["agent"]["llm"]["api_key"] == "**********" and state["agent"]["kind"] == "Agent"
+        assert 1500 < len(json.dumps(state)) < 20_000
+    assert started["value"]["stats"] == {"usage_to_metrics": {}} and "last_user_message_id" not in started["value"]
+    assert stopped["value"]["last_user_message_id"] == message["id"]
+    assert stopped["value"]["leaf_event_id"] == finished["id"]
+    assert len(stopped["value"]["stats"]["usage_to_metrics"]["agent"]["token_usages"]) == 2
+    # stats: the agent LLM's usage so far, as the conversation's metrics count it
+    usage = stats["value"]["usage_to_metrics"]["agent"]
+    assert set(usage) == {"model_name", "accumulated_cost", "accumulated_token_usage", "max_budget_per_task"}
+    assert stats["parent_id"] == title_stats["id"] and action["parent_id"] == stats["id"]
+    metrics = api.conversation(conversation_id)["metrics"]
+    assert 0 < usage["accumulated_cost"] <= metrics["accumulated_cost"]
+    assert 0 < usage["accumulated_token_usage"]["prompt_tokens"] <= metrics["accumulated_token_usage"]["prompt_tokens"]
     assert [e["timestamp"] for e in items] == sorted(e["timestamp"] for e in items)
     assert [e["id"] for e in api.events(uuid.UUID(conversation_id).hex.upper())["items"]] == [e["id"] for e in items]
 
     newest = api.events(conversation_id, sort_order="TIMESTAMP_DESC")["items"]
     assert [e["id"] for e in newest] == [e["id"] for e in reversed(items)]
     assert [e["id"] for e in api.events(conversation_id, kind__eq="ActionEvent")["items"]] == [action["id"]]
+    updates = api.events(conversation_id, kind__eq="ConversationStateUpdateEvent")["items"]
+    assert [e["id"] for e in updates] == [e["id"] for e in items if e["kind"] == "ConversationStateUpdateEvent"]
     page = api.events(conversation_id, limit=2)
     assert len(page["items"]) == 2 and page["next_page_id"]
     rest = api.events(conversation_id, limit=100, page_id=page["next_page_id"])
@@ -532,9 +566,15 @@ def test_markers_are_parsed_with_quoted_values(message, directives, rest):
 def test_events_of_a_failed_conversation(api):
     conversation_id = api.ready(api.start("Go [emulator outcome=error]"))
     assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "error")
+    assert wait_for(lambda: api.events(conversation_id)["items"][-1]["key"] == "full_state", 2)
     items = api.events(conversation_id)["items"]
-    assert [e["kind"] for e in items][-2:] == ["ConversationErrorEvent", "ConversationStateUpdateEvent"]
-    assert items[-2]["code"] and items[-2]["detail"] and items[-1]["value"] == "error"
+    assert kinds(items)[-3:] == [
+        "ConversationErrorEvent",
+        "ConversationStateUpdateEvent:execution_status",
+        "ConversationStateUpdateEvent:full_state",
+    ]
+    assert items[-3]["code"] and items[-3]["detail"] and items[-2]["value"] == "error"
+    assert items[-1]["value"]["execution_status"] == "error"
     assert not api.events(conversation_id, kind__eq="ActionEvent")["items"]
 
 
@@ -550,7 +590,8 @@ def test_events_stay_readable_while_paused(api):
         assert paused["session_api_key"] is None and paused["conversation_url"] is None
     assert api.events(done, kind__eq="ActionEvent")["items"][0]["action"]["kind"] == "FinishAction"
     assert api.events(midway, kind__eq="ActionEvent")["items"] == []
-    assert api.events(midway)["items"][-1]["value"] == "running"
+    statuses = [e["value"] for e in api.events(midway)["items"] if e.get("key") == "execution_status"]
+    assert statuses == ["running"]
     assert api.call("POST", f"/api/v1/sandboxes/{uuid.uuid4().hex}/pause").status_code == 404
     assert api.call("POST", f"/api/v1/sandboxes/{uuid.uuid4().hex}/resume").status_code == 404
 
@@ -568,16 +609,22 @@ def test_send_message_starts_a_new_turn_seen_late(api, emu):
     assert answer.json() == {"success": True, "sandbox_status": "RUNNING", "message": None}
     stale = api.conversation(conversation_id)  # for turn_lag_seconds: the previous turn, its old updated_at
     assert stale["execution_status"] == "finished" and stale["updated_at"] == before["updated_at"]
-    assert len(api.events(conversation_id)["items"]) == events_before + 1  # the new message is on record
+    # the new message is on record at once (and the agent server's note of it)
+    assert kinds(api.events(conversation_id)["items"][events_before:]) == [
+        "MessageEvent",
+        "ConversationStateUpdateEvent:last_user_message_id",
+    ]
     assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "running", 2)
     assert api.conversation(conversation_id)["updated_at"] > before["updated_at"]
     assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "error", 3)
-    kinds = [e["kind"] for e in api.events(conversation_id)["items"][events_before:]]
-    assert kinds == [
+    assert wait_for(lambda: api.events(conversation_id)["items"][-1]["key"] == "full_state", 2)
+    assert kinds(api.events(conversation_id)["items"][events_before:]) == [
         "MessageEvent",
-        "ConversationStateUpdateEvent",
+        "ConversationStateUpdateEvent:last_user_message_id",
+        "ConversationStateUpdateEvent:execution_status",
         "ConversationErrorEvent",
-        "ConversationStateUpdateEvent",
+        "ConversationStateUpdateEvent:execution_status",
+        "ConversationStateUpdateEvent:full_state",
     ]
 
 

@@ -118,8 +118,14 @@ def test_the_agent_waits_for_confirmation_with_its_pending_action_on_record(api,
         "kind": "TerminalAction",
     }
     assert pending["tool_call_id"].startswith("call_") and pending["thought"] == []
-    assert events[-1]["kind"] == "ConversationStateUpdateEvent"
-    assert events[-1]["value"] == "waiting_for_confirmation" and events[-1]["parent_id"] == pending["id"]
+    # the LLM call's usage, the action, the status, then the run stops: the state's snapshot
+    stats, _, waiting, snapshot = events[events.index(pending) - 1 :]
+    assert stats["key"] == "stats" and stats["value"]["usage_to_metrics"]["agent"]["accumulated_cost"] > 0
+    assert waiting["kind"] == "ConversationStateUpdateEvent" and waiting["key"] == "execution_status"
+    assert waiting["value"] == "waiting_for_confirmation" and waiting["parent_id"] == pending["id"]
+    assert snapshot["key"] == "full_state" and snapshot["parent_id"] is None
+    assert snapshot["value"]["execution_status"] == "waiting_for_confirmation"
+    assert snapshot["value"]["confirmation_policy"] == {"kind": "AlwaysConfirm"}
     cost = state["metrics"]["accumulated_cost"]
     time.sleep(1.0)  # longer than the whole turn: the clock stands still while it waits
     later = api.conversation(conversation_id)
@@ -339,6 +345,42 @@ def test_a_plan_conversation_writes_plan_md_and_nothing_else(api, emu):
     api.wait_status(default, "finished")
     assert api.read(FILE, default, file_path=PLAN_PATH).json() == "# Plan\n\n1. Plan the cache"
     assert api.final_messages(default) == ["# Plan\n\n1. Plan the cache"]
+
+
+@pytest.mark.parametrize("accept", [True, False], ids=["accepted", "rejected"])
+def test_the_plan_agent_asks_before_writing_the_plan_with_confirm_plan(api, emu, accept):
+    """``confirm_plan=yes`` (confirmation mode, as seen on the real server with ``AlwaysConfirm``): the
+    plan agent waits before its ``planning_file_editor`` edit of PLAN.md; accepted, the plan is
+    written; rejected, PLAN.md keeps its headers. The default agent ignores the marker."""
+    text = "[emulator plan='1. Add a cache' confirm_plan=yes risk=LOW duration=0.4] Plan the cache"
+    conversation_id = api.ready(api.start(text, agent_type="plan"))
+    api.wait_status(conversation_id, "waiting_for_confirmation")
+    (pending,) = pending_actions(api.events(conversation_id))
+    assert pending["tool_name"] == "planning_file_editor" and pending["security_risk"] == "LOW"
+    assert pending["action"]["kind"] == "PlanningFileEditorAction" and pending["action"]["path"] == PLAN_PATH
+    assert api.read(FILE, conversation_id, file_path=PLAN_PATH).json() == PLAN_HEADERS  # not written yet
+    answer = {"accept": True} if accept else {"accept": False, "reason": "not now"}
+    assert api.agent(conversation_id, RESPOND, answer).status_code == 200
+    if not accept:
+        api.wait_status(conversation_id, "idle")
+        (rejection,) = [e for e in api.events(conversation_id) if e["kind"] == "UserRejectObservation"]
+        assert rejection["action_id"] == pending["id"] and rejection["tool_name"] == "planning_file_editor"
+        assert api.agent(conversation_id, "run").status_code == 200
+    api.wait_status(conversation_id, "finished")
+    plan = api.read(FILE, conversation_id, file_path=PLAN_PATH).json()
+    if accept:
+        observations = [e for e in api.events(conversation_id) if e.get("action_id") == pending["id"]]
+        assert [e["observation"]["kind"] for e in observations] == ["PlanningFileEditorObservation"]
+        assert plan == "1. Add a cache" and api.final_messages(conversation_id) == ["1. Add a cache"]
+    else:
+        assert plan == PLAN_HEADERS
+        assert api.final_messages(conversation_id) == [
+            "No plan written (rejected: create .agents_tmp/PLAN.md: not now)"
+        ]
+    builder = api.ready(api.start("[emulator confirm_plan=yes duration=0.3] Build it"))
+    seen = set()
+    assert wait_for(lambda: seen.add(api.status(builder)) or api.status(builder) == "finished")
+    assert "waiting_for_confirmation" not in seen
 
 
 def test_a_sub_conversation_shares_the_parent_s_sandbox_and_sees_the_plan(api, emu):

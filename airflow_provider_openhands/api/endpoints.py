@@ -10,7 +10,7 @@ same request building and answer parsing and cannot drift apart.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -224,29 +224,72 @@ def recent_start_tasks(since: str, wanted: Sequence[str]) -> Flow[list[dict[str,
 
 #: How many of the newest events to read to learn how a paused conversation's last turn ended.
 EVENTS_PAGE = 50
+#: The most pages of events one read goes back through, past the state updates that crowd them.
+EVENTS_MAX_PAGES = 5
+
+
+def _crowding(event: dict[str, Any]) -> bool:
+    """A state update the provider never reads: the agent server's snapshots of the whole state
+    (``full_state``, a few KB each, at each start and stop of a run), its LLM usage (``stats``, one
+    per LLM call), ``last_user_message_id``... Only ``execution_status`` says how a turn goes."""
+    return event.get("kind") == "ConversationStateUpdateEvent" and event.get("key") != "execution_status"
+
+
+def _turn_boundary(event: dict[str, Any]) -> bool:
+    """A message (the user's begins a turn, the agent's may end one) or the agent's ``finish``: no
+    event older than it changes how the newest turn ended, its final message or its error."""
+    action = event.get("action") if isinstance(event.get("action"), dict) else {}
+    finish = event.get("tool_name") == "finish" or action.get("kind") == "FinishAction"
+    return event.get("kind") == "MessageEvent" or (event.get("kind") == "ActionEvent" and finish)
+
+
+def _user_message(event: dict[str, Any]) -> bool:
+    """A user's message: it approved whatever waited before it, so no older action waits."""
+    return event.get("kind") == "MessageEvent" and event.get("source") == "user"
+
+
+def newest_events_past_state_updates(
+    conversation_id: str, limit: int, boundary: Callable[[dict[str, Any]], bool] = _turn_boundary
+) -> Flow[dict[str, Any]]:
+    """V1: the newest events, newest first, as one page ``{"items": [...]}`` of at least ``limit``
+    events besides the state updates that crowd real pages (see :func:`_crowding`): page after page,
+    until that many are read, or an event ``boundary`` accepts (nothing older matters), or the list
+    ends, or :data:`EVENTS_MAX_PAGES` pages were read. One request when nothing crowds the page."""
+    items: list[dict[str, Any]] = []
+    page_id: str | None = None
+    for _ in range(EVENTS_MAX_PAGES):
+        params = [("sort_order", "TIMESTAMP_DESC"), ("limit", str(limit))]
+        if page_id:
+            params.append(("page_id", page_id))
+        request = ApiRequest("GET", f"/api/v1/conversation/{conversation_id}/events/search", params=tuple(params))
+        body = yield request
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise _shape_error(request, ResponseShapeError("EventPage has no items list"))
+        page = [event for event in body["items"] if isinstance(event, dict)]
+        items += page
+        if (
+            not body.get("next_page_id")
+            or any(boundary(event) for event in page)
+            or sum(1 for event in items if not _crowding(event)) >= limit
+        ):
+            break
+        page_id = str(body["next_page_id"])
+    return {"items": items}
 
 
 def turn_outcome(conversation_id: str) -> Flow[dict[str, Any]]:
     """V1, from the events: ``status``, how the newest turn ended (``finished``/``error``/``stuck``,
     None if it did not), ``final_message``, the agent's last word, and ``error``, the agent's own
-    last error (cut short; None if it ended well), all from one page. Readable while the sandbox is
-    paused, when ``execution_status`` is not."""
-    request = ApiRequest(
-        "GET",
-        f"/api/v1/conversation/{conversation_id}/events/search",
-        params=(("sort_order", "TIMESTAMP_DESC"), ("limit", str(EVENTS_PAGE))),
-    )
-    body = yield request
-    try:
-        ended, live = turn_from_events(body)
-        return {
-            "status": ended,
-            "live": live,
-            "final_message": final_message_from_events(body),
-            "error": error_from_events(body),
-        }
-    except ResponseShapeError as exc:
-        raise _shape_error(request, exc) from None
+    last error (cut short; None if it ended well), from the newest events (one page, unless state
+    updates crowd it). Readable while the sandbox is paused, when ``execution_status`` is not."""
+    page = yield from newest_events_past_state_updates(conversation_id, EVENTS_PAGE)
+    ended, live = turn_from_events(page)
+    return {
+        "status": ended,
+        "live": live,
+        "final_message": final_message_from_events(page),
+        "error": error_from_events(page),
+    }
 
 
 def newest_events(
@@ -264,9 +307,12 @@ def newest_events(
 
 
 def pending_actions(conversation_id: str) -> Flow[list[dict[str, Any]]]:
-    """V1: the agent's actions waiting for confirmation (see :func:`pending_actions_from_events`)."""
-    events = yield from newest_events(conversation_id, limit=100)
-    return pending_actions_from_events({"items": events})
+    """V1: the agent's actions waiting for confirmation (see :func:`pending_actions_from_events`),
+    from the newest 100 events past the state updates that follow them (the run stops there: the
+    agent server publishes its whole state, and more snapshots may come), back to the user's last
+    message at most."""
+    page = yield from newest_events_past_state_updates(conversation_id, 100, _user_message)
+    return pending_actions_from_events(page)
 
 
 def respond_to_confirmation(conversation_id: str, accept: bool, reason: str) -> Flow[bool]:

@@ -278,8 +278,8 @@ class OpenHandsHook(BaseHook):
         return self._sync.run(endpoints.ended_status(conversation_id))
 
     def get_turn_outcome(self, conversation_id: str) -> dict[str, Any]:
-        """V1: ``{"status", "live", "final_message", "error"}`` of the newest turn, from one page of its
-        events (empty on V0)."""
+        """V1: ``{"status", "live", "final_message", "error"}`` of the newest turn, from its newest events
+        (one page, more when state updates crowd it; empty on V0)."""
         if self.api_version == V0:
             return {"status": None, "live": False, "final_message": None, "error": None}
         return self._sync.run(endpoints.turn_outcome(conversation_id))

@@ -30,8 +30,8 @@ ends ``finished``, in order; repeatable keys):
   ``file_text``) and its ``FileEditorObservation``, before the turn's ``finish``.
 * ``cost=2.5``: what the turn costs in all (``metrics.accumulated_cost`` reaches it at the end).
 
-Confirmation mode (V1 conversations of the default agent; the real server asks when the user's
-``confirmation_mode`` setting is on, a setting the emulator does not model: the markers decide):
+Confirmation mode (V1 conversations; the real server asks when the user's ``confirmation_mode``
+setting is on, a setting the emulator does not model: the markers decide):
 
 * ``confirm="<command>"`` (repeatable, in order), optionally followed by ``risk=LOW|MEDIUM|HIGH|UNKNOWN``
   (default ``UNKNOWN``; it applies to the ``confirm=`` before it): the agent asks before running that
@@ -49,6 +49,14 @@ Confirmation mode (V1 conversations of the default agent; the real server asks w
   " (rejected: <command>: <reason>)" per rejection (accepted commands add nothing).
   ``write=``/``output=``/``change=`` effects never ask (as under a ``ConfirmRisky`` policy that finds
   them low-risk). Ignored in V0 conversations and by the plan agent (it has no terminal).
+* ``confirm_plan=yes`` (a plan conversation's message; optionally followed by ``risk=``): the plan
+  agent asks before its own edit of PLAN.md, as the real one does under confirmation mode
+  (``AlwaysConfirm``, observed on ``openhands-ai`` 1.11): its ``planning_file_editor`` ``ActionEvent``,
+  then ``waiting_for_confirmation``, asked halfway through the turn like a ``confirm=`` command and
+  answered the same ways. Accepted: the edit's ``PlanningFileEditorObservation`` and the plan is
+  written when the turn ends. Rejected: a ``UserRejectObservation``, PLAN.md keeps its empty headers,
+  and the final message is "No plan written (rejected: <edit>: <reason>)". Ignored by the default
+  agent (so a build conversation given the plan's task text does not ask for it).
 
 Plan mode (``agent_type: "plan"`` in the V1 start request): the planning agent edits only the plan
 file ``<project dir>/.agents_tmp/PLAN.md`` (``PLAN_FILE``). Its tool creates the file with the empty
@@ -59,6 +67,16 @@ existing does not mean a plan was written); a turn that ends ``finished`` writes
 applies no ``change=``/``write=``/``output=``/``diff_bytes=`` and no ``confirm=`` marker; its default
 final message is the plan text (``finish=`` still wins). ``duration``, ``outcome``, ``cost``,
 ``sandbox_error`` apply as usual.
+
+State updates (``v1_routes.py`` writes them; V1): besides ``execution_status``, the agent server
+publishes ``ConversationStateUpdateEvent``s with ``key`` ``full_state`` (the whole conversation state,
+a few KB) when the conversation starts and each time a run of the agent stops (at each confirmation it
+waits for, and after each turn's closing state update), ``last_user_message_id`` after each user
+message, and ``stats`` before each of the agent's actions (one per LLM call; the first turn's title
+adds one), as observed. ``state_updates=N`` crowds the pages: N more ``full_state`` snapshots right
+after each stop of that turn (a restarted or re-subscribed agent server publishes one each time), so a
+client that reads only the newest events finds state updates there instead of the pending action or
+the final answer.
 """
 
 from __future__ import annotations
@@ -98,6 +116,7 @@ PLAN_HEADERS = "\n".join(
     )
 )
 DEFAULT_REJECTION = "User rejected the action."  # ``ConfirmationResponseRequest.reason``'s default
+PLAN_EDITOR = "planning_file_editor"  # the plan agent's tool, the one action it may ask to confirm
 # ``[emulator key=value key="a quoted value, ] and all"]``: quoted values may hold spaces and ``]``,
 # and their own quote escaped with a backslash (``"{\\"a\\": 1}"``); other backslashes stay as written.
 _MARKER = re.compile(r"""\[emulator\b((?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\]"'])*)\]""")
@@ -161,33 +180,48 @@ def _change_spec(spec: str) -> list[tuple[str, str]]:
     return [(path.strip(), CHANGE_STATUSES[status])]
 
 
-def _confirmations(message: str) -> list[Confirmation]:
-    """The ``confirm=`` commands of a message, in order, each with the ``risk=`` that follows it."""
+def _confirmations(message: str, agent_type: str = "default") -> list[Confirmation]:
+    """The ``confirm=`` commands of a message, in order, each with the ``risk=`` that follows it (the
+    plan agent: only its PLAN.md edit, if ``confirm_plan=yes`` asks for it)."""
     found: list[Confirmation] = []
+    current: Confirmation | None = None
+    seen = False  # a confirm= or confirm_plan= came before (a risk= needs one)
     for key, value in _directive_pairs(message):
         if key == "confirm":
             if not value:
                 raise ValueError('confirm="": expected confirm="<command>"')
-            found.append(Confirmation(command=value))
+            seen, current = True, Confirmation(command=value) if agent_type == "default" else None
+        elif key == "confirm_plan":
+            if value.lower() not in ("yes", "true", "1"):
+                raise ValueError(f"confirm_plan={value!r}: expected confirm_plan=yes")
+            asked = agent_type == "plan" and not any(c.tool == PLAN_EDITOR for c in found)
+            seen, current = True, Confirmation(command=f"create {PLAN_FILE}", tool=PLAN_EDITOR) if asked else None
         elif key == "risk":
-            if not found:
+            if not seen:
                 raise ValueError(f"risk={value!r}: a risk= follows the confirm= it applies to")
             if value not in SECURITY_RISKS:
                 raise ValueError(f"risk={value!r}: expected one of {list(SECURITY_RISKS)}")
-            found[-1].risk = value
+            if current is not None:
+                current.risk = value
+            continue
+        else:
+            continue
+        if current is not None:
+            found.append(current)
     return found
 
 
 def _marker_problem(message: str) -> str | None:
     """What is wrong with a message's ``[emulator ...]`` markers, if anything (a test-authoring error)."""
     try:
-        _confirmations(message)
+        for agent_type in AGENT_TYPES:
+            _confirmations(message, agent_type)
         for key, value in _directive_pairs(message):
             if key == "change":
                 _change_spec(value)
             elif key == "write" and not value.partition(":")[0].strip():
                 raise ValueError(f"write={value!r}: expected write=<path>:<text>")
-            elif key in ("cost", "diff_bytes", "duration", "sandbox_error") and (
+            elif key in ("cost", "diff_bytes", "duration", "sandbox_error", "state_updates") and (
                 not value or float(value) < 0 or math.isnan(float(value))
             ):
                 raise ValueError(f"{key}={value!r}: expected a number >= 0")
@@ -202,6 +236,7 @@ class Confirmation:
 
     command: str
     risk: str = "UNKNOWN"
+    tool: str = "terminal"  # ``planning_file_editor``: the plan agent's edit of PLAN.md
     answered_at: float | None = None  # when it was accepted or rejected
     accepted: bool | None = None
     reason: str | None = None  # the rejection's reason
@@ -218,14 +253,14 @@ class Turn:
     duration: float
     outcome: str
     sandbox_error: float = 0.0  # seconds of transient sandbox ERROR in the middle of the run
-    agent_type: str = "default"  # ``plan``: the planning agent (it writes PLAN.md only, asks nothing)
+    agent_type: str = "default"  # ``plan``: the planning agent (it writes PLAN.md only; asks only with confirm_plan=)
     asks: bool = True  # ``confirm=`` markers apply (V1 only)
     confirmations: list[Confirmation] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.confirmations and self.asks and self.agent_type == "default":
+        if not self.confirmations and self.asks:
             try:
-                self.confirmations = _confirmations(self.message)
+                self.confirmations = _confirmations(self.message, self.agent_type)
             except ValueError:  # refused with 400 where a message comes in; a Turn built by hand asks nothing
                 self.confirmations = []
 
@@ -356,6 +391,9 @@ class Turn:
         if scripted:
             return scripted
         if self.agent_type == "plan":
+            refused = [c for c in self.confirmations if c.accepted is False]
+            if refused:
+                return f"No plan written (rejected: {refused[0].command}: {refused[0].reason})"
             return self.plan_text()
         rejected = "".join(f" (rejected: {c.command}: {c.reason})" for c in self.confirmations if c.accepted is False)
         return f"Done: {self.task()[:40]}{rejected}"
@@ -384,6 +422,8 @@ class Turn:
         the plan) only.
         """
         if self.agent_type == "plan":
+            if any(c.accepted is False for c in self.confirmations):
+                return []  # its edit of PLAN.md was rejected: the file keeps its headers
             return [(PLAN_FILE, "WRITE", self.plan_text())]
         found: list[tuple[str, str, str | None]] = []
         for key, value in _directive_pairs(self.message):
@@ -400,6 +440,11 @@ class Turn:
         """The file the message tells the agent to write its result to (a real agent reads it there)."""
         found = re.search(r"to the file `([^`]+)`", self.message)
         return found.group(1) if found else None
+
+    def state_updates(self) -> int:
+        """How many extra ``full_state`` snapshots the agent server publishes at each stop of the turn."""
+        scripted = _directives(self.message).get("state_updates")
+        return int(float(scripted)) if scripted else 0
 
     def diff_bytes(self) -> int | None:
         if self.agent_type == "plan":

@@ -73,7 +73,15 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
   the agent's terminal ``ActionEvent`` and the state ``waiting_for_confirmation`` when it is asked,
   then ``running`` and a ``TerminalObservation`` (accept) or ``idle`` and a ``UserRejectObservation``
   (reject; ``running`` once the agent goes on), each observation's ``action_id`` naming the action
-  (shapes as the real agent writes them). Events stay readable while
+  (shapes as the real agent writes them); the plan agent's ``confirm_plan=yes`` the same with its
+  ``planning_file_editor`` edit of PLAN.md. State updates besides ``execution_status``, as the real
+  agent server publishes them: ``full_state`` (the whole state, a few KB, no ``parent_id``) when the
+  conversation starts, after each ``waiting_for_confirmation`` and after each turn's closing state
+  (1 ms later: a sandbox paused at once loses it, as the real webhook's last batch can be);
+  ``last_user_message_id`` after each user message; ``stats`` (the LLM usage so far, consistent with
+  ``metrics``) 0.1 ms before each agent ``ActionEvent`` and after the first turn's ``running`` (the
+  title's LLM call). ``state_updates=N`` adds N ``full_state``s after each of a turn's stops (a
+  page crowded by them). Events stay readable while
   the sandbox is PAUSED, up to the pause. Event timestamps are ISO without time zone, as the SDK
   writes them.
 * ``POST /api/v1/app-conversations/{id}/send-message`` -> ``{"success": true, "sandbox_status":
@@ -192,6 +200,8 @@ from typing import Any
 from airflow_provider_openhands.testing.model import (
     AGENT_TYPES,
     DEFAULT_REJECTION,
+    PLAN_EDITOR,
+    PLAN_FILE,
     START_STEPS,
     WORKSPACE_ROOT,
     Conversation,
@@ -923,13 +933,19 @@ class V1Routes:
         """Every event of the conversation's turns, with its time, whether or not it happened yet."""
         events: list[tuple[float, dict[str, Any]]] = []
         parent: list[str | None] = [None]
+        snapshots: dict[str, str] = {}  # ``full_state`` event id -> the execution status it shows
 
-        def add(at: float, turn_no: int, seq: int, kind: str, **fields: Any) -> str:
-            event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"{conversation.id}/{turn_no}/{seq}"))
+        def add(at: float, turn_no: int, seq: int, kind: str, *, _seed: str = "", **fields: Any) -> str:
+            seed = _seed or f"{conversation.id}/{turn_no}/{seq}"
+            event_id = str(uuid.uuid5(_EVENT_NAMESPACE, seed))
             if at == math.inf:  # not yet: the turn waits at a confirmation
                 return event_id
-            event = {"id": event_id, "timestamp": _naive_iso(at), "parent_id": parent[0], **fields, "kind": kind}
-            events.append((at, event))
+            if kind == "ActionEvent" and fields.get("source") == "agent":
+                # the answer of an LLM call: the agent server publishes its usage just before
+                add(at - 0.0001, turn_no, seq, "ConversationStateUpdateEvent", _seed=seed + "/stats", **_STATS)
+            orphan = fields.get("key") == "full_state"  # a snapshot has no parent
+            event = {"id": event_id, "timestamp": _naive_iso(at), "parent_id": None if orphan else parent[0]}
+            events.append((at, {**event, **fields, "kind": kind}))
             parent[0] = event_id
             return event_id
 
@@ -944,9 +960,26 @@ class V1Routes:
                 value=value,
             )
 
+        def snapshot(at: float, turn_no: int, seq: int, status: str, crowd: int = 0) -> None:
+            """The agent server's ``full_state`` (a run stopped), then ``crowd`` more (state_updates=)."""
+            for number in range(1 + crowd):
+                seed = f"{conversation.id}/{turn_no}/{seq}/full_state/{number}"
+                event_id = add(
+                    at + number * 1e-6,
+                    turn_no,
+                    seq,
+                    "ConversationStateUpdateEvent",
+                    _seed=seed,
+                    source="environment",
+                    key="full_state",
+                    value=None,
+                )
+                snapshots[event_id] = status
+
+        snapshot(conversation.ready_at - 0.0005, 0, 9, "idle")  # the agent server starts the conversation
         for number, turn in enumerate(conversation.turns):
             sent = conversation.ready_at if number == 0 else turn.sent_at
-            add(
+            message_id = add(
                 sent,
                 number,
                 0,
@@ -959,13 +992,26 @@ class V1Routes:
                 sender=None,
                 critic_result=None,
             )
+            add(
+                sent,
+                number,
+                5,
+                "ConversationStateUpdateEvent",
+                source="environment",
+                key="last_user_message_id",
+                value=message_id,
+            )
             if turn.start == math.inf:
                 continue
             state(max(turn.start, sent), number, 1, "running")
-            self._confirmation_events(add, state, conversation, number, turn)
+            if number == 0:  # the title's LLM call
+                add(max(turn.start, sent), number, 7, "ConversationStateUpdateEvent", **_STATS)
+            self._confirmation_events(add, state, snapshot, conversation, number, turn)
             end = turn.end
             if turn.outcome == "finished":
                 writes = [(path, text) for path, status, text in turn.edits() if status == "WRITE"]
+                if any(c.tool == PLAN_EDITOR for c in turn.confirmations):
+                    writes = []  # the plan's edit is the action it asked to confirm: on record there
                 running = turn.duration + turn.sandbox_error - 0.003  # the turn's running time before its finish
                 for index, (path, text) in enumerate(writes):
                     at = turn.at_running(running * (index + 1) / (len(writes) + 1))
@@ -1004,32 +1050,81 @@ class V1Routes:
                     detail="litellm.InternalServerError: the LLM provider answered HTTP 500 (emulated outcome=error)",
                 )
             state(end, number, 4, turn.outcome)
+            following = conversation.turns[number + 1].start if number + 1 < len(conversation.turns) else math.inf
+            if following > end + 0.001:  # the run stopped (a queued message would keep it going)
+                snapshot(end + 0.001, number, 6, turn.outcome, turn.state_updates())
         events.sort(key=lambda pair: pair[0])
+        self._fill_state_values(conversation, events, snapshots)
         return events
 
-    def _confirmation_events(self, add: Any, state: Any, conversation: Conversation, turn_no: int, turn: Turn) -> None:
+    def _fill_state_values(
+        self, conversation: Conversation, events: list[tuple[float, dict[str, Any]]], snapshots: dict[str, str]
+    ) -> None:
+        """The ``stats`` and ``full_state`` values, in time order: the LLM usage so far (cost and
+        tokens as the conversation's ``metrics`` count them), and the whole state at each snapshot."""
+        calls: list[dict[str, Any]] = []
+        usage = _token_usage(0.0)
+        last_user: str | None = None
+        leaf: str | None = None
+        for at, event in events:
+            if event["kind"] == "MessageEvent" and event.get("source") == "user":
+                last_user = event["id"]
+            if event["kind"] == "ConversationStateUpdateEvent" and event["key"] == "stats":
+                spent = conversation.spent(at)
+                before = usage
+                usage = _token_usage(spent)
+                per_call = usage["prompt_tokens"] + usage["completion_tokens"]
+                per_call -= before["prompt_tokens"] + before["completion_tokens"]
+                usage["per_turn_token"] = per_call
+                calls.append({**usage, "response_id": f"chatcmpl-{event['id'].replace('-', '')[:24]}"})
+                event["value"] = {
+                    "usage_to_metrics": {"agent": {**_metrics(spent, usage), "max_budget_per_task": None}}
+                }
+            elif event["kind"] == "ConversationStateUpdateEvent" and event["key"] == "full_state":
+                event["value"] = _full_state(
+                    conversation,
+                    snapshots.get(event["id"], "idle"),
+                    conversation.spent(at),
+                    usage,
+                    calls,
+                    last_user,
+                    leaf,
+                )
+            leaf = event["id"]
+
+    def _confirmation_events(
+        self, add: Any, state: Any, snapshot: Any, conversation: Conversation, turn_no: int, turn: Turn
+    ) -> None:
         """Each ``confirm=`` command the agent reached: its terminal ``ActionEvent`` and the state
-        ``waiting_for_confirmation``; then on accept ``running`` and its ``TerminalObservation``, on
-        reject ``idle`` and a ``UserRejectObservation`` (and ``running`` once the agent goes on)."""
+        ``waiting_for_confirmation`` (the run stops: a ``full_state``); then on accept ``running`` and
+        its ``TerminalObservation``, on reject ``idle`` and a ``UserRejectObservation`` (and ``running``
+        once the agent goes on). The plan agent's edit of PLAN.md (``confirm_plan=``) the same way, with
+        its ``planning_file_editor`` action and observation."""
         for index, answer in enumerate(turn.confirmations):
             asked = turn.asked_at(index)
             if asked is None:
                 break
             seq = 100 + 10 * index
-            summary = f"run {answer.command}"
-            action = {"command": answer.command, "is_input": False, "timeout": None, "reset": False}
-            arguments = {"command": answer.command, "summary": summary, "security_risk": answer.risk}
-            action_id, call_id = _agent_action(
-                add,
-                asked,
-                f"{conversation.id}/{turn_no}/{seq}",
-                (turn_no, seq),
-                "terminal",
-                {**action, "kind": "TerminalAction"},
-                arguments,
-                answer.risk,
-            )
+            if answer.tool == PLAN_EDITOR:
+                action_id, call_id, observation = self._plan_edit_action(add, conversation, asked, turn_no, seq, turn)
+            else:
+                summary = f"run {answer.command}"
+                action = {"command": answer.command, "is_input": False, "timeout": None, "reset": False}
+                arguments = {"command": answer.command, "summary": summary, "security_risk": answer.risk}
+                action_id, call_id = _agent_action(
+                    add,
+                    asked,
+                    f"{conversation.id}/{turn_no}/{seq}",
+                    (turn_no, seq),
+                    "terminal",
+                    {**action, "kind": "TerminalAction"},
+                    arguments,
+                    answer.risk,
+                )
+                observation = self._terminal_observation(conversation, answer.command)
             state(asked + 0.0001, turn_no, seq + 1, "waiting_for_confirmation")
+            answered = answer.answered_at if answer.answered_at is not None else math.inf
+            snapshot(min(asked + 0.0002, answered), turn_no, seq + 5, "waiting_for_confirmation", turn.state_updates())
             if answer.answered_at is None:
                 continue
             if answer.accepted:
@@ -1040,27 +1135,9 @@ class V1Routes:
                     seq + 3,
                     "ObservationEvent",
                     source="environment",
-                    tool_name="terminal",
+                    tool_name=answer.tool,
                     tool_call_id=call_id,
-                    observation={
-                        "content": [{"type": "text", "text": f"(emulated) ran: {answer.command}"}],
-                        "is_error": False,
-                        "command": answer.command,
-                        "exit_code": 0,
-                        "timeout": False,
-                        "metadata": {
-                            "exit_code": 0,
-                            "pid": -1,
-                            "username": "openhands",
-                            "hostname": "sandbox",
-                            "working_dir": conversation.project_dir,
-                            "py_interpreter_path": None,
-                            "prefix": "",
-                            "suffix": "\n[The command completed with exit code 0.]",
-                        },
-                        "full_output_save_dir": None,
-                        "kind": "TerminalObservation",
-                    },
+                    observation=observation,
                     action_id=action_id,
                     extended_content=[],
                 )
@@ -1072,7 +1149,7 @@ class V1Routes:
                 seq + 3,
                 "UserRejectObservation",
                 source="environment",
-                tool_name="terminal",
+                tool_name=answer.tool,
                 tool_call_id=call_id,
                 rejection_reason=answer.reason,
                 rejection_source="user",
@@ -1080,6 +1157,67 @@ class V1Routes:
             )
             if answer.resumed_at is not None:
                 state(answer.resumed_at, turn_no, seq + 4, "running")
+
+    @staticmethod
+    def _terminal_observation(conversation: Conversation, command: str) -> dict[str, Any]:
+        """What the terminal answers a command the agent ran (``TerminalObservation``)."""
+        return {
+            "content": [{"type": "text", "text": f"(emulated) ran: {command}"}],
+            "is_error": False,
+            "command": command,
+            "exit_code": 0,
+            "timeout": False,
+            "metadata": {
+                "exit_code": 0,
+                "pid": -1,
+                "username": "openhands",
+                "hostname": "sandbox",
+                "working_dir": conversation.project_dir,
+                "py_interpreter_path": None,
+                "prefix": "",
+                "suffix": "\n[The command completed with exit code 0.]",
+            },
+            "full_output_save_dir": None,
+            "kind": "TerminalObservation",
+        }
+
+    @staticmethod
+    def _plan_edit_action(
+        add: Any, conversation: Conversation, at: float, turn_no: int, seq: int, turn: Turn
+    ) -> tuple[str, str, dict[str, Any]]:
+        """The plan agent's ``planning_file_editor`` call that writes PLAN.md, as it waits for
+        confirmation: ``(action id, tool call id, the observation it gets if it runs)``."""
+        where = conversation.absolute(PLAN_FILE)
+        text = turn.plan_text()
+        risk = turn.confirmations[0].risk if turn.confirmations else "UNKNOWN"
+        action = {"command": "create", "path": where, "file_text": text, "old_str": None, "new_str": None}
+        action_id, call_id = _agent_action(
+            add,
+            at,
+            f"{conversation.id}/{turn_no}/{seq}",
+            (turn_no, seq),
+            PLAN_EDITOR,
+            {**action, "insert_line": None, "view_range": None, "kind": "PlanningFileEditorAction"},
+            {
+                "command": "create",
+                "path": where,
+                "file_text": text,
+                "summary": f"create {where}",
+                "security_risk": risk,
+            },
+            risk,
+        )
+        observation = {
+            "content": [{"type": "text", "text": f"File created successfully at: {where}"}],
+            "is_error": False,
+            "command": "create",
+            "path": where,
+            "prev_exist": True,  # the planning tool created PLAN.md (its headers) at the start
+            "old_content": None,
+            "new_content": text,
+            "kind": "PlanningFileEditorObservation",
+        }
+        return action_id, call_id, observation
 
     @staticmethod
     def _file_editor_events(
@@ -1287,3 +1425,163 @@ def _agent_action(
         summary=arguments.get("summary"),
     )
     return action_id, call_id
+
+
+#: The fields of a ``stats`` state update; its value is filled in time order (``_fill_state_values``).
+_STATS: dict[str, Any] = {"source": "environment", "key": "stats", "value": None}
+MODEL_NAME = "emulated-model"  # the conversation's ``llm_model``, as its metrics and state name it
+
+
+def _token_usage(spent: float) -> dict[str, Any]:
+    """The agent LLM's accumulated ``TokenUsage`` for what the conversation has cost so far."""
+    return {
+        "model": MODEL_NAME,
+        "prompt_tokens": round(TOKENS_PER_DOLLAR[0] * spent),
+        "completion_tokens": round(TOKENS_PER_DOLLAR[1] * spent),
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "context_window": 0,
+        "per_turn_token": 0,
+        "response_id": "",
+    }
+
+
+def _metrics(spent: float, usage: dict[str, Any]) -> dict[str, Any]:
+    return {"model_name": MODEL_NAME, "accumulated_cost": round(spent, 6), "accumulated_token_usage": dict(usage)}
+
+
+#: What the app server adds to the plan agent's system message (shortened from ``openhands-ai`` 1.11's).
+_PLANNING_SUFFIX = (
+    "<IMPORTANT_PLANNING_BOUNDARIES>\nYou are a Planning Agent that can ONLY create plans - you CANNOT "
+    "execute code or make changes.\n\nAfter you finalize the plan in PLAN.md, do not offer to execute it: "
+    "the user clicks **Build** (the code agent then executes the plan) or switches to the code agent.\n"
+    "</IMPORTANT_PLANNING_BOUNDARIES>"
+)
+_PLAN_SECTIONS = (
+    ("OBJECTIVE", "Summarize the goal of the plan in one or two sentences."),
+    ("CONTEXT SUMMARY", "Briefly describe the relevant system components, files, or data involved."),
+    ("APPROACH OVERVIEW", "Outline the chosen approach at a high level, with a short rationale."),
+    ("IMPLEMENTATION STEPS", "A step-by-step plan: each step's goal, method and, optionally, reference."),
+    ("TESTING AND VALIDATION", "How the implementation can be verified: what success looks like."),
+)
+
+
+def _full_state(
+    conversation: Conversation,
+    status: str,
+    spent: float,
+    usage: dict[str, Any],
+    calls: list[dict[str, Any]],
+    last_user: str | None,
+    leaf: str | None,
+) -> dict[str, Any]:
+    """A ``full_state`` snapshot as the agent server publishes it (``ConversationState`` dumped with
+    ``exclude_none``; shape of ``openhands-ai`` 1.11 / SDK 1.34): the agent's LLM settings with the key
+    masked, its tools, the workspace, the policy, and the usage with one entry per LLM call so far
+    (so it grows as the conversation goes on: about 3 KB at the start, 5 KB for a planning agent)."""
+    plan = conversation.agent_type == "plan"
+    project = conversation.project_dir
+    if plan:
+        tools = [
+            {"name": "glob", "params": {}},
+            {"name": "grep", "params": {}},
+            {"name": PLAN_EDITOR, "params": {"plan_path": conversation.absolute(PLAN_FILE)}},
+        ]
+    else:
+        tools = [
+            {"name": name, "params": {}} for name in ("terminal", "file_editor", "task_tracker", "browser_tool_set")
+        ]
+    context: dict[str, Any] = {
+        "skills": [],
+        "load_user_skills": True,
+        "load_public_skills": True,
+        "marketplace_path": "marketplaces/default.json",
+        "registered_marketplaces": [],
+        "load_project_skills": True,
+        "disabled_skills": [],
+        "secrets": {},
+        "current_datetime": _z_iso(conversation.ready_at),
+    }
+    prompt_kwargs: dict[str, Any] = {"cli_mode": False, "llm_security_analyzer": True}
+    if plan:
+        context["system_message_suffix"] = _PLANNING_SUFFIX
+        structure = "\n\n".join(f"{n}. {title}\n   * {text}" for n, (title, text) in enumerate(_PLAN_SECTIONS, 1))
+        prompt_kwargs = {
+            "plan_structure": "The plan must follow this structure exactly:\n\n" + structure,
+            **prompt_kwargs,
+        }
+    asks = any(turn.confirmations for turn in conversation.turns)
+    agent_usage: dict[str, Any] = {
+        **_metrics(spent, usage),
+        "costs": [],  # not modelled per call: the total is
+        "response_latencies": [
+            {"model": MODEL_NAME, "latency": 0.5, "response_id": call["response_id"]} for call in calls
+        ],
+        "token_usages": [dict(call) for call in calls],
+    }
+    state: dict[str, Any] = {
+        "id": str(uuid.UUID(conversation.id)),
+        "agent": {
+            "llm": {
+                "model": MODEL_NAME,
+                "api_key": "**********",
+                "auth_type": "api_key",
+                "openrouter_site_url": "https://docs.all-hands.dev/",
+                "openrouter_app_name": "OpenHands",
+                "num_retries": 5,
+                "retry_multiplier": 8.0,
+                "retry_min_wait": 8,
+                "retry_max_wait": 64,
+                "timeout": 300,
+                "max_message_chars": 30000,
+                "stream": True,
+                "drop_params": True,
+                "modify_params": True,
+                "disable_stop_word": False,
+                "caching_prompt": True,
+                "log_completions": False,
+                "log_completions_folder": "logs/completions",
+                "native_tool_calling": True,
+                "reasoning_effort": "high",
+                "enable_encrypted_reasoning": True,
+                "prompt_cache_retention": "24h",
+                "extended_thinking_budget": 200000,
+                "usage_id": "agent",
+                "litellm_extra_body": {},
+                "is_subscription": False,
+            },
+            "tools": tools,
+            "mcp_config": {},
+            "include_default_tools": ["FinishTool", "ThinkTool", "SwitchLLMTool"],
+            "agent_context": context,
+            "system_prompt_filename": "system_prompt_planning.j2" if plan else "system_prompt.j2",
+            "security_policy_filename": "security_policy.j2",
+            "system_prompt_kwargs": prompt_kwargs,
+            "tool_concurrency_limit": 1,
+            "kind": "Agent",
+        },
+        "workspace": {"working_dir": project, "kind": "LocalWorkspace"},
+        "persistence_dir": f"workspace/conversations/{conversation.id}",
+        "max_iterations": 500,
+        "stuck_detection": True,
+        "execution_status": status,
+        "confirmation_policy": {"kind": "AlwaysConfirm" if asks else "NeverConfirm"},
+        "activated_knowledge_skills": [],
+        "activated_path_rules": [],
+        "invoked_skills": [],
+        "blocked_actions": {},
+        "blocked_messages": {},
+        "head_is_empty": False,
+        "stats": {"usage_to_metrics": {"agent": agent_usage} if calls else {}},
+        "secret_registry": {"secret_sources": {}},
+        "tags": {},
+        "agent_state": {},
+    }
+    if not asks:
+        state["security_analyzer"] = {"kind": "LLMSecurityAnalyzer"}
+    if last_user:
+        state["last_user_message_id"] = last_user
+    if leaf:
+        state["leaf_event_id"] = leaf
+    return state

@@ -269,3 +269,46 @@ def test_ask_a_person_who_rejects_with_a_reason(airflow_db, confirming, tmp_path
     (rejection,) = of_kind(events, "UserRejectObservation")
     assert rejection["rejection_reason"] == "not on the shared runner"
     assert f"Rejected by reviewer: terminal `{script.command}`" in logged(capfd, caplog)
+
+
+def test_the_plan_agent_asks_before_writing_its_plan(airflow_db, confirming, capfd, caplog):
+    """Observed here (``AlwaysConfirm``): the plan agent (``agent_type: "plan"``) waits for
+    confirmation before its own ``planning_file_editor`` edit of PLAN.md, as the default agent does
+    before a command. ``plan_first=True`` with ``on_confirmation="ask"``: a person approves the edit,
+    then the plan (in the first request's form before Airflow 3.4); the edit ran, and the build (a
+    default-agent conversation on the plan's sandbox) ran and finished."""
+    from tests.test_confirmations import Person, hitl
+
+    if not hitl():
+        pytest.skip("Airflow >= 3.3: TaskAwaitingInput")
+    word = f"step-{uuid.uuid4().hex[:12]}"
+    message = f'[fake-llm plan="1. Write {word}" finish="Plan written"] Plan the change.'
+    dag = build(message=message, on_confirmation="ask", plan_first=True, deferrable=False)
+    with Person(dag.dag_id, [("Approve", ""), ("Approve", "")]) as person:
+        dag_run = dag.test()
+    assert not person.errors, person.errors
+    assert state_of(dag_run) == "success"
+    first, second = person.bodies
+    assert "planning_file_editor" in first and ".agents_tmp/PLAN.md" in first
+    assert second == first  # Airflow < 3.4 keeps the task's first request
+
+    status, body = confirming.request("GET", "/api/v1/app-conversations/start-tasks/search?limit=100")
+    assert status == 200, body
+    starts = [t for t in body["items"] if word in json.dumps((t.get("request") or {}).get("initial_message") or {})]
+    (plan,) = [t for t in starts if (t.get("request") or {}).get("agent_type") == "plan"]
+    (built,) = [t for t in starts if t is not plan]
+    assert plan["status"] == built["status"] == "READY", starts
+    assert built["request"]["parent_conversation_id"].replace("-", "") == plan["app_conversation_id"]
+    events = events_of(confirming, plan["app_conversation_id"], finished)
+    (edit,) = [e for e in of_kind(events, "ActionEvent") if e.get("tool_name") == "planning_file_editor"]
+    assert edit["action"]["kind"] == "PlanningFileEditorAction" and edit["security_risk"] == "UNKNOWN"
+    assert went(events, "running", "waiting_for_confirmation", "running"), statuses(events)
+    (ran,) = [e for e in of_kind(events, "ObservationEvent") if e.get("action_id") == edit["id"]]
+    assert not ran["observation"]["is_error"] and not of_kind(events, "UserRejectObservation")
+    assert word in Path(edit["action"]["path"]).read_text()  # the process sandbox's PLAN.md, on this machine
+    text = logged(capfd, caplog)
+    assert "Approved by reviewer: planning_file_editor `str_replace " in text
+    out = result(dag_run)
+    assert (
+        out["status"] == "finished" and out["plan"]["conversation_id"].replace("-", "") == plan["app_conversation_id"]
+    )

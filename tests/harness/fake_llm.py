@@ -20,6 +20,12 @@ A conversation is scripted by markers in its task text (the current turn's user 
   confirmation mode the agent then waits for it to be confirmed), then finish with the ``finish=``
   message followed by `` | tool: <what the tool answered>``: the command's output if it ran,
   ``Action rejected: <reason>`` if it was rejected. So the final message shows what the agent got.
+* ``[fake-llm plan="plan text"]``: for the planning agent (``agent_type: "plan"``, whose tools are
+  ``glob``, ``grep`` and ``planning_file_editor``): call ``planning_file_editor`` to write the plan
+  text under PLAN.md's first header (``str_replace``; the tool created the file with the empty
+  section headers, and its description names where), then finish like ``run=`` (the ``finish=``
+  message, `` | tool: `` and what the tool answered). Under confirmation mode the edit is the
+  action that may wait.
 
 Several keys may share one marker: ``[fake-llm seconds=5 finish="ok"]``. A turn without a marker
 finishes with ``"done"``. Requests without tools (title generation) get a short plain answer.
@@ -116,6 +122,15 @@ def plan(body: dict) -> tuple[int, dict | None, float]:
             args = fill_args(tools["finish"])
             args["message"] = f"{turn.get('finish') or 'done'} | tool: {said}"
             return 200, tool_call("finish", args), wait
+    if "plan" in turn and "planning_file_editor" in tools:
+        if calls_this_turn == 0:
+            return 200, tool_call("planning_file_editor", plan_edit(tools["planning_file_editor"], turn["plan"])), wait
+        if "finish" in tools:
+            results = turn_results(messages, last_user)
+            said = " ".join(" ".join(results).split())[:300] or "nothing"
+            args = fill_args(tools["finish"])
+            args["message"] = f"{turn.get('finish') or 'done'} | tool: {said}"
+            return 200, tool_call("finish", args), wait
     editor = next((n for n in FILE_TOOLS if n in tools), None)
     if "write" in turn and editor is not None:
         path, _, content = turn["write"].partition(":")
@@ -141,6 +156,18 @@ def plan(body: dict) -> tuple[int, dict | None, float]:
         args["message"] = turn.get("finish") or "done"
         return 200, tool_call("finish", args), wait
     return 200, {"role": "assistant", "content": turn.get("finish") or "done"}, wait
+
+
+def plan_edit(tool: dict, text: str) -> dict:
+    """``planning_file_editor`` arguments that write ``text`` under PLAN.md's first header (the path
+    is in the tool's description: "Your PLAN.md location: <path>")."""
+    description = (tool.get("function") or {}).get("description") or ""
+    found = re.search(r"Your PLAN\.md location: (\S+)", description)
+    path = found.group(1) if found else os.path.join(os.getcwd(), ".agents_tmp", "PLAN.md")
+    args = fill_args(tool)
+    args.update(command="str_replace", path=path, old_str="# 1. OBJECTIVE\n", new_str=f"# 1. OBJECTIVE\n\n{text}\n")
+    args["summary"] = f"write the plan to {path}"
+    return args
 
 
 def tool_call(name: str, args: dict) -> dict:

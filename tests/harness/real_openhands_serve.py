@@ -17,6 +17,10 @@ in memory only:
 5. Two sandboxes started together can be handed the same port (the port is probed, then bound
    by the agent server seconds later): a port already handed out is skipped. Starting
    conversations one at a time is still the rule (booting two at once on 2 cores is slow).
+6. The process sandbox's working directory is ``.``, so the plan agent's PLAN.md path is the relative
+   ``./.agents_tmp/PLAN.md``, which the agent server refuses ("plan_path must be an absolute path"):
+   every plan conversation's start task would end ERROR. A relative plan path is dropped, so the
+   planning tool falls back to ``<agent working directory>/.agents_tmp/PLAN.md`` (absolute).
 
 Fault injection (for tests): while the file ``$REAL_OH_FAULT_DIR/unhealthy-<sandbox id>`` holds a
 time in the future (epoch seconds), that sandbox's health check counts as failed, so the server
@@ -98,6 +102,15 @@ def _register_builtins_agents(*args, enable_browser=True, **kwargs):
     return _original_builtins(*args, enable_browser=False, **kwargs)
 
 
+_original_plan_path = live.LiveStatusAppConversationService._compute_plan_path
+
+
+def _compute_plan_path(self, working_dir, git_provider):
+    path = _original_plan_path(self, working_dir, git_provider)
+    return path if os.path.isabs(path) else None
+
+
+live.LiveStatusAppConversationService._compute_plan_path = _compute_plan_path
 live.get_default_tools = _get_default_tools
 live.register_builtins_agents = _register_builtins_agents
 _original_info = pss.ProcessSandboxService._process_to_sandbox_info
