@@ -261,11 +261,8 @@ def newest_events_past_state_updates(
         params = [("sort_order", "TIMESTAMP_DESC"), ("limit", str(limit))]
         if page_id:
             params.append(("page_id", page_id))
-        request = ApiRequest("GET", f"/api/v1/conversation/{conversation_id}/events/search", params=tuple(params))
-        body = yield request
-        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-            raise _shape_error(request, ResponseShapeError("EventPage has no items list"))
-        page = [event for event in body["items"] if isinstance(event, dict)]
+        body = yield from _events_page(conversation_id, params)
+        page = body["items"]
         items += page
         if (
             not body.get("next_page_id")
@@ -299,11 +296,17 @@ def newest_events(
     params = [("sort_order", "TIMESTAMP_DESC"), ("limit", str(limit))]
     if kind:
         params.append(("kind__eq", kind))
+    body = yield from _events_page(conversation_id, params)
+    return body["items"]
+
+
+def _events_page(conversation_id: str, params: list[tuple[str, str]]) -> Flow[dict[str, Any]]:
+    """One page of ``events/search``: ``{"items": [event, ...], "next_page_id"}`` (checked)."""
     request = ApiRequest("GET", f"/api/v1/conversation/{conversation_id}/events/search", params=tuple(params))
     body = yield request
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise _shape_error(request, ResponseShapeError("EventPage has no items list"))
-    return [event for event in body["items"] if isinstance(event, dict)]
+    return {**body, "items": [event for event in body["items"] if isinstance(event, dict)]}
 
 
 def pending_actions(conversation_id: str) -> Flow[list[dict[str, Any]]]:

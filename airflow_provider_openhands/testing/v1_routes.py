@@ -1207,17 +1207,7 @@ class V1Routes:
             },
             risk,
         )
-        observation = {
-            "content": [{"type": "text", "text": f"File created successfully at: {where}"}],
-            "is_error": False,
-            "command": "create",
-            "path": where,
-            "prev_exist": True,  # the planning tool created PLAN.md (its headers) at the start
-            "old_content": None,
-            "new_content": text,
-            "kind": "PlanningFileEditorObservation",
-        }
-        return action_id, call_id, observation
+        return action_id, call_id, _created(where, text, plan=True)
 
     @staticmethod
     def _file_editor_events(
@@ -1254,16 +1244,7 @@ class V1Routes:
             source="environment",
             tool_name=tool,
             tool_call_id=call_id,
-            observation={
-                "content": [{"type": "text", "text": f"File created successfully at: {where}"}],
-                "is_error": False,
-                "command": "create",
-                "path": where,
-                "prev_exist": plan,  # the planning tool created PLAN.md (its headers) at the start
-                "old_content": None,
-                "new_content": text,
-                "kind": f"{prefix}Observation",
-            },
+            observation=_created(where, text, plan=plan),
             action_id=action_id,
             extended_content=[],
         )
@@ -1385,6 +1366,20 @@ class V1Routes:
         if state is None or state.modified is None:
             return (200, "") if empty else (404, {"detail": "File not found"})
         return 200, state.modified
+
+
+def _created(where: str, text: str, *, plan: bool = False) -> dict[str, Any]:
+    """The observation of a ``file_editor`` (``plan``: ``planning_file_editor``) ``create``."""
+    return {
+        "content": [{"type": "text", "text": f"File created successfully at: {where}"}],
+        "is_error": False,
+        "command": "create",
+        "path": where,
+        "prev_exist": plan,  # the planning tool created PLAN.md (its headers) at the start
+        "old_content": None,
+        "new_content": text,
+        "kind": "PlanningFileEditorObservation" if plan else "FileEditorObservation",
+    }
 
 
 def _agent_action(

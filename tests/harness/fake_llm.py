@@ -99,6 +99,14 @@ def turn_results(messages: list[dict], last_user: int) -> list[str]:
     return [text_of(m.get("content")) for m in messages[last_user + 1 :] if m.get("role") == "tool"]
 
 
+def finish_with_results(tools: dict, turn: dict, messages: list[dict], last_user: int) -> dict:
+    """A ``finish`` call whose message carries what the turn's tools answered (what reached the agent)."""
+    said = " ".join(" ".join(turn_results(messages, last_user)).split())[:300] or "nothing"
+    args = fill_args(tools["finish"])
+    args["message"] = f"{turn.get('finish') or 'done'} | tool: {said}"
+    return tool_call("finish", args)
+
+
 def plan(body: dict) -> tuple[int, dict | None, float]:
     """(HTTP status, assistant message or None, seconds to wait) for one request."""
     messages = body.get("messages") or []
@@ -117,20 +125,12 @@ def plan(body: dict) -> tuple[int, dict | None, float]:
             args.update(command=turn["run"], summary="run the scripted command")
             return 200, tool_call("terminal", args), wait
         if "finish" in tools:
-            results = turn_results(messages, last_user)
-            said = " ".join(" ".join(results).split())[:300] or "nothing"
-            args = fill_args(tools["finish"])
-            args["message"] = f"{turn.get('finish') or 'done'} | tool: {said}"
-            return 200, tool_call("finish", args), wait
+            return 200, finish_with_results(tools, turn, messages, last_user), wait
     if "plan" in turn and "planning_file_editor" in tools:
         if calls_this_turn == 0:
             return 200, tool_call("planning_file_editor", plan_edit(tools["planning_file_editor"], turn["plan"])), wait
         if "finish" in tools:
-            results = turn_results(messages, last_user)
-            said = " ".join(" ".join(results).split())[:300] or "nothing"
-            args = fill_args(tools["finish"])
-            args["message"] = f"{turn.get('finish') or 'done'} | tool: {said}"
-            return 200, tool_call("finish", args), wait
+            return 200, finish_with_results(tools, turn, messages, last_user), wait
     editor = next((n for n in FILE_TOOLS if n in tools), None)
     if "write" in turn and editor is not None:
         path, _, content = turn["write"].partition(":")
