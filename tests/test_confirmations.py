@@ -354,6 +354,18 @@ def test_plan_first_a_retry_whose_revision_was_not_sent_sends_it(airflow_db, ser
 
 
 @needs_hitl
+def test_plan_first_whose_plan_file_cannot_be_read_shows_the_agent_s_final_message(airflow_db, service, capfd, caplog):
+    """The plan file's read answers 409 (its sandbox paused): the person is shown the plan agent's
+    final message (a warning says why), and the task goes on; the decision is logged with who gave it."""
+    service.add_fault(method="GET", path=r"/file$", status=409, body={"detail": "Sandbox is paused"}, times=1)
+    dag_run, person = run_answered([("Approve", "")], message=PLAN_TASK, plan_first=True)
+    assert state_of(dag_run) == "success"
+    assert "1. Bump requests to 2.32" in person.bodies[0]
+    text = logged(capfd, caplog)
+    assert "Could not read the plan file of conversation" in text and "Approve by reviewer" in text
+
+
+@needs_hitl
 def test_plan_first_revise_without_a_comment_asks_again(airflow_db, service, capfd, caplog):
     dag_run, person = run_answered([("Revise", ""), ("Approve", "")], message=PLAN_TASK, plan_first=True)
     assert state_of(dag_run) == "success"

@@ -380,6 +380,7 @@ class Task:
     plan_first: bool = False
     stage: str | None = None  # plan_first: "plan<round>" or "build", as the engine's lifecycle says
     reviews: list[dict[str, Any]] = field(default_factory=list)  # plan_first: the person's answers, newest last
+    credits: int = 0  # plan_first: answers (Approve, Revise with a comment) not yet acted on
 
     def __post_init__(self) -> None:
         self.given, self.given_message = self.follow_up, self.message  # follow_up/message follow the stage
@@ -391,7 +392,7 @@ class Task:
 
     def stage_key(self, lc: Lifecycle) -> str:
         """The ids' key, as the operator gives it: a build asks for ids of its own."""
-        return self.key + (":build" if plans.building(lc.plan) else "")
+        return plans.stage_key(self.key, lc.plan)
 
     def sync_stage(self) -> None:
         """plan_first: the stage the engine moved to (a revision continues the plan conversation)."""
@@ -402,6 +403,10 @@ class Task:
         rounds = int(plan.get("round") or 0)
         stage = "build" if plans.building(plan) else f"plan{rounds}"
         if stage != self.stage:
+            onward = stage == "build" or (self.stage or "plan0") < stage  # (a fresh try goes back to plan0)
+            if onward and self.stage is not None:  # each step onward takes one answer of a person
+                assert self.credits > 0, f"{self.name} went from {self.stage} to {stage} without a person's answer"
+                self.credits -= 1
             self.stage, self.starts = stage, []  # one start request per stage of a try
         revising = plans.planning(plan) and rounds > 0
         self.follow_up = str(plan["of"]) if revising else self.given
@@ -414,8 +419,8 @@ class Task:
             series_started=self.service.now if self.try_number == self.series else None,
             start_timeout=START_TIMEOUT,
             wait_timeout=WAIT_TIMEOUT,
-            follow_up=self.follow_up is not None,
-            conversation_id=self.follow_up,
+            follow_up=self.given is not None,
+            conversation_id=self.given,
         )
         lc.try_number, lc.key, lc.since = self.try_number, self.key, iso(T0 - 60)
         lc.options = {"initial_user_msg": self.given_message, "repository": "acme/web"}
@@ -554,7 +559,8 @@ class Task:
             conversation = service.conversations[action.conversation_id]
             assert self.mine(action.conversation_id) and conversation.kind == "plan", f"reviews {action!r}"
             written = service.plan_of(conversation)
-            assert action.text in (written, ""), f"shows {action.text!r}, the agent's plan is {written!r}"
+            shown = (written, "") if lc.events_unreadable else (written,)  # no file, no final message: empty
+            assert action.text in shown, f"shows {action.text!r}, the agent's plan is {written!r}"
         if isinstance(action, a.Conclude) and action.status in DEFAULT_SUCCESS_STATUSES:
             conversation = service.conversations[action.conversation_id]
             assert plans.building(plan) and conversation.kind == "default", "a plan's end taken as the task's"
@@ -582,6 +588,7 @@ class Task:
         if decision == "Revise without a comment":
             given = {"decision": plans.REVISE, "comment": "", "by": "bob"}
         self.reviews.append({**given, "series": self.series, "of": action.conversation_id, "text": action.text})
+        self.credits = 1 if given["decision"] == plans.APPROVE or (given["decision"] == plans.REVISE and comment) else 0
         lc = Lifecycle.from_dict(json.loads(json.dumps(self.engine.lc.for_trigger())))
         lc.key = self.stage_key(lc)
         lc.plan = {**(lc.plan or {}), "review": given}
@@ -834,6 +841,8 @@ class Task:
             return a.Answer(list(conversation.asking)) if conversation else a.Problem("not_found", "404", 404)
         if isinstance(action, a.ReadPlan):
             assert conversation is not None and conversation.kind == "plan", f"{self.name} reads a plan of {action!r}"
+            if conversation.sandbox != "RUNNING":  # the real server answers 200 and nothing then
+                return a.Answer("")
             return a.Answer(service.plan_of(conversation))
         if isinstance(action, a.Confirm):
             if conversation.sandbox != "RUNNING" or conversation.in_error(now):
@@ -907,6 +916,7 @@ def _problem(kind: str) -> a.Problem:
         "capacity": a.Problem("capacity", "429 CONCURRENCY_LIMIT_REACHED", 429, 3, 3),
         "quota": a.Problem("quota", "429 DAILY_SANDBOX_LIMIT_REACHED", 429),
         "not_found": a.Problem("not_found", "404 no such file", 404),
+        "conflict": a.Problem("conflict", "409 Sandbox is paused", 409),
     }[kind]
 
 
@@ -917,7 +927,7 @@ PROBLEMS = {
     a.PostStart: ("transient", "capacity", "quota", "auth"),
     a.Resume: ("transient", "capacity", "auth"),
     a.Send: ("transient", "auth"),
-    a.ReadPlan: ("transient", "auth", "not_found"),
+    a.ReadPlan: ("transient", "auth", "not_found", "conflict"),
 }
 
 
@@ -1310,6 +1320,31 @@ def test_scenario_a_task_killed_before_its_revision_is_sent_sends_it_on_retry() 
     machine.teardown()
     assert isinstance(task.ended, a.Conclude) and task.ended.status == "finished", task.ended
     assert task.reviews[-1]["text"] == plan_text(task.reviews[0]["of"], 1), task.reviews
+
+
+def test_scenario_a_retry_that_finds_its_plan_ended_and_paused_shows_that_plan() -> None:
+    """Killed as the plan turn ended (the kill paused its sandbox): the retry finds the plan
+    conversation ended, and with the plan file unreadable on a paused sandbox (the real server answers
+    nothing, or 409) the person is shown the agent's final message, never an empty plan."""
+    machine, task = _plan_scenario()
+    _until(machine, lambda task: isinstance(task.pending, a.ReadTurn))
+    machine.kill(0, False)
+    machine.retry(0, True)
+    _until(machine, lambda task: isinstance(task.pending, a.AskReview))
+    assert task.pending.text == plan_text(task.pending.conversation_id, 0), task.pending
+
+
+def test_a_build_keeps_airflow_s_deadline_and_drops_the_answer_it_acted_on() -> None:
+    """The build's lifecycle keeps ``execution_timeout`` (it is stopped before Airflow kills it), and
+    the person's answer is spent: a rebuilt engine never acts on it again."""
+    lc = Lifecycle(key="k", since=iso(T0 - 60), hard_deadline=T0 + 500, conversation_id="p-1", phase="done")
+    lc.outcome, lc.turn_read, lc.final_message = "finished", True, "the plan"
+    lc.plan = {**plans.first_stage({"initial_user_msg": "Upgrade", "repository": "acme/web"}, None), "of": "p-1"}
+    lc.plan.update(text="the plan", review={"decision": plans.APPROVE, "comment": "", "by": "bob"})
+    engine = _engine(lc)
+    assert isinstance(_step(engine, a.Continue(), T0), a.PostStart)
+    assert lc.hard_deadline == T0 + 500 and "review" not in lc.plan and lc.key.startswith("k:build:0:")
+    assert lc.options["extra_body"]["parent_conversation_id"] == "p-1"
 
 
 @pytest.mark.parametrize("decision", [plans.REJECT, "timeout"])

@@ -711,6 +711,10 @@ class Engine:
         """A plan turn ended well: read the plan, have a person review it, then act on the answer."""
         lc = self.lc
         plan = lc.plan or {}
+        if plan.get("text") is None and not lc.turn_read and not lc.events_unreadable:
+            return a.ReadTurn(
+                str(lc.conversation_id)
+            )  # found ended by a retry: its final message, should the file be empty
         if plan.get("text") is None:
             return a.ReadPlan(str(lc.conversation_id))
         review = plan.get("review")
@@ -754,7 +758,7 @@ class Engine:
         new = Lifecycle(
             series=old.series,
             try_number=old.try_number,
-            key=old.key + (":build" if build and old.key else ""),
+            key=plans.stage_key(old.key, plan) if build else old.key,
             since=old.since,
             run_started=old.run_started,
             started_at=now,
@@ -803,7 +807,7 @@ class Engine:
             lc.events_unreadable, lc.confirming = True, False
             self.log("warning", f"Cannot read the events of conversation {lc.conversation_id}: {problem.message}")
             return self._waiting_for_confirmation(self.last_state or {}) or self._next(now)
-        if isinstance(pending, a.ReadPlan) and problem.kind in ("not_found", "permanent", "invalid"):
+        if isinstance(pending, a.ReadPlan) and problem.kind not in ("transient", "auth"):  # e.g. 409 paused
             self.log("warning", f"Could not read the plan file of conversation {lc.conversation_id}: {problem.message}")
             return self._planned(None)  # the agent's final message is the plan then
         if isinstance(pending, a.FindSend) and problem.kind in ("not_found", "permanent", "invalid"):

@@ -18,6 +18,7 @@ from the task state store and a triggerer restart all resume where the task was.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 PLAN_FILE = ".agents_tmp/PLAN.md"
@@ -53,3 +54,13 @@ def planning(plan: dict[str, Any] | None) -> bool:
 
 def building(plan: dict[str, Any] | None) -> bool:
     return bool(plan) and plan.get("stage") == BUILDING
+
+
+def stage_key(key: str, plan: dict[str, Any] | None) -> str:
+    """The ids' key of a stage: a build asks for ids of its own, and of the plan it carries out (a
+    retry without the task state store, whose person revised the plan, does not adopt the build of
+    an older one)."""
+    if not key or not plan or not building(plan):
+        return key
+    digest = hashlib.sha256(str(plan.get("text") or "").encode()).hexdigest()[:12]
+    return f"{key}:build:{plan.get('round') or 0}:{digest}"

@@ -448,9 +448,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         """The ids' key: the build of a plan asks for ids of its own (its plan conversation has the task's)."""
         if not self.deterministic_conversation_id:
             return ""
-        from airflow_provider_openhands.engine.plans import building
+        from airflow_provider_openhands.engine.plans import stage_key
 
-        return self._key(context) + (":build" if building(lc.plan) else "")
+        return stage_key(self._key(context), lc.plan)
 
     def read_plan(self, conversation_id: str) -> str | None:
         """The plan the plan agent wrote (its plan file in the project directory)."""
