@@ -378,7 +378,7 @@ class Task:
     touched: bool = False  # the series resumed the sandbox or sent the message (a follow-up then started something)
     person: bool = False  # the answer the person gives next (on_confirmation="ask"), alternating
     plan_first: bool = False
-    stage: str | None = None  # plan_first: "plan<round>" or "build", as the engine's lifecycle says
+    stage: str | None = None  # plan_first: "plan<round>" or "build:<its plan>", as the engine's lifecycle says
     reviews: list[dict[str, Any]] = field(default_factory=list)  # plan_first: the person's answers, newest last
     credits: int = 0  # plan_first: answers (Approve, Revise with a comment) not yet acted on
 
@@ -401,9 +401,9 @@ class Task:
             self.stage = None
             return
         rounds = int(plan.get("round") or 0)
-        stage = "build" if plans.building(plan) else f"plan{rounds}"
+        stage = plans.stage_key("build", plan) if plans.building(plan) else f"plan{rounds}"  # a build per plan
         if stage != self.stage:
-            onward = stage == "build" or (self.stage or "plan0") < stage  # (a fresh try goes back to plan0)
+            onward = stage.startswith("build") or (self.stage or "plan0") < stage  # (a fresh try goes back to plan0)
             if onward and self.stage is not None:  # each step onward takes one answer of a person
                 assert self.credits > 0, f"{self.name} went from {self.stage} to {stage} without a person's answer"
                 self.credits -= 1
