@@ -18,7 +18,7 @@ from the task state store and a triggerer restart all resume where the task was.
 
 from __future__ import annotations
 
-import hashlib
+import uuid
 from typing import Any
 
 PLAN_FILE = ".agents_tmp/PLAN.md"
@@ -62,5 +62,5 @@ def stage_key(key: str, plan: dict[str, Any] | None) -> str:
     an older one)."""
     if not key or not plan or not building(plan):
         return key
-    digest = hashlib.sha256(str(plan.get("text") or "").encode()).hexdigest()[:12]
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, str(plan.get("text") or "")).hex[:12]
     return f"{key}:build:{plan.get('round') or 0}:{digest}"
