@@ -463,6 +463,20 @@ def test_a_run_whose_answer_was_lost_after_a_reject_is_not_sent_again(airflow_db
     assert len(service.requests_to("POST", r"/api/conversations/[^/]+/run$")) == 1
 
 
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_rejection_whose_run_failed_runs_the_agent_on_once_it_stays_idle(
+    airflow_db, service, capfd, caplog, deferrable
+):
+    """The rejection reached the agent, the ``/run`` after it failed (a 500, not acted on): the agent
+    stays idle, and the task waited until its timeout. Now the task, reading it idle with nothing
+    waiting after its own rejection, runs it on (deferrable: the triggerer hands that to the worker)."""
+    service.add_fault(method="POST", path=r"/run$", status=500)
+    dag_run = build(on_confirmation="reject", deferrable=deferrable, timeout=60).test()
+    assert state_of(dag_run) == "success"
+    assert len(service.requests_to("POST", r"/api/conversations/[^/]+/run$")) == 2
+    assert "stays idle after the rejection: running it on" in logged(capfd, caplog)
+
+
 def test_a_409_from_run_after_a_reject_counts_as_running():
     """Someone ran the agent on meanwhile (in OpenHands): the agent server answers 409."""
     from airflow_provider_openhands.api import endpoints
@@ -480,6 +494,28 @@ def test_a_409_from_run_after_a_reject_counts_as_running():
     assert respond.path.endswith("/respond_to_confirmation") and respond.idempotent is False
     run = flow.send({"success": True})
     assert run.path.endswith("/run") and run.idempotent is False
+    with pytest.raises(StopIteration) as done:
+        flow.throw(OpenHandsApiError("409 Conflict", status_code=409, method="POST", path=run.path))
+    assert done.value.value is True
+
+
+def test_running_an_agent_on_reads_it_idle_first():
+    """RunOn's /run goes only to an agent read idle just before: one that waits for confirmation
+    would take it as an approval. 409 (it runs already) counts as run on."""
+    from airflow_provider_openhands.api import endpoints
+    from airflow_provider_openhands.exceptions import OpenHandsApiError
+
+    raw = {"id": "c1", "session_api_key": "k", "conversation_url": "http://a/api/conversations/c1"}
+    for status in ("waiting_for_confirmation", "running", None):
+        flow = endpoints.run_on("c1")
+        flow.send(None)
+        with pytest.raises(StopIteration) as done:
+            flow.send([{**raw, "execution_status": status}])
+        assert done.value.value is False, status
+    flow = endpoints.run_on("c1")
+    flow.send(None)
+    run = flow.send([{**raw, "execution_status": "idle"}])
+    assert run.method == "POST" and run.path == "/api/conversations/c1/run" and run.idempotent is False
     with pytest.raises(StopIteration) as done:
         flow.throw(OpenHandsApiError("409 Conflict", status_code=409, method="POST", path=run.path))
     assert done.value.value is True

@@ -189,6 +189,18 @@ def test_a_follow_up_whose_wait_lists_nothing_yet_does_not_spin(mode: str) -> No
         assert isinstance(read, a.ReadConversation) and read.at > T0, read
 
 
+def test_a_follow_up_that_waits_for_someone_else_reads_at_its_poll_interval() -> None:
+    """on_confirmation="wait": the actions are logged once, then each read that still shows the wait
+    was followed by another at once (found by a 3000-example model run: 41 reads without time passing)."""
+    engine = _follow_up("wait")
+    assert _step(engine, a.Answer(_running("waiting_for_confirmation")), T0) == a.ReadPending("c-1")
+    now = T0
+    for _ in range(3):
+        read = engine.step(a.Answer([RM]) if now == T0 else a.Answer(_running("waiting_for_confirmation")), now)
+        assert isinstance(read, a.ReadConversation) and read.at > now, read
+        now = read.at
+
+
 def test_an_answer_that_keeps_failing_meets_unreachable_timeout() -> None:
     """A paused sandbox's agent server cannot take the answer; reading what waits (the app server)
     works. That read does not count as OpenHands answering again."""
@@ -210,3 +222,85 @@ def test_no_person_is_asked_after_the_deadline() -> None:
     engine, read = waiting("ask")  # the deadline is T0 + 3600; what waits is read after it
     assert read == a.ReadPending("c-1")
     assert not isinstance(engine.step(a.Answer([RM]), T0 + 4000), a.AskPerson)
+
+
+def _rejected_then(status: str, reads: int = 4, **rules: Any) -> Any:
+    """A rejection given (its ``/run`` failed: the answer came back as an error); what waits is read
+    (nothing: the rejection went through), then the conversation reads ``status`` every 10 s, until
+    the engine does something else than read."""
+    engine = _engine(
+        Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600, published="c-1"),
+        on_confirmation="reject",
+        **rules,
+    )
+    engine.step(a.Continue(), T0)
+    assert _step(engine, a.Answer(_running("waiting_for_confirmation")), T0) == a.ReadPending("c-1")
+    assert isinstance(engine.step(a.Answer([RM]), T0), a.Confirm)
+    assert isinstance(engine.step(a.Problem("transient", "500 on /run", 500), T0), a.Sleep)
+    assert engine.step(a.Continue(), T0 + 10) == a.ReadPending("c-1")
+    actions = [engine.step(a.Answer([]), T0 + 10)]
+    for k in range(2, 2 + reads):
+        if not isinstance(actions[-1], a.ReadConversation):
+            break
+        actions.append(engine.step(a.Answer(_running(status)), T0 + 10 * k))
+    return engine, actions
+
+
+def test_a_rejection_left_idle_is_run_on_once_after_two_polls() -> None:
+    engine, actions = _rejected_then("idle")
+    assert [type(x).__name__ for x in actions] == ["ReadConversation"] * 3 + ["RunOn"], actions
+    after = engine.step(a.Answer(True), T0 + 40)
+    assert isinstance(after, a.ReadConversation) and after.at > T0 + 40
+    later = [engine.step(a.Answer(_running("idle")), T0 + 50 + 10 * k) for k in range(10)]
+    assert not any(isinstance(x, a.RunOn) for x in later), "once per rejection"
+    assert "stays idle after the rejection: running it on" in logged(engine)
+
+
+def test_no_run_on_where_idle_ends_the_turn_or_nothing_was_rejected() -> None:
+    _, actions = _rejected_then("idle", success_statuses=frozenset({"finished", "idle"}))
+    assert actions[-1] == a.Conclude("c-1", "idle"), actions
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600, published="c-1"))
+    engine.step(a.Continue(), T0)
+    reads = [engine.step(a.Answer(_running("idle")), T0 + 10 * k) for k in range(10)]
+    assert not any(isinstance(x, a.RunOn) for x in reads), "a conversation this task did not reject"
+    _, actions = _rejected_then("running", reads=10)
+    assert not any(isinstance(x, a.RunOn) for x in actions), "it went on"
+
+
+def test_a_run_on_decided_in_the_triggerer_is_read_again_by_the_worker() -> None:
+    """The trigger hands RunOn back (it carries out reads only): the worker reads the conversation
+    itself, and runs the agent on only if that read still shows it idle."""
+    engine, actions = _rejected_then("idle")
+    assert actions[-1] == a.RunOn("c-1")
+    for status, expected in (("idle", a.RunOn("c-1")), ("waiting_for_confirmation", a.ReadPending("c-1"))):
+        handed = Lifecycle.from_dict(engine.lc.for_trigger(with_options=False))
+        worker = _engine(handed, on_confirmation="reject")
+        read = worker.step(a.Continue(), T0 + 40)
+        assert read == a.ReadConversation("c-1", 0.0, False), read
+        assert worker.step(a.Answer(_running(status)), T0 + 40) == expected
+
+
+def test_a_follow_up_retry_reads_the_conversation_between_its_search_and_its_send() -> None:
+    """A retry looks for its message (FindSend), does not find it, and sent it at once, on the read
+    before the search: the agent (still on the earlier turn) may ask meanwhile, and the message would
+    approve it. Found by a 3000-example model run ("sends while actions wait", after FindSend)."""
+    lc = Lifecycle(follow_up=True, conversation_id="c-1", key="k", since="2026-01-01T00:00:00", try_number=2)
+    engine = _engine(lc, on_confirmation="ask")
+    _step(engine, a.Begin(), T0)
+    assert isinstance(_step(engine, a.Answer(_running("running")), T0), a.FindSend)
+    assert isinstance(engine.step(a.Answer(None), T0), a.ReadConversation)
+    assert engine.step(a.Answer(_running("waiting_for_confirmation")), T0 + 1) == a.ReadPending("c-1")
+
+
+def test_a_follow_up_that_waits_for_someone_else_ends_at_its_deadline() -> None:
+    """on_confirmation="wait": nobody answers what the conversation waits for; the follow-up had no
+    deadline before its send and waited for ever (found by a 3000-example model run: "did not end")."""
+    engine = _follow_up("wait")
+    _step(engine, a.Answer(_running("waiting_for_confirmation")), T0)
+    read = engine.step(a.Answer([RM]), T0)
+    assert engine.due() == T0 + 3600, engine.due()
+    while isinstance(read, a.ReadConversation) and read.at < T0 + 3600:
+        read = engine.step(a.Answer(_running("waiting_for_confirmation")), read.at)
+    action = engine.step(a.Tick(), T0 + 3600)
+    assert isinstance(action, a.Fail) and action.kind == "timeout", action
+    assert "still waits for a confirmation" in action.message

@@ -353,6 +353,28 @@ def respond_to_confirmation(conversation_id: str, accept: bool, reason: str) -> 
     return True
 
 
+def run_on(conversation_id: str) -> Flow[bool]:
+    """V1: run an idle agent on (``/run`` on its agent server), as after a rejection whose own ``/run``
+    was lost. Only if the conversation, read just now, is ``idle``: a ``/run`` reaching an agent that
+    waits for confirmation approves what it waits for. False: it was not idle (nothing was sent)."""
+    body = yield ApiRequest("GET", "/api/v1/app-conversations", params=(("ids", conversation_id),))
+    raw = body[0] if isinstance(body, list) and body else None
+    if raw is None:
+        raise OpenHandsNotFoundError(f"OpenHands has no conversation with id {conversation_id!r}")
+    server = agent_server(raw)
+    if raw.get("execution_status") != "idle" or server is None:
+        return False
+    base, key = server
+    try:  # never repeated by the transport
+        yield ApiRequest(
+            "POST", f"/api/conversations/{conversation_id}/run", server=base, session_key=key, idempotent=False
+        )
+    except OpenHandsApiError as exc:
+        if exc.status_code != 409:  # 409: it runs already
+            raise
+    return True
+
+
 def user_message_sent(conversation_id: str, text: str, since: str | None) -> Flow[str | None]:
     """V1: the time of the newest user message with exactly ``text`` sent since ``since`` (ISO), or
     None. A follow-up's retry asks it before it sends again: an identical message an earlier DAG

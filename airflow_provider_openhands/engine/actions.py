@@ -99,6 +99,15 @@ class Confirm(Action):
 
 
 @dataclass(frozen=True)
+class RunOn(Action):
+    """Run the agent on (its agent server's ``/run``): after this task's rejection it stays idle, the
+    ``/run`` sent with the rejection having failed. Only if the conversation, read just before, is
+    idle. Answer: True, or False if it was not (nothing was sent)."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
 class AskPerson(Action):
     """Ask a person to approve or reject ``actions`` (Airflow's human-in-the-loop). The task waits
     for the answer without a worker slot and resumes with it in ``Lifecycle.confirmation``."""

@@ -38,15 +38,21 @@ The rules, by phase:
   ``ask`` (a person answers through Airflow; the answer comes back in the state), or ``wait`` (log
   them once and wait: a sensor watching someone else's conversation). Answered actions are
   remembered, so a status that still reads waiting is not answered twice. A follow-up never sends
-  to a conversation that waits: the service would take the message as an approval.
+  to a conversation that waits: the service would take the message as an approval. After this
+  task's own rejection the agent stays idle until it is run on (the answer's ``/run``); if that
+  failed, a conversation that reads ``idle`` (not an end by the task's statuses) for two poll
+  intervals is run on (``RunOn``), once per rejection, right after a read of its own (a trigger
+  hands it to the worker, which reads again first).
 * **plan_first** (:mod:`~airflow_provider_openhands.engine.plans`): a plan turn that ends well is not
   the task's end: the plan is read, a person reviews it; Approve starts the build (a default-agent
   conversation on the plan's sandbox, with ids of its own), Revise sends the comment to the plan
   conversation as a follow-up turn and asks again (without a comment: asks again at once), Reject or
   no answer fails the task and pauses the plan's sandbox (``pause_when_done``).
 * **errors** while waiting: transient ones are ridden out until ``unreachable_timeout`` of
-  failures; a 401 reads the connection again once, then fails; a conversation that is gone fails
-  for good.
+  failures; a 401 reads the connection again once (once per kind of request, until one of that kind
+  works), then fails; a conversation that is gone fails for good. A message or a confirmation answer
+  refused with 401 is not sent again as it was: the engine reads the conversation (or what waits)
+  afresh and decides again.
 * **killed**: pause the conversation, or the start task's sandbox (``cancel_on_kill``), and remember
   it, so the retry resumes it.
 """
@@ -64,8 +70,10 @@ from airflow_provider_openhands.api.state import (
     START_TASK_ERROR,
     START_TASK_READY,
     STATUS_DELETING,
+    STATUS_IDLE,
     STATUS_MISSING,
     STATUS_PAUSED,
+    STATUS_RUNNING,
     STATUS_WAITING_FOR_CONFIRMATION,
     V1,
     canonical_id,
@@ -202,7 +210,7 @@ class Engine:
             return self._problem(obs, now)
         if isinstance(obs, a.Answer):
             action = self._answer(self.pending, obs.value, now)
-            if isinstance(action, (a.AskPerson, a.Confirm)):  # never ask or answer past the deadline
+            if isinstance(action, (a.AskPerson, a.Confirm, a.RunOn)):  # never ask or answer past the deadline
                 action = self._expired(now) or action
             if action is not None:
                 return action
@@ -242,8 +250,11 @@ class Engine:
             confirming = self._confirmation_next()
             if confirming is not None:
                 return confirming
+        if lc.phase == PHASE_RUNNING and lc.run_on == "due":  # run it on from a read of its own, not a poll's
+            return a.ReadConversation(str(lc.conversation_id), 0.0, False)
         if lc.phase == PHASE_FOLLOW_UP:  # at once, but after a resume or an answer at the poll interval
             paced = self._resuming() or bool(lc.answered_actions) or isinstance(self.pending, a.ReadPending)
+            paced = paced or lc.confirm_noted  # on_confirmation="wait": it waits for someone, read at the interval
             return a.ReadConversation(str(lc.conversation_id), self._poll_at(now) if paced else 0.0, False)
         if lc.phase == PHASE_RUNNING:
             if not self.rules.wait_for_completion:
@@ -273,8 +284,9 @@ class Engine:
     def _begin(self, now: float) -> a.Action:
         lc = self.lc
         lc.published, lc.verdict, lc.to_stop = None, None, None  # a new try: Airflow cleared its XCom
-        lc.auth_reread = False  # a new try may read its connection again on a 401
+        lc.auth_reread_for = []  # a new try may read its connection again on a 401
         if lc.follow_up:
+            lc.deadline = lc.deadline if lc.sent_at else None  # a wait before the send is the try's own
             if not lc.conversation_id:
                 return self._fail("config", "conversation_id is empty: a follow-up needs the conversation to continue")
             lc.phase = PHASE_RUNNING if lc.sent_at else PHASE_FOLLOW_UP
@@ -345,8 +357,9 @@ class Engine:
     def _answer(self, pending: a.Action | None, value: Any, now: float) -> a.Action | None:
         """Move the state on by an answer; an action to take at once, or None for "what the state asks"."""
         lc = self.lc
-        if not isinstance(pending, a.RereadConnection):
-            lc.auth_reread = False  # the key works (again): a later rotation may read the connection once more
+        refused = type(pending).__name__
+        if refused in lc.auth_reread_for:  # it works (again): a later 401 on it may read the connection once more
+            lc.auth_reread_for = [kind for kind in lc.auth_reread_for if kind != refused]
         answering = isinstance(pending, a.ReadPending) and lc.confirmation is not None  # its send keeps failing?
         if not answering and isinstance(
             pending, (a.ReadStartTask, a.ReadConversation, a.ReadTurn, a.Resume, a.Reconnect, a.ReadPending, a.Confirm)
@@ -373,6 +386,11 @@ class Engine:
             return self._confirmed(pending, now)
         if isinstance(pending, a.ReadPlan):
             return self._planned(value)
+        if isinstance(pending, a.RunOn):
+            lc.run_on, lc.idle_since, self.last_read = None, None, now
+            ran = "ran the agent on" if value is not False else "it was no longer idle: nothing sent"
+            self.log("info", f"Conversation {lc.conversation_id} stayed idle after the rejection: {ran}")
+            return None
         if isinstance(pending, a.Resume):
             if value is False:
                 return self._fail("permanent", f"The sandbox of conversation {lc.conversation_id} is gone")
@@ -391,20 +409,22 @@ class Engine:
                 if lc.deadline is None:
                     lc.deadline = now + lc.wait_timeout
                 return None
-            return a.Send(str(lc.conversation_id))
+            return None  # not sent: a read of the conversation first (it may wait for a confirmation by now)
         if isinstance(pending, a.Send):
-            lc.sent_at = lc.sent_at or "sent"
+            lc.sent_at, lc.run_on = lc.sent_at or "sent", None  # a message runs the agent on
             lc.phase, lc.resume_deadline = PHASE_RUNNING, None
             self.last_read = None
             self.log("info", f"Follow-up message sent to conversation {lc.conversation_id}")
-            if lc.deadline is None:
-                lc.deadline = now + lc.wait_timeout
+            lc.deadline = now + lc.wait_timeout  # the turn's, not the wait's before the send
             return None
         if isinstance(pending, (a.Pause, a.PauseStartTask)):
             lc.to_stop = None
             return None
         if isinstance(pending, a.RereadConnection):
-            return self.pending_before_reread or None
+            before, self.pending_before_reread = self.pending_before_reread, None
+            if isinstance(before, (a.Send, a.Confirm, a.RunOn)):  # never again blindly: what waits may have changed
+                return None  # a read first (a follow-up's: the conversation; an answer's: what waits)
+            return before
         return None
 
     def _started(self, started: dict[str, Any], now: float) -> a.Action | None:
@@ -465,6 +485,8 @@ class Engine:
                 f"Conversation {lc.conversation_id} cannot go on: its sandbox is {state.get('sandbox_status')}",
             )
         over = self._over_budget(state)
+        if over is not None and lc.try_number > lc.series and not lc.send_checked:  # an earlier try's turn?
+            return a.FindSend(str(lc.conversation_id), self._series_since())  # found: it is stopped
         if over is not None:  # the conversation's total already passed it: send nothing more
             if lc.resume_deadline is not None:  # this try resumed the sandbox: pause it again
                 return self._close("budget", over + ": stopped", stop="conversation")
@@ -480,6 +502,8 @@ class Engine:
                 lc.resume_deadline = now + lc.start_timeout
             return None  # starting: read again
         if state["status"] == STATUS_WAITING_FOR_CONFIRMATION:  # a message now would approve what waits
+            if self.rules.on_confirmation == "wait" and lc.deadline is None:  # someone else answers it, in time
+                lc.deadline = now + lc.wait_timeout
             return self._waiting_for_confirmation(state)
         if lc.try_number > lc.series and not lc.send_checked:
             return a.FindSend(str(lc.conversation_id), self._series_since())
@@ -491,6 +515,7 @@ class Engine:
             return self._fail("permanent", f"OpenHands has no conversation with id {lc.conversation_id!r}")
         self.last_state = state
         lc.sandbox_id = state.get("sandbox_id") or lc.sandbox_id
+        lc.run_on = "armed" if lc.run_on == "due" else lc.run_on  # due again only by this read
         if state.get("status") != STATUS_PAUSED:
             lc.killed = False  # running: a later pause is the service's or a person's, not this series' kill
         over = self._over_budget(state)
@@ -502,20 +527,19 @@ class Engine:
             lc.last_status = text
         if state.get("sandbox_status") == "ERROR":
             # The real server shows a transient ERROR when a health check is slow. What counts is the
-            # ERROR seen: the time between two reads of it (at most two polls: the sandbox may have been
-            # RUNNING unseen in a longer gap), unless a read between them failed; reads further apart
-            # than the grace begin a new episode.
+            # time between two reads of ERROR at most two polls apart (a read that failed between them
+            # too); a longer gap may hide a RUNNING moment, a new episode: the next ERROR read begins again.
             last = lc.sandbox_error_read
-            if lc.sandbox_error_since is None or last is None or now - last > rules.sandbox_error_grace:
+            apart = min(2 * rules.poll_interval, rules.sandbox_error_grace)
+            if lc.sandbox_error_since is None or last is None or now - last > apart:
                 lc.sandbox_error_since, lc.sandbox_error_seen = now, 0.0
-            elif not lc.sandbox_error_unseen:
-                lc.sandbox_error_seen += min(now - last, 2 * rules.poll_interval)
-            lc.sandbox_error_read, lc.sandbox_error_unseen = now, False
+            else:
+                lc.sandbox_error_seen += now - last
+            lc.sandbox_error_read = now
             if lc.sandbox_error_seen < rules.sandbox_error_grace:
                 return None
         else:
             lc.sandbox_error_since, lc.sandbox_error_read, lc.sandbox_error_seen = None, None, 0.0
-            lc.sandbox_error_unseen = False
         status = state["status"]
         if status == STATUS_WAITING_FOR_CONFIRMATION:
             return self._waiting_for_confirmation(state)
@@ -527,6 +551,9 @@ class Engine:
                 return self._resume_killed(state, now)
         if status != STATUS_PAUSED:
             self.paused_warned = False
+        run_on = self._run_on(status, now)
+        if run_on is not None:
+            return run_on
         verdict = classify(status, rules.success_statuses, rules.failure_statuses)
         if verdict is None:
             return None
@@ -682,9 +709,29 @@ class Engine:
         ids = [str(action.get("id")) for action in lc.pending_actions]
         lc.answered_actions = (lc.answered_actions + ids)[-50:]
         lc.pending_actions, lc.confirmation, lc.confirm_noted = [], None, False
+        if not given.accept:
+            lc.run_on, lc.idle_since = "armed", None
         self.answer_checked = False
         self.last_read = now
         return None
+
+    def _run_on(self, status: str, now: float) -> a.Action | None:
+        """After this task's own rejection the agent stays idle until it is run on: the answer's ``/run``
+        did that, unless it failed. Idle (and not an end by the task's statuses) for two poll intervals,
+        read just now: run it on, once per rejection."""
+        lc = self.lc
+        if lc.run_on is None:
+            return None
+        if status != STATUS_IDLE or classify(status, self.rules.success_statuses, self.rules.failure_statuses):
+            lc.idle_since = None
+            lc.run_on = None if status == STATUS_RUNNING else "armed"  # running: it went on
+            return None
+        lc.idle_since = now if lc.idle_since is None else lc.idle_since
+        if now - lc.idle_since < 2 * self.rules.poll_interval:
+            return None
+        lc.run_on = "due"  # until the driver ran it on (a trigger hands it back to the worker)
+        self.log("warning", f"Conversation {lc.conversation_id} stays idle after the rejection: running it on")
+        return a.RunOn(str(lc.conversation_id))
 
     def _resume_killed(self, state: dict[str, Any], now: float) -> a.Action:
         lc = self.lc
@@ -783,16 +830,25 @@ class Engine:
 
     def _problem(self, problem: a.Problem, now: float) -> a.Action:
         lc, pending = self.lc, self.pending
-        if isinstance(pending, a.Confirm) and problem.kind != "auth":  # a 401 refused it: sent again after the re-read
-            self.answer_checked = False  # it may have reached the agent: read what waits before any resend
+        if isinstance(pending, a.Confirm):  # it may have reached the agent: read what waits before any resend
+            self.answer_checked = False
+            if not pending.accept and problem.kind != "auth":  # the rejection may have reached it, not its /run
+                lc.run_on, lc.idle_since = "armed", None
+        if isinstance(pending, a.RunOn):  # once per rejection; a 401 refused it: once more, after a fresh read
+            lc.run_on = "armed" if problem.kind == "auth" else None
+            if problem.kind != "auth":
+                self.log(
+                    "warning", f"Could not run the agent of conversation {lc.conversation_id} on: {problem.message}"
+                )
+                return self._next(now)
         if isinstance(pending, (a.Pause, a.PauseStartTask)):
             self.log("warning", f"Could not stop what the task started: {problem.message}")
             lc.to_stop = None
             return self._next(now)
         if isinstance(pending, a.Publish):
             return self._next(now)
-        if problem.kind == "auth" and not lc.auth_reread and pending is not None:
-            lc.auth_reread = True
+        if problem.kind == "auth" and pending is not None and type(pending).__name__ not in lc.auth_reread_for:
+            lc.auth_reread_for = [*lc.auth_reread_for, type(pending).__name__]  # once, until such a request works
             self.pending_before_reread = pending
             self.log("warning", f"{problem.message}: reading the connection again (a rotated key?)")
             return a.RereadConnection()
@@ -813,7 +869,7 @@ class Engine:
         if isinstance(pending, a.FindSend) and problem.kind in ("not_found", "permanent", "invalid"):
             lc.send_checked = True
             self.log("warning", f"Cannot tell whether an earlier try sent the message ({problem.message}): sending it")
-            return a.Send(str(lc.conversation_id))
+            return self._next(now)  # after a read of the conversation
         if problem.kind == "capacity" and isinstance(pending, (a.PostStart, a.Resume)):
             back = PHASE_START if isinstance(pending, a.PostStart) else lc.phase
             lc.resume_deadline = None
@@ -833,7 +889,6 @@ class Engine:
             return self._fail("transient", problem.message)  # it may have been acted on: the retry reconnects
         if problem.kind != "transient":
             return self._fail("permanent", problem.message)
-        lc.sandbox_error_unseen = True  # the time to the next ERROR read is not counted
         if lc.failing_since is None:
             lc.failing_since = now
             self.log(
@@ -905,6 +960,8 @@ class Engine:
             return lc.capped(lc.start_deadline)
         if lc.phase == PHASE_FOLLOW_UP and lc.resume_deadline is not None:
             return lc.capped(lc.resume_deadline)
+        if lc.phase == PHASE_FOLLOW_UP and lc.confirm_noted:  # on_confirmation="wait": until the deadline
+            return lc.capped(lc.deadline)
         if lc.phase == PHASE_RUNNING and self.rules.wait_for_completion:
             return lc.capped(lc.deadline)
         return None
@@ -932,6 +989,9 @@ class Engine:
                 f"Start task {lc.start_task_id} was not READY in time{why} (last: {lc.last_status})",
                 stop="start_task",
             )
+        if lc.phase == PHASE_FOLLOW_UP and lc.resume_deadline is None:  # it waited for someone to confirm
+            waits = f"Conversation {lc.conversation_id} still waits for a confirmation at its deadline{why}"
+            return self._fail("timeout", waits)
         if lc.phase == PHASE_FOLLOW_UP:
             return self._close(
                 "start_timeout",

@@ -90,10 +90,9 @@ class Lifecycle:
     failing_since: float | None = None  # transient failures since (survives reschedules and deferrals)
     sandbox_error_since: float | None = None  # the sandbox has read ERROR since (this episode)
     sandbox_error_read: float | None = None  # the last read of ERROR
-    sandbox_error_unseen: bool = False  # a read failed since: the time to the next ERROR read is not counted
     sandbox_error_seen: float = 0.0  # seconds of ERROR seen between reads this episode
     disagree_since: float | None = None  # the status reads ended, the events show the turn going on, since
-    auth_reread: bool = False  # the connection was read again after a 401 once
+    auth_reread_for: list[str] = field(default_factory=list)  # kinds of request a 401 read the connection again for
     killed: bool = False  # the task was killed and paused its conversation: a retry resumes it
     events_unreadable: bool = False  # events/search failed for good: statuses are taken as they read
     published: str | None = None  # the id this try already put in XCom and the log
@@ -110,6 +109,8 @@ class Lifecycle:
     pending_actions: list[dict[str, Any]] = field(default_factory=list)  # the actions being answered
     confirmation: dict[str, Any] | None = None  # the answer to give them: {"accept", "reason", "by"}
     answered_actions: list[str] = field(default_factory=list)  # ids answered already (the newest 50)
+    run_on: str | None = None  # after this task's rejection: "armed" (run the agent on if it stays idle), "due"
+    idle_since: float | None = None  # after this task's rejection the conversation reads idle since
     plan: dict[str, Any] | None = None  # plan_first: the stage and the plan (see engine/plans.py)
     options: dict[str, Any] = field(default_factory=dict)
 

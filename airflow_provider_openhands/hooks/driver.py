@@ -137,6 +137,8 @@ class SyncDriver:
             return hook.respond_to_confirmation(action.conversation_id, action.accept, action.reason)
         if isinstance(action, a.ReadPlan):
             return self.host.read_plan(action.conversation_id)
+        if isinstance(action, a.RunOn):
+            return hook.run_agent_on(action.conversation_id)
         if isinstance(action, a.FindSend):
             return hook.find_user_message(action.conversation_id, self.message(), action.since)
         if isinstance(action, a.Send):

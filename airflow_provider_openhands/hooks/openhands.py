@@ -294,6 +294,11 @@ class OpenHandsHook(BaseHook):
         server); after a rejection the agent goes on with the reason."""
         return self._sync.run(endpoints.respond_to_confirmation(conversation_id, accept, reason))
 
+    def run_agent_on(self, conversation_id: str) -> bool:
+        """V1: run the conversation's agent on if it is idle (after a rejection whose ``/run`` was lost);
+        False if it was not idle (nothing sent)."""
+        return self._sync.run(endpoints.run_on(conversation_id))
+
     def find_user_message(self, conversation_id: str, text: str, since: str | None) -> str | None:
         """V1: when a user message with exactly ``text`` was sent since ``since`` (ISO), or None."""
         return self._sync.run(endpoints.user_message_sent(conversation_id, text, since))
