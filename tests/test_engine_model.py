@@ -320,6 +320,11 @@ class Service:
         return next((c for c in self.conversations.values() if c.sandbox_id == sandbox_id), None)
 
 
+def _rank(stage: str) -> tuple[int, int]:
+    """How far a plan_first stage is: plan rounds in order, then the build."""
+    return (1, 0) if stage.startswith("build") else (0, int(stage.removeprefix("plan")))
+
+
 def plan_text(conversation_id: str, turn: int) -> str:
     """What the plan agent writes in a turn (its plan file, and its final message)."""
     return f"plan of {conversation_id} by turn {turn}"
@@ -412,8 +417,8 @@ class Task:
         rounds = int(plan.get("round") or 0)
         stage = plans.stage_key("build", plan) if plans.building(plan) else f"plan{rounds}"  # a build per plan
         if stage != self.stage:
-            onward = stage.startswith("build") or (self.stage or "plan0") < stage  # (a fresh try goes back to plan0)
-            if onward and self.stage is not None:  # each step onward takes one answer of a person
+            onward = self.stage is not None and _rank(stage) > _rank(self.stage)  # (a fresh try goes back to plan0)
+            if onward:  # each step onward takes one answer of a person
                 assert self.credits > 0, f"{self.name} went from {self.stage} to {stage} without a person's answer"
                 self.credits -= 1
             self.stage, self.starts = stage, []  # one start request per stage of a try
