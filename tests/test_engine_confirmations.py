@@ -256,6 +256,27 @@ def test_a_rejection_left_idle_is_run_on_once_after_two_polls() -> None:
     assert "stays idle after the rejection: running it on" in logged(engine)
 
 
+def test_a_rejection_whose_run_met_a_401_is_run_on_too() -> None:
+    """The rejection reached the agent, its ``/run`` met a 401 (a key rotated that moment): the
+    connection is read again, what waits is read (nothing), and the idle agent is run on. Found by the
+    review of RunOn: only failures other than 401 armed it."""
+    engine = _engine(
+        Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600, published="c-1"),
+        on_confirmation="reject",
+    )
+    engine.step(a.Continue(), T0)
+    assert _step(engine, a.Answer(_running("waiting_for_confirmation")), T0) == a.ReadPending("c-1")
+    assert isinstance(engine.step(a.Answer([RM]), T0), a.Confirm)
+    assert engine.step(a.Problem("auth", "401 on /run", 401), T0) == a.RereadConnection()
+    assert engine.step(a.Answer(None), T0) == a.ReadPending("c-1")
+    actions = [engine.step(a.Answer([]), T0 + 1)]
+    for k in range(1, 6):
+        if not isinstance(actions[-1], a.ReadConversation):
+            break
+        actions.append(engine.step(a.Answer(_running("idle")), T0 + 1 + 10 * k))
+    assert actions[-1] == a.RunOn("c-1"), actions
+
+
 def test_no_run_on_where_idle_ends_the_turn_or_nothing_was_rejected() -> None:
     _, actions = _rejected_then("idle", success_statuses=frozenset({"finished", "idle"}))
     assert actions[-1] == a.Conclude("c-1", "idle"), actions

@@ -527,19 +527,23 @@ class Engine:
             lc.last_status = text
         if state.get("sandbox_status") == "ERROR":
             # The real server shows a transient ERROR when a health check is slow. What counts is the
-            # time between two reads of ERROR at most two polls apart (a read that failed between them
-            # too); a longer gap may hide a RUNNING moment, a new episode: the next ERROR read begins again.
+            # ERROR seen: the time between two reads of it (at most two polls: the sandbox may have been
+            # RUNNING unseen in a longer gap), unless a read between them failed; reads further apart
+            # than the grace begin a new episode. A lasting ERROR is then checked against the events:
+            # the turn may have ended well in a gap the reads did not see.
             last = lc.sandbox_error_read
-            apart = min(2 * rules.poll_interval, rules.sandbox_error_grace)
-            if lc.sandbox_error_since is None or last is None or now - last > apart:
+            if lc.sandbox_error_since is None or last is None or now - last > rules.sandbox_error_grace:
                 lc.sandbox_error_since, lc.sandbox_error_seen = now, 0.0
-            else:
-                lc.sandbox_error_seen += now - last
-            lc.sandbox_error_read = now
+            elif not lc.sandbox_error_unseen:
+                lc.sandbox_error_seen += min(now - last, 2 * rules.poll_interval)
+            lc.sandbox_error_read, lc.sandbox_error_unseen = now, False
             if lc.sandbox_error_seen < rules.sandbox_error_grace:
                 return None
+            if state.get("api_version") == V1 and not lc.events_unreadable:
+                return a.ReadTurn(str(lc.conversation_id))  # its end, if it ended; else the sandbox failed it
         else:
             lc.sandbox_error_since, lc.sandbox_error_read, lc.sandbox_error_seen = None, None, 0.0
+            lc.sandbox_error_unseen = False
         status = state["status"]
         if status == STATUS_WAITING_FOR_CONFIRMATION:
             return self._waiting_for_confirmation(state)
@@ -604,7 +608,7 @@ class Engine:
                     "waiting for it to be resumed until the deadline.",
                 )
             return None
-        if not turn.get("live"):  # the events say nothing decisive: the status stands
+        if not turn.get("live") or state.get("sandbox_status") == "ERROR":  # the status stands (a lasting ERROR)
             return self._ended(str(state.get("status")), now)
         lc.disagree_since = lc.disagree_since or now
         if now - lc.disagree_since >= EVENTS_DISAGREE_MAX:
@@ -832,7 +836,7 @@ class Engine:
         lc, pending = self.lc, self.pending
         if isinstance(pending, a.Confirm):  # it may have reached the agent: read what waits before any resend
             self.answer_checked = False
-            if not pending.accept and problem.kind != "auth":  # the rejection may have reached it, not its /run
+            if not pending.accept:  # the rejection may have reached it, not its /run (a 401 on the /run too)
                 lc.run_on, lc.idle_since = "armed", None
         if isinstance(pending, a.RunOn):  # once per rejection; a 401 refused it: once more, after a fresh read
             lc.run_on = "armed" if problem.kind == "auth" else None
@@ -889,6 +893,7 @@ class Engine:
             return self._fail("transient", problem.message)  # it may have been acted on: the retry reconnects
         if problem.kind != "transient":
             return self._fail("permanent", problem.message)
+        lc.sandbox_error_unseen = True  # the time to the next ERROR read is not counted
         if lc.failing_since is None:
             lc.failing_since = now
             self.log(

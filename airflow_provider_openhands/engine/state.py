@@ -90,6 +90,7 @@ class Lifecycle:
     failing_since: float | None = None  # transient failures since (survives reschedules and deferrals)
     sandbox_error_since: float | None = None  # the sandbox has read ERROR since (this episode)
     sandbox_error_read: float | None = None  # the last read of ERROR
+    sandbox_error_unseen: bool = False  # a read failed since: the time to the next ERROR read is not counted
     sandbox_error_seen: float = 0.0  # seconds of ERROR seen between reads this episode
     disagree_since: float | None = None  # the status reads ended, the events show the turn going on, since
     auth_reread_for: list[str] = field(default_factory=list)  # kinds of request a 401 read the connection again for
