@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_openhands.engine import actions as a
+from airflow_provider_openhands.engine.engine import Engine
 from airflow_provider_openhands.engine.state import PHASE_RUNNING, Lifecycle
 from tests.test_engine_model import T0, _engine, _running, _step
 
@@ -224,10 +225,9 @@ def test_no_person_is_asked_after_the_deadline() -> None:
     assert not isinstance(engine.step(a.Answer([RM]), T0 + 4000), a.AskPerson)
 
 
-def _rejected_then(status: str, reads: int = 4, **rules: Any) -> Any:
-    """A rejection given (its ``/run`` failed: the answer came back as an error); what waits is read
-    (nothing: the rejection went through), then the conversation reads ``status`` every 10 s, until
-    the engine does something else than read."""
+def _rejecting(**rules: Any) -> Engine:
+    """A running task with ``on_confirmation="reject"`` whose agent waits for ``rm -rf build``: the
+    engine's next action sends the rejection (``Confirm``)."""
     engine = _engine(
         Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600, published="c-1"),
         on_confirmation="reject",
@@ -236,6 +236,14 @@ def _rejected_then(status: str, reads: int = 4, **rules: Any) -> Any:
     engine.step(a.Continue(), T0)
     assert _step(engine, a.Answer(_running("waiting_for_confirmation")), T0) == a.ReadPending("c-1")
     assert isinstance(engine.step(a.Answer([RM]), T0), a.Confirm)
+    return engine
+
+
+def _rejected_then(status: str, reads: int = 4, **rules: Any) -> Any:
+    """A rejection given (its ``/run`` failed: the answer came back as an error); what waits is read
+    (nothing: the rejection went through), then the conversation reads ``status`` every 10 s, until
+    the engine does something else than read."""
+    engine = _rejecting(**rules)
     assert isinstance(engine.step(a.Problem("transient", "500 on /run", 500), T0), a.Sleep)
     assert engine.step(a.Continue(), T0 + 10) == a.ReadPending("c-1")
     actions = [engine.step(a.Answer([]), T0 + 10)]
@@ -260,13 +268,7 @@ def test_a_rejection_whose_run_met_a_401_is_run_on_too() -> None:
     """The rejection reached the agent, its ``/run`` met a 401 (a key rotated that moment): the
     connection is read again, what waits is read (nothing), and the idle agent is run on. Found by the
     review of RunOn: only failures other than 401 armed it."""
-    engine = _engine(
-        Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600, published="c-1"),
-        on_confirmation="reject",
-    )
-    engine.step(a.Continue(), T0)
-    assert _step(engine, a.Answer(_running("waiting_for_confirmation")), T0) == a.ReadPending("c-1")
-    assert isinstance(engine.step(a.Answer([RM]), T0), a.Confirm)
+    engine = _rejecting()
     assert engine.step(a.Problem("auth", "401 on /run", 401), T0) == a.RereadConnection()
     assert engine.step(a.Answer(None), T0) == a.ReadPending("c-1")
     actions = [engine.step(a.Answer([]), T0 + 1)]

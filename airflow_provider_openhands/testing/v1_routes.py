@@ -1190,24 +1190,36 @@ class V1Routes:
         where = conversation.absolute(PLAN_FILE)
         text = turn.plan_text()
         risk = turn.confirmations[0].risk if turn.confirmations else "UNKNOWN"
+        action_id, call_id = V1Routes._create_call(add, conversation, at, turn_no, seq, where, text, True, risk)
+        return action_id, call_id, _created(where, text, plan=True)
+
+    @staticmethod
+    def _create_call(
+        add: Any,
+        conversation: Conversation,
+        at: float,
+        turn_no: int,
+        seq: int,
+        where: str,
+        text: str,
+        plan: bool,
+        risk: str | None = None,
+    ) -> tuple[str, str]:
+        """The agent's ``file_editor`` (``plan``: ``planning_file_editor``) ``create`` call of ``where``:
+        ``(action id, tool call id)``; ``risk``: it waits for confirmation with that security risk."""
+        tool, prefix = ("planning_file_editor", "PlanningFileEditor") if plan else ("file_editor", "FileEditor")
         action = {"command": "create", "path": where, "file_text": text, "old_str": None, "new_str": None}
-        action_id, call_id = _agent_action(
+        summary = {"command": "create", "path": where, "file_text": text, "summary": f"create {where}"}
+        return _agent_action(
             add,
             at,
             f"{conversation.id}/{turn_no}/{seq}",
             (turn_no, seq),
-            PLAN_EDITOR,
-            {**action, "insert_line": None, "view_range": None, "kind": "PlanningFileEditorAction"},
-            {
-                "command": "create",
-                "path": where,
-                "file_text": text,
-                "summary": f"create {where}",
-                "security_risk": risk,
-            },
-            risk,
+            tool,
+            {**action, "insert_line": None, "view_range": None, "kind": f"{prefix}Action"},
+            summary if risk is None else {**summary, "security_risk": risk},
+            risk or "UNKNOWN",
         )
-        return action_id, call_id, _created(where, text, plan=True)
 
     @staticmethod
     def _file_editor_events(
@@ -1223,19 +1235,8 @@ class V1Routes:
         """The agent's ``file_editor`` ``create`` call and its observation, as the real agent writes a
         file (``plan``: the planning agent's ``planning_file_editor`` writing PLAN.md)."""
         where = conversation.absolute(path)
-        summary = f"create {where}"
-        tool, prefix = ("planning_file_editor", "PlanningFileEditor") if plan else ("file_editor", "FileEditor")
-        action = {"command": "create", "path": where, "file_text": text, "old_str": None, "new_str": None}
-        action_id, call_id = _agent_action(
-            add,
-            at,
-            f"{conversation.id}/{turn_no}/{seq}",
-            (turn_no, seq),
-            tool,
-            {**action, "insert_line": None, "view_range": None, "kind": f"{prefix}Action"},
-            {"command": "create", "path": where, "file_text": text, "summary": summary},
-            "UNKNOWN",
-        )
+        tool = "planning_file_editor" if plan else "file_editor"
+        action_id, call_id = V1Routes._create_call(add, conversation, at, turn_no, seq, where, text, plan)
         add(
             at + 0.0001,
             turn_no,
