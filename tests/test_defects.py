@@ -64,7 +64,13 @@ def states(dag_run) -> dict[str, str]:
 
 
 def xcom(dag_run, task_id: str, key: str = "return_value"):
-    from airflow.models.xcom import XComModel
+    """A task's XCom as Airflow stored it (3: ``XComModel``; 2: ``XCom.get_one``)."""
+    try:
+        from airflow.models.xcom import XComModel
+    except ImportError:
+        from airflow.models.xcom import XCom
+
+        return XCom.get_one(run_id=dag_run.run_id, dag_id=dag_run.dag_id, task_id=task_id, key=key)
     from airflow.utils.session import create_session
 
     with create_session() as session:

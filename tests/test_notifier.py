@@ -331,12 +331,6 @@ def run_guard(the_notifier) -> list[str]:
     dag_run = dag.test()
     (ti,) = dag_run.get_task_instances()
     assert str(getattr(ti.state, "value", ti.state)) == "success"
-    try:
-        from airflow.models.xcom import XComModel  # noqa: F401  (Airflow 3)
-    except ImportError:
-        from airflow.models.xcom import XCom
-
-        return XCom.get_one(run_id=dag_run.run_id, dag_id=dag.dag_id, task_id="check_budgets")
     from tests.test_defects import xcom
 
     return xcom(dag_run, "check_budgets")
