@@ -463,18 +463,22 @@ def test_a_run_whose_answer_was_lost_after_a_reject_is_not_sent_again(airflow_db
     assert len(service.requests_to("POST", r"/api/conversations/[^/]+/run$")) == 1
 
 
+@pytest.mark.parametrize("failed_runs", [1, 2], ids=["rejection-run", "and-the-run-on"])
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_a_rejection_whose_run_failed_runs_the_agent_on_once_it_stays_idle(
-    airflow_db, service, capfd, caplog, deferrable
+    airflow_db, service, capfd, caplog, deferrable, failed_runs
 ):
     """The rejection reached the agent, the ``/run`` after it failed (a 500, not acted on): the agent
     stays idle, and the task waited until its timeout. Now the task, reading it idle with nothing
-    waiting after its own rejection, runs it on (deferrable: the triggerer hands that to the worker)."""
-    service.add_fault(method="POST", path=r"/run$", status=500)
+    waiting after its own rejection, runs it on (deferrable: the triggerer hands that to the worker);
+    a run-on that meets the outage too is tried again while the agent stays idle."""
+    service.add_fault(method="POST", path=r"/run$", status=500, times=failed_runs)
     dag_run = build(on_confirmation="reject", deferrable=deferrable, timeout=60).test()
     assert state_of(dag_run) == "success"
-    assert len(service.requests_to("POST", r"/api/conversations/[^/]+/run$")) == 2
-    assert "stays idle after the rejection: running it on" in logged(capfd, caplog)
+    assert len(service.requests_to("POST", r"/api/conversations/[^/]+/run$")) == failed_runs + 1
+    text = logged(capfd, caplog)
+    assert "stays idle after the rejection: running it on" in text
+    assert ("answered HTTP 500: 'null': again if it stays idle" in text) is (failed_runs == 2)
 
 
 def test_a_409_from_run_after_a_reject_counts_as_running():

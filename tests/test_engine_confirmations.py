@@ -264,6 +264,33 @@ def test_a_rejection_left_idle_is_run_on_once_after_two_polls() -> None:
     assert "stays idle after the rejection: running it on" in logged(engine)
 
 
+def test_a_run_on_that_meets_an_outage_is_tried_again_while_the_agent_stays_idle() -> None:
+    """Transient failures are ridden out: a RunOn refused with a 503 is not the rejection's last
+    chance (the agent would sit idle to the deadline). It comes again after two more idle polls, read
+    just then; a RunOn refused for good (404) is given up."""
+    engine, actions = _rejected_then("idle")
+    assert actions[-1] == a.RunOn("c-1")
+    now, runs = T0 + 40, 1
+    step = engine.step(a.Problem("transient", "503 Service Unavailable", 503), now)
+    for _ in range(20):
+        if isinstance(step, a.RunOn):
+            runs += 1
+            step = engine.step(a.Answer(True), now)
+            break
+        assert isinstance(step, a.ReadConversation), step
+        now = max(now + 10, step.at or now)
+        step = engine.step(a.Answer(_running("idle")), now)
+    assert runs == 2, "the RunOn was not tried again after the outage"
+    assert "on: 503 Service Unavailable: again if it stays idle" in logged(engine)
+    later = [engine.step(a.Answer(_running("idle")), now + 10 * k) for k in range(1, 10)]
+    assert not any(isinstance(x, a.RunOn) for x in later), "once it went through: once per rejection"
+
+    engine, actions = _rejected_then("idle")
+    engine.step(a.Problem("not_found", "404 Not Found", 404), T0 + 40)
+    later = [engine.step(a.Answer(_running("idle")), T0 + 40 + 10 * k) for k in range(1, 10)]
+    assert not any(isinstance(x, a.RunOn) for x in later), "a RunOn refused for good is not tried again"
+
+
 def test_a_rejection_whose_run_met_a_401_is_run_on_too() -> None:
     """The rejection reached the agent, its ``/run`` met a 401 (a key rotated that moment): the
     connection is read again, what waits is read (nothing), and the idle agent is run on. Found by the

@@ -396,7 +396,7 @@ class Task:
     def __post_init__(self) -> None:
         self.given, self.given_message = self.follow_up, self.message  # follow_up/message follow the stage
 
-    ran_on: float = -math.inf  # the engine last ran the agent on (RunOn) then
+    ran_on: float = -math.inf  # the engine last tried to run the agent on (RunOn) then
     left_idle: float | None = None  # this try's rejection left its conversation idle (its /run lost) then
 
     @property
@@ -701,9 +701,10 @@ class Task:
             if conversation is not None:
                 due = self.reference(cid, earliest=True) + WAIT_TIMEOUT
                 assert self.service.now >= due - 1e-6, f"a timeout {due - self.service.now:.0f}s before its time"
-                idle = conversation.idle and self.left_idle is not None and self.ran_on < self.left_idle
-                assert not (idle and self.service.now - self.left_idle > 6 * POLL), (
-                    f"{self.name} waited until its timeout on {cid}, left idle by its rejection, never running it on"
+                idle = conversation.idle and self.left_idle is not None  # no RunOn went through
+                tried = max(self.left_idle or 0.0, self.ran_on)  # an outage refuses RunOn: tried again
+                assert not (idle and self.service.now - tried > 6 * POLL), (
+                    f"{self.name} waited until its timeout on {cid}, left idle by its rejection, not running it on"
                 )
                 waited = self.saw_own_pause and conversation.paused_by == ("kill", self.me)
                 assert not waited or conversation.turns[-1].ended_at, (
@@ -1869,11 +1870,13 @@ def test_scenario_the_agent_asks_twice_and_each_mode_answers(mode: str) -> None:
     assert list(conversation.answered.values()) == expected
 
 
+@pytest.mark.parametrize("outage", [False, True], ids=["", "run-on-meets-an-outage"])
 @pytest.mark.parametrize("mode", ["reject", "ask"])
-def test_scenario_a_rejection_whose_run_was_lost_is_run_on(mode: str) -> None:
+def test_scenario_a_rejection_whose_run_was_lost_is_run_on(mode: str, outage: bool) -> None:
     """The rejection reached the agent, the ``/run`` after it did not (the answer came back as an
     error): the agent stays idle, and the task waited on it until its timeout. Now, idle for two poll
-    intervals after its own rejection, read just then, the engine runs it on (RunOn), once."""
+    intervals after its own rejection, read just then, the engine runs it on (RunOn), once; a RunOn
+    that meets an outage (503) is tried again while the agent stays idle."""
     machine = _scenario(work=400.0, confirm=mode)
     task = machine.tasks[0]
     conversation = None
@@ -1894,8 +1897,12 @@ def test_scenario_a_rejection_whose_run_was_lost_is_run_on(mode: str) -> None:
             break
         if isinstance(task.pending, a.RunOn):
             ran.append(machine.service.now)
+            if outage and len(ran) == 1:
+                task.run(problem="transient")
+                continue
         machine.answer(0)
-    assert len(ran) == 1 and isinstance(task.ended, a.Conclude) and task.ended.status == "finished", task.ended
+    assert len(ran) == 1 + outage, ran
+    assert isinstance(task.ended, a.Conclude) and task.ended.status == "finished", task.ended
     assert not conversation.idle
 
 

@@ -41,8 +41,8 @@ The rules, by phase:
   to a conversation that waits: the service would take the message as an approval. After this
   task's own rejection the agent stays idle until it is run on (the answer's ``/run``); if that
   failed, a conversation that reads ``idle`` (not an end by the task's statuses) for two poll
-  intervals is run on (``RunOn``), once per rejection, right after a read of its own (a trigger
-  hands it to the worker, which reads again first).
+  intervals is run on (``RunOn``), once per rejection (again after an outage or a 401 refused it),
+  right after a read of its own (a trigger hands it to the worker, which reads again first).
 * **plan_first** (:mod:`~airflow_provider_openhands.engine.plans`): a plan turn that ends well is not
   the task's end: the plan is read, a person reviews it; Approve starts the build (a default-agent
   conversation on the plan's sandbox, with ids of its own), Revise sends the comment to the plan
@@ -838,11 +838,13 @@ class Engine:
             self.answer_checked = False
             if not pending.accept:  # the rejection may have reached it, not its /run (a 401 on the /run too)
                 lc.run_on, lc.idle_since = "armed", None
-        if isinstance(pending, a.RunOn):  # once per rejection; a 401 refused it: once more, after a fresh read
-            lc.run_on = "armed" if problem.kind == "auth" else None
+        if isinstance(pending, a.RunOn):  # refused for good: given up; an outage or a 401: again while it stays idle
+            lc.run_on = "armed" if problem.kind in ("auth", "transient") else None
             if problem.kind != "auth":
+                again = ": again if it stays idle" if lc.run_on else ""
                 self.log(
-                    "warning", f"Could not run the agent of conversation {lc.conversation_id} on: {problem.message}"
+                    "warning",
+                    f"Could not run the agent of conversation {lc.conversation_id} on: {problem.message}{again}",
                 )
                 return self._next(now)
         if isinstance(pending, (a.Pause, a.PauseStartTask)):
