@@ -275,6 +275,7 @@ def test_a_run_on_that_meets_an_outage_is_tried_again_while_the_agent_stays_idle
     for _ in range(20):
         if isinstance(step, a.RunOn):
             runs += 1
+            assert now - (T0 + 40) >= 2 * engine.rules.poll_interval, "tried again before two more idle polls"
             step = engine.step(a.Answer(True), now)
             break
         assert isinstance(step, a.ReadConversation), step
@@ -289,6 +290,20 @@ def test_a_run_on_that_meets_an_outage_is_tried_again_while_the_agent_stays_idle
     engine.step(a.Problem("not_found", "404 Not Found", 404), T0 + 40)
     later = [engine.step(a.Answer(_running("idle")), T0 + 40 + 10 * k) for k in range(1, 10)]
     assert not any(isinstance(x, a.RunOn) for x in later), "a RunOn refused for good is not tried again"
+
+
+def test_a_wait_between_idle_reads_starts_the_two_idle_polls_again() -> None:
+    """Idle, then waiting for confirmation (answered: a rejection again), then idle: the run-on waits for
+    two idle polls after the wait, not counting the idle read before it (found by review)."""
+    engine, actions = _rejected_then("idle", reads=1)
+    assert isinstance(actions[-1], a.ReadConversation), actions  # idle since T0 + 20
+    assert engine.step(a.Answer(_running("waiting_for_confirmation")), T0 + 30) == a.ReadPending("c-1")
+    assert engine.step(a.Answer([]), T0 + 30) is not None  # nothing waits by now
+    now, step = T0 + 30, None
+    while not isinstance(step, a.RunOn) and now < T0 + 200:
+        now += 10
+        step = engine.step(a.Answer(_running("idle")), now)
+    assert step == a.RunOn("c-1") and now >= T0 + 60, (now - T0, step)
 
 
 def test_a_rejection_whose_run_met_a_401_is_run_on_too() -> None:

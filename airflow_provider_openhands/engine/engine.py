@@ -546,6 +546,7 @@ class Engine:
             lc.sandbox_error_unseen = False
         status = state["status"]
         if status == STATUS_WAITING_FOR_CONFIRMATION:
+            lc.idle_since = None  # not idle: a run-on needs two idle polls after it
             return self._waiting_for_confirmation(state)
         lc.confirm_noted = False
         if status == STATUS_PAUSED and state.get("api_version") == V1:
@@ -722,7 +723,7 @@ class Engine:
     def _run_on(self, status: str, now: float) -> a.Action | None:
         """After this task's own rejection the agent stays idle until it is run on: the answer's ``/run``
         did that, unless it failed. Idle (and not an end by the task's statuses) for two poll intervals,
-        read just now: run it on, once per rejection."""
+        read just now: run it on, once per rejection (again, two idle polls later, if an outage refused it)."""
         lc = self.lc
         if lc.run_on is None:
             return None
@@ -840,6 +841,8 @@ class Engine:
                 lc.run_on, lc.idle_since = "armed", None
         if isinstance(pending, a.RunOn):  # refused for good: given up; an outage or a 401: again while it stays idle
             lc.run_on = "armed" if problem.kind in ("auth", "transient") else None
+            if problem.kind == "transient":  # two more idle polls, read just then, before it comes again
+                lc.idle_since = None
             if problem.kind != "auth":
                 again = ": again if it stays idle" if lc.run_on else ""
                 self.log(
