@@ -261,7 +261,7 @@ def test_a_rejection_left_idle_is_run_on_once_after_two_polls() -> None:
     assert isinstance(after, a.ReadConversation) and after.at > T0 + 40
     later = [engine.step(a.Answer(_running("idle")), T0 + 50 + 10 * k) for k in range(10)]
     assert not any(isinstance(x, a.RunOn) for x in later), "once per rejection"
-    assert "stays idle after the rejection: running it on" in logged(engine)
+    assert "stayed idle after the rejection: ran the agent on" in logged(engine)
 
 
 def test_a_run_on_that_meets_an_outage_is_tried_again_while_the_agent_stays_idle() -> None:
@@ -293,8 +293,9 @@ def test_a_run_on_that_meets_an_outage_is_tried_again_while_the_agent_stays_idle
 
 
 def test_a_wait_between_idle_reads_starts_the_two_idle_polls_again() -> None:
-    """Idle, then waiting for confirmation (answered: a rejection again), then idle: the run-on waits for
-    two idle polls after the wait, not counting the idle read before it (found by review)."""
+    """Idle, then a read waiting for confirmation (nothing waits by the time what waits is read), then
+    idle: the run-on waits for two idle polls after the wait, not counting the idle read before it
+    (found by review)."""
     engine, actions = _rejected_then("idle", reads=1)
     assert isinstance(actions[-1], a.ReadConversation), actions  # idle since T0 + 20
     assert engine.step(a.Answer(_running("waiting_for_confirmation")), T0 + 30) == a.ReadPending("c-1")

@@ -389,7 +389,7 @@ class Engine:
         if isinstance(pending, a.RunOn):
             lc.run_on, lc.idle_since, self.last_read = None, None, now
             ran = "ran the agent on" if value is not False else "it was no longer idle: nothing sent"
-            self.log("info", f"Conversation {lc.conversation_id} stayed idle after the rejection: {ran}")
+            self.log("warning", f"Conversation {lc.conversation_id} stayed idle after the rejection: {ran}")
             return None
         if isinstance(pending, a.Resume):
             if value is False:
@@ -734,8 +734,7 @@ class Engine:
         lc.idle_since = now if lc.idle_since is None else lc.idle_since
         if now - lc.idle_since < 2 * self.rules.poll_interval:
             return None
-        lc.run_on = "due"  # until the driver ran it on (a trigger hands it back to the worker)
-        self.log("warning", f"Conversation {lc.conversation_id} stays idle after the rejection: running it on")
+        lc.run_on = "due"  # until the driver ran it on (a trigger hands it back to the worker); logged then
         return a.RunOn(str(lc.conversation_id))
 
     def _resume_killed(self, state: dict[str, Any], now: float) -> a.Action:
