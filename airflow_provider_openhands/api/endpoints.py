@@ -318,16 +318,34 @@ def pending_actions(conversation_id: str) -> Flow[list[dict[str, Any]]]:
     return pending_actions_from_events(page)
 
 
+def _with_agent_server(conversation_id: str) -> Flow[dict[str, Any]]:
+    """V1: the conversation as the app server gives it (its agent server's url and session key, its
+    ``execution_status``), read just now; :class:`OpenHandsNotFoundError` naming the id if none."""
+    body = yield ApiRequest("GET", "/api/v1/app-conversations", params=(("ids", conversation_id),))
+    raw = body[0] if isinstance(body, list) and body else None
+    if raw is None:
+        raise OpenHandsNotFoundError(f"OpenHands has no conversation with id {conversation_id!r}")
+    return raw
+
+
+def _run(conversation_id: str, server: tuple[str, str]) -> Flow[None]:
+    """``/run`` on the agent server: never repeated by the transport (a ``/run`` reaching an agent that
+    waits for confirmation by then approves what waits). 409: it runs already (someone ran it on)."""
+    base, key = server
+    path = f"/api/conversations/{conversation_id}/run"
+    try:
+        yield ApiRequest("POST", path, server=base, session_key=key, idempotent=False)
+    except OpenHandsApiError as exc:
+        if exc.status_code != 409:
+            raise
+
+
 def respond_to_confirmation(conversation_id: str, accept: bool, reason: str) -> Flow[bool]:
     """V1: accept or reject what the conversation waits to have confirmed, on its agent server, as the
     OpenHands web UI does (the app server does not pass it on). After a rejection the agent would
     stay idle: it is told to run on, and reads the reason. A sandbox that does not run has no agent
     server to answer: a transient error (it may run again)."""
-    request = ApiRequest("GET", "/api/v1/app-conversations", params=(("ids", conversation_id),))
-    body = yield request
-    raw = body[0] if isinstance(body, list) and body else None
-    if raw is None:
-        raise OpenHandsNotFoundError(f"OpenHands has no conversation with id {conversation_id!r}")
+    raw = yield from _with_agent_server(conversation_id)
     server = agent_server(raw)
     if server is None:
         raise OpenHandsTransientError(
@@ -339,17 +357,11 @@ def respond_to_confirmation(conversation_id: str, accept: bool, reason: str) -> 
     answer: dict[str, Any] = {"accept": bool(accept)}
     if reason:
         answer["reason"] = reason
-    path = f"/api/conversations/{conversation_id}"
     # never sent twice by the transport: a second answer would go to whatever waits by then
-    respond = path + "/events/respond_to_confirmation"
+    respond = f"/api/conversations/{conversation_id}/events/respond_to_confirmation"
     yield ApiRequest("POST", respond, json=answer, server=base, session_key=key, idempotent=False)
     if not accept:
-        try:
-            # never repeated by the transport either: a /run reaching an agent that waits again approves
-            yield ApiRequest("POST", path + "/run", server=base, session_key=key, idempotent=False)
-        except OpenHandsApiError as exc:
-            if exc.status_code != 409:  # 409: it runs already (someone ran it on in OpenHands meanwhile)
-                raise
+        yield from _run(conversation_id, server)
     return True
 
 
@@ -357,21 +369,11 @@ def run_on(conversation_id: str) -> Flow[bool]:
     """V1: run an idle agent on (``/run`` on its agent server), as after a rejection whose own ``/run``
     was lost. Only if the conversation, read just now, is ``idle``: a ``/run`` reaching an agent that
     waits for confirmation approves what it waits for. False: it was not idle (nothing was sent)."""
-    body = yield ApiRequest("GET", "/api/v1/app-conversations", params=(("ids", conversation_id),))
-    raw = body[0] if isinstance(body, list) and body else None
-    if raw is None:
-        raise OpenHandsNotFoundError(f"OpenHands has no conversation with id {conversation_id!r}")
+    raw = yield from _with_agent_server(conversation_id)
     server = agent_server(raw)
     if raw.get("execution_status") != "idle" or server is None:
         return False
-    base, key = server
-    try:  # never repeated by the transport
-        yield ApiRequest(
-            "POST", f"/api/conversations/{conversation_id}/run", server=base, session_key=key, idempotent=False
-        )
-    except OpenHandsApiError as exc:
-        if exc.status_code != 409:  # 409: it runs already
-            raise
+    yield from _run(conversation_id, server)
     return True
 
 

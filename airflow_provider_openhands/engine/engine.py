@@ -763,9 +763,8 @@ class Engine:
         lc = self.lc
         plan = lc.plan or {}
         if plan.get("text") is None and not lc.turn_read and not lc.events_unreadable:
-            return a.ReadTurn(
-                str(lc.conversation_id)
-            )  # found ended by a retry: its final message, should the file be empty
+            # found ended by a retry: read its final message first, should the plan file be empty
+            return a.ReadTurn(str(lc.conversation_id))
         if plan.get("text") is None:
             return a.ReadPlan(str(lc.conversation_id))
         review = plan.get("review")
