@@ -903,6 +903,7 @@ KNOB_SAMPLES = {
     "daily_sandbox_limit": 7,
     "capacity_error_style": "flat",
     "rate_limit_per_minute": 500,
+    "rate_limit_window": 6.0,
     "turn_lag_seconds": 0.2,
     "missing_file_answer": "empty",
     "outcomes_by_repository": {"acme/web": "error", "acme/docs": "stuck"},
@@ -927,6 +928,7 @@ def test_every_knob_is_settable_by_config_and_the_command_line(emu):
     flags = [
         "--concurrency-limit=3", "--conversation-seconds=2.5", "--start-seconds=0.1", "--latency=0.01",
         "--daily-sandbox-limit=7", "--capacity-error-style=flat", "--rate-limit-per-minute=500",
+        "--rate-limit-window=6",
         "--turn-lag-seconds=0.2", "--missing-file-answer=empty", "--outcomes-by-repository", "acme/web=error",
         "--outcomes-by-repository=acme/docs=stuck", "--seconds-by-repository", "acme/api=600",
     ]  # fmt: skip

@@ -23,6 +23,7 @@ from airflow_provider_openhands.exceptions import (
     OpenHandsConfigError,
     OpenHandsTransientError,
 )
+from airflow_provider_openhands.hooks.budget import RequestBudget
 from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 from airflow_provider_openhands.hooks.transport import ConnectionSettings
 from airflow_provider_openhands.testing.emulator import max_in_window
@@ -118,7 +119,7 @@ def test_an_id_in_flight_is_not_asked_for_again_until_its_batch_returns(emulator
 
 def test_the_budget_holds_whatever_the_subscribers_ask_for(emulator, monkeypatch):
     """5 requests per (scaled-down) 6 s window, with tiny intervals, two kinds and failures."""
-    monkeypatch.setattr(SharedPoller, "budget_window", 6.0, raising=False)
+    monkeypatch.setattr(RequestBudget, "window", 6.0)
     monkeypatch.setattr(SharedPoller, "backoff_initial", 0.01, raising=False)
     use_connection(monkeypatch, emulator)  # the setup's own requests are not the poller's to pace
     conversations = [start() for _ in range(3)]

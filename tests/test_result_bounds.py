@@ -47,9 +47,9 @@ def test_a_worker_task_s_requests_stay_within_the_connection_s_budget(airflow_db
     """``include_diff`` over 30 changed files sends one ``git/diff`` each: with
     ``max_requests_per_minute`` 10 (over a window shrunk to 2 s), the service never sees more than
     10 requests in any 2 s."""
-    from airflow_provider_openhands.hooks.budget import RequestWindow
+    from airflow_provider_openhands.hooks.budget import RequestBudget
 
-    monkeypatch.setattr(RequestWindow, "window", 2.0)
+    monkeypatch.setattr(RequestBudget, "window", 2.0)
     monkeypatch.setenv(
         "AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, api_version, max_requests_per_minute=10)
     )

@@ -28,14 +28,14 @@ from airflow_provider_openhands.exceptions import (
     OpenHandsConfigError,
     OpenHandsTransientError,
 )
-from airflow_provider_openhands.hooks.budget import window_for
+from airflow_provider_openhands.hooks.budget import RequestBudget, budget_for
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://app.all-hands.dev"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
-#: Requests per minute the triggerer's shared poller of one connection may send (service limit: 100).
+#: Requests per minute one process may send with one connection (the service's limit: 100 per account).
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 60
 USER_AGENT = "airflow-provider-openhands"
 
@@ -261,7 +261,7 @@ class SyncTransport:
         self.session = requests.Session()
         self.session.headers.update(settings.headers)
         self.session.verify = settings.verify
-        self.budget = window_for(settings.conn_id, settings.base_url, settings.max_requests_per_minute)
+        self.budget = budget_for(settings.conn_id, settings.base_url, settings.max_requests_per_minute)
         #: When set (``time.time()``), every request, its retries and ``Retry-After`` waits included,
         #: ends by then: no retry starts after it, and an attempt's timeout is cut to what is left.
         self.deadline: float | None = None
@@ -297,18 +297,9 @@ class SyncTransport:
         )
 
     def _send_within_budget(self, request: ApiRequest) -> Any:
-        """One attempt, counted against the connection's request budget in this process; a rate-limit
-        429 holds that budget for every task of the process (``hooks/budget.py``)."""
-        if request.server:  # a sandbox's own server: not the service's request budget
-            return self._send_once(request)
+        """One attempt, in a slot of the connection's request budget in this process (``hooks/budget.py``)."""
         self.budget.acquire(self.settings.conn_id, self.deadline)
-        try:
-            return self._send_once(request)
-        except OpenHandsTransientError as exc:
-            if exc.status_code == 429:  # capacity and the daily quota raise other errors
-                wait = float(exc.retry_after) if exc.retry_after is not None else self.retry.initial_wait
-                self.budget.hold(min(wait, self.retry.max_wait))
-            raise
+        return _budgeted(self.budget, self._send_once, request)
 
     def send(self, request: ApiRequest) -> Any:
         kwargs = self.retry.tenacity_kwargs(request, lambda: self.deadline)
@@ -330,6 +321,7 @@ class AsyncTransport:
         self.client = httpx.AsyncClient(
             base_url=settings.base_url, headers=settings.headers, timeout=settings.timeout, verify=settings.verify
         )
+        self.budget = budget_for(settings.conn_id, settings.base_url, settings.max_requests_per_minute)
 
     async def _send_once(self, request: ApiRequest) -> Any:
         try:
@@ -363,14 +355,45 @@ class AsyncTransport:
             agent_server=bool(request.server),
         )
 
+    async def send_in_slot(self, request: ApiRequest) -> Any:
+        """One attempt in a slot of the budget the caller has taken already."""
+        try:
+            response = await self._send_once(request)
+        except OpenHandsTransientError as exc:
+            _heard(self.budget, exc)
+            raise
+        self.budget.accepted()
+        return response
+
+    async def _send_within_budget(self, request: ApiRequest) -> Any:
+        await self.budget.aacquire(self.settings.conn_id)
+        return await self.send_in_slot(request)
+
     async def send(self, request: ApiRequest) -> Any:
-        return await tenacity.AsyncRetrying(**self.retry.tenacity_kwargs(request))(self._send_once, request)
+        return await tenacity.AsyncRetrying(**self.retry.tenacity_kwargs(request))(self._send_within_budget, request)
 
     async def run(self, flow: Flow[Any]) -> Any:
         return await adrive(flow, self.send)
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _heard(budget: RequestBudget, exc: OpenHandsTransientError) -> None:
+    """A rate-limit 429 holds and slows the whole budget (capacity and the daily quota raise other errors)."""
+    if exc.status_code == 429:
+        budget.rate_limited(None if exc.retry_after is None else float(exc.retry_after))
+
+
+def _budgeted(budget: RequestBudget, send: Callable[[ApiRequest], Any], request: ApiRequest) -> Any:
+    """``send(request)`` in a slot already taken: what the service answered adapts the budget."""
+    try:
+        response = send(request)
+    except OpenHandsTransientError as exc:
+        _heard(budget, exc)
+        raise
+    budget.accepted()
+    return response
 
 
 def _agent_server_kwargs(request: ApiRequest, settings: ConnectionSettings) -> dict[str, Any]:

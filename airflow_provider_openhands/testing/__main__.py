@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--daily-sandbox-limit", type=int, default=None)
     parser.add_argument("--capacity-error-style", choices=("nested", "flat"), default="nested")
     parser.add_argument("--rate-limit-per-minute", type=int, default=None)
+    parser.add_argument(
+        "--rate-limit-window", type=float, default=60.0, help="seconds of the rate limit's minute (tests scale it)"
+    )
     parser.add_argument("--turn-lag-seconds", type=float, default=0.5)
     parser.add_argument("--missing-file-answer", choices=("404", "empty"), default="404")
     parser.add_argument(

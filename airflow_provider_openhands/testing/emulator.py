@@ -168,6 +168,7 @@ CONFIG_KEYS = (
     "daily_sandbox_limit",
     "capacity_error_style",
     "rate_limit_per_minute",
+    "rate_limit_window",
     "turn_lag_seconds",
     "missing_file_answer",
     "outcomes_by_repository",
@@ -193,6 +194,7 @@ class Emulator(V1Routes, V0Routes, Faults):
         daily_sandbox_limit: int | None = None,
         capacity_error_style: str = "nested",
         rate_limit_per_minute: int | None = None,
+        rate_limit_window: float = 60.0,
         turn_lag_seconds: float = 0.5,
         missing_file_answer: str = "404",
         outcomes_by_repository: dict[str, str] | None = None,
@@ -208,6 +210,7 @@ class Emulator(V1Routes, V0Routes, Faults):
         self.daily_sandbox_limit = daily_sandbox_limit
         self.capacity_error_style = capacity_error_style
         self.rate_limit_per_minute = rate_limit_per_minute
+        self.rate_limit_window = rate_limit_window
         self.turn_lag_seconds = turn_lag_seconds
         self.missing_file_answer = missing_file_answer
         #: ``{"owner/repo": "error"}``: the agent's outcome for conversations on that repository.

@@ -14,8 +14,10 @@ The limits are knobs of the :class:`Emulator` (constructor keyword arguments; al
   (every accepted V1 POST and ``seed`` counts; *stricter*: starts that fail count too), the POST
   answers 429 ``{"detail": {"error": "DAILY_SANDBOX_LIMIT_REACHED", "message", "limit", "reset_at"}}``.
 * ``rate_limit_per_minute`` (None): over that many API requests (control calls excluded) in any
-  60 s window -> 429 ``{"error": "Rate limit exceeded: N per 1 minute"}`` with ``Retry-After``.
-  Refused requests do not count against the window. :meth:`Emulator.requests_per_minute` gives the
+  60 s window, or over 10 in any second (the service's ``10/second; 100/minute``) -> 429
+  ``{"error": "Rate limit exceeded: N per 1 minute"}`` with ``Retry-After``. Refused requests do not
+  count against the window. ``rate_limit_window`` (60) scales both windows down for tests (6: N per
+  6 s and 10 per 0.1 s). :meth:`Emulator.requests_per_minute` gives the
   peak of API requests seen in any 60 s window (``max_requests_per_minute`` in ``stats()``).
 
 Faults (:meth:`Emulator.add_fault`, ``POST /_emulator/faults``): a status code, headers, a raw
@@ -164,12 +166,16 @@ class Faults:
         now = time.time() if now is None else now
         with self.lock:
             self.api_request_times.append(now)
-            limit = self.rate_limit_per_minute
-            while self._accepted and now - self._accepted[0] >= 60.0:
+            limit, window = self.rate_limit_per_minute, self.rate_limit_window
+            while self._accepted and now - self._accepted[0] >= window:
                 self._accepted.popleft()
             if limit is not None and len(self._accepted) >= limit:
                 self.refused_for_rate += 1
-                return max(0.0, self._accepted[0] + 60.0 - now)
+                return max(0.0, self._accepted[0] + window - now)
+            second = window / 60.0
+            if limit is not None and len(self._accepted) >= 10 and now - self._accepted[-10] < second:
+                self.refused_for_rate += 1
+                return max(0.0, self._accepted[-10] + second - now)
             self._accepted.append(now)
         return None
 

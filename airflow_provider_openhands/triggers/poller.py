@@ -8,11 +8,12 @@ V0 has no batch endpoint: there each id is its own request, over the one shared 
 
 * Batches are independent: each runs as its own task; a round does not wait for a slow one, and
   an id whose batch is still in flight is not asked for again until it returns.
-* A request budget (connection extra ``max_requests_per_minute``, default 60) caps what the poller
-  sends, retries included: every request waits for a slot, slots evenly spaced, so under load the
-  rounds stretch instead of bursting. Each trigger keeps its own deadline: it waits on its own
-  timer, never on the poller. The budget is per poller, that is per triggerer process and
-  connection (``coalesce=False`` triggers each have a private poller with its own budget).
+* The process's request budget for the connection (``hooks/budget.py``: extra
+  ``max_requests_per_minute``, default 60) caps what the poller sends, together with everything
+  else the triggers of the process send (their events reads, pauses): every request waits for a
+  slot, so under load the rounds stretch instead of bursting. Each trigger keeps its own deadline:
+  it waits on its own timer, never on the poller. ``coalesce=False`` triggers each have a private
+  poller, within the same budget.
 * The poller's client does not retry by itself: a batch that met a transient error backs off
   (exponentially, with jitter, honouring ``Retry-After``) and its subscribers get the error each
   failed round, so each trigger decides how long to ride it out. Permanent errors are delivered
@@ -76,42 +77,6 @@ class Subscription:
         return value
 
 
-class RequestBudget:
-    """At most ``per_window`` requests start in any ``window`` seconds, paced evenly.
-
-    Each request takes the next free slot; slots are ``window / per_window`` seconds apart (plus
-    :attr:`SLACK`, so that the server, which sees the requests a little jittered, never counts
-    one too many in its window). Waiters are served in the order they asked.
-    """
-
-    SLACK = 1.02
-
-    def __init__(self, per_window: int, window: float) -> None:
-        self.per_window = per_window
-        self.window = window
-        self._next_slot = float("-inf")
-        self._hold_until = float("-inf")
-
-    @property
-    def spacing(self) -> float:
-        return self.window / self.per_window * self.SLACK
-
-    async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            slot = max(now, self._next_slot, self._hold_until)
-            self._next_slot = slot + self.spacing
-            if slot > now:
-                await asyncio.sleep(slot - now)
-            if loop.time() >= self._hold_until:  # not put on hold while this request waited
-                return
-
-    def hold(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` (the server said the window is spent)."""
-        self._hold_until = max(self._hold_until, asyncio.get_running_loop().time() + seconds)
-
-
 @dataclass(eq=False)
 class _Item:
     """Polling state of one subscribed id."""
@@ -151,8 +116,6 @@ class SharedPoller:
 
     _registry: dict[tuple[int, str], SharedPoller] = {}
 
-    #: Seconds over which ``max_requests_per_minute`` is counted (tests shrink it).
-    budget_window = 60.0
     #: First backoff after a failed batch, and the longest, in seconds (jittered between half and all).
     backoff_initial = 1.0
     backoff_max = 60.0
@@ -163,7 +126,6 @@ class SharedPoller:
         self.subscriptions: set[Subscription] = set()
         self.batches_polled = 0
         self.requests_sent = 0
-        self.budget = RequestBudget(60, self.budget_window)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -174,6 +136,11 @@ class SharedPoller:
         self._clients: set[_Client] = set()
         self._settings_read_at = float("-inf")
         self._settings_lock = asyncio.Lock()
+
+    @property
+    def budget(self) -> Any:
+        """The process's request budget for the connection (None before the connection was read)."""
+        return self._client.transport.budget if self._client is not None else None
 
     @classmethod
     def for_connection(cls, openhands_conn_id: str, *, shared: bool = True) -> SharedPoller:
@@ -315,7 +282,7 @@ class SharedPoller:
             await self._release(client)
 
     async def _fetch(self, client: _Client, kind: str, items: list[_Item]) -> dict[str, Any]:
-        await self.budget.acquire()
+        await client.transport.budget.aacquire(client.settings.conn_id, first=True)  # it serves every wait
         # Ask only for the ids somebody still waits on once the slot has come: a trigger may
         # have left while the batch waited for it.
         waited_on = {(s.kind, s.key) for s in self.subscriptions}
@@ -331,11 +298,12 @@ class SharedPoller:
 
         async def send(request: ApiRequest) -> Any:
             nonlocal slot_taken
-            if not slot_taken:
-                await self.budget.acquire()
-            slot_taken = False
             self.requests_sent += 1
-            return await client.transport.send(request)
+            if slot_taken:
+                slot_taken = False
+                return await client.transport.send_in_slot(request)
+            await client.transport.budget.aacquire(settings.conn_id, first=True)
+            return await client.transport.send_in_slot(request)  # the client never retries
 
         return await adrive(flow, send)
 
@@ -349,10 +317,8 @@ class SharedPoller:
         """Back off this batch's ids: exponentially with jitter, and at least ``Retry-After``."""
         loop = asyncio.get_running_loop()
         retry_after = getattr(exc, "retry_after", None) if isinstance(exc, OpenHandsTransientError) else None
-        if retry_after is not None:
+        if retry_after is not None:  # a 429 has held the whole budget already (the transport)
             retry_after = min(float(retry_after), RETRY_AFTER_MAX)
-            if exc.status_code == 429:  # the rate limit is the user's: hold every batch
-                self.budget.hold(retry_after)
         for item in items:
             item.failures += 1
             delay = min(self.backoff_max, self.backoff_initial * 2 ** (item.failures - 1))
@@ -389,8 +355,6 @@ class SharedPoller:
                 return
             old, self._client = self._client, _Client(settings)
             self._clients.add(self._client)
-            self.budget.per_window = settings.max_requests_per_minute
-            self.budget.window = self.budget_window
             if old is not None:
                 log.info("Connection %r changed: polling with its new settings", self.openhands_conn_id)
                 old.retired = True

@@ -1,0 +1,65 @@
+"""A triggerer's worth of waits in one process: ``python -m tests.harness.many_waits IDS_FILE``.
+
+Runs one :class:`OpenHandsConversationTrigger` per conversation id of ``IDS_FILE`` (JSON, the
+emulator's ``seed`` answer) in one asyncio loop, as a triggerer process does, on the connection
+``openhands_default`` from the environment. ``--window`` shrinks the request budget's minute (a
+scaled-down test); ``--poll-interval`` is the triggers'. Prints one JSON line: the outcomes, and
+what this process's request budget took, heard and ended at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+
+async def wait_all(ids: list[str], poll_interval: float, timeout: float) -> list[dict]:
+    """Each wait's event payload, in the order of ``ids``."""
+    from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger
+
+    async def one(conversation_id: str) -> dict:
+        trigger = OpenHandsConversationTrigger(
+            openhands_conn_id="openhands_default",
+            conversation_id=conversation_id,
+            poll_interval=poll_interval,
+            end_time=time.time() + timeout,
+        )
+        async for event in trigger.run():
+            return event.payload
+        return {"outcome": "no event"}
+
+    return await asyncio.gather(*(one(conversation_id) for conversation_id in ids))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ids_file", help="JSON list of {'id': ...} (the emulator's seed answer)")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds of the request budget's minute")
+    parser.add_argument("--poll-interval", type=float, default=10.0, help="the triggers' poll interval (s)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="each wait's deadline (s from now)")
+    args = parser.parse_args()
+    from airflow_provider_openhands.hooks import budget
+
+    budget.RequestBudget.window = args.window
+    ids = [item["id"] for item in json.loads(Path(args.ids_file).read_text())]
+    started = time.time()
+    outcomes = [event["outcome"] for event in asyncio.run(wait_all(ids, args.poll_interval, args.timeout))]
+    spent = list(budget._budgets.values())
+    print(
+        json.dumps(
+            {
+                "outcomes": outcomes,
+                "wall": time.time() - started,
+                "taken": sum(b.taken for b in spent),
+                "refused": sum(b.refused for b in spent),
+                "limit": [b.limit for b in spent],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
