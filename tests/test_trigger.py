@@ -67,10 +67,14 @@ def test_waits_for_the_conversation_to_finish(connection):
 
 
 def test_the_event_is_small_and_holds_no_state(connection):
-    """Airflow logs the event it fires: ids and what happened, not a 1 KB state."""
+    """Airflow logs the event it fires: ids and what happened, not a 1 KB state. The conversation as
+    read at its end travels once, in the lifecycle, so the worker need not read it again; without
+    the session key."""
     conversation_id = start(connection)
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id)))
+    end_state = event["lifecycle"].pop("end_state")
     assert "state" not in event and len(repr(event)) < 600  # ids, outcome, the turn's final message
+    assert end_state["conversation_id"] == conversation_id and "session_api_key" not in end_state
 
 
 @pytest.mark.parametrize("outcome", ["error", "stuck"])

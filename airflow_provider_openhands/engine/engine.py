@@ -394,7 +394,7 @@ class Engine:
         if isinstance(pending, a.Resume):
             if value is False:
                 return self._fail("permanent", f"The sandbox of conversation {lc.conversation_id} is gone")
-            lc.killed = False
+            lc.killed, lc.turn_seen = False, None
             if lc.phase != PHASE_FOLLOW_UP:
                 lc.phase, lc.resume_deadline = PHASE_RUNNING, None
             self.last_read = now
@@ -411,7 +411,7 @@ class Engine:
                 return None
             return None  # not sent: a read of the conversation first (it may wait for a confirmation by now)
         if isinstance(pending, a.Send):
-            lc.sent_at, lc.run_on = lc.sent_at or "sent", None  # a message runs the agent on
+            lc.sent_at, lc.run_on, lc.turn_seen = lc.sent_at or "sent", None, None  # a message runs the agent on
             lc.phase, lc.resume_deadline = PHASE_RUNNING, None
             self.last_read = None
             self.log("info", f"Follow-up message sent to conversation {lc.conversation_id}")
@@ -551,7 +551,7 @@ class Engine:
         lc.confirm_noted = False
         if status == STATUS_PAUSED and state.get("api_version") == V1:
             if not lc.events_unreadable:
-                return a.ReadTurn(str(lc.conversation_id))
+                return self._read_turn(state, now, again=False)
             if lc.killed and state.get("sandbox_id"):  # no events to tell: this series' kill paused it
                 return self._resume_killed(state, now)
         if status != STATUS_PAUSED:
@@ -564,8 +564,26 @@ class Engine:
             return None
         confirmable = status in ENDED_BY_EVENTS and state.get("sandbox_status") != "ERROR"
         if state.get("api_version") == V1 and not lc.events_unreadable and confirmable:
-            return a.ReadTurn(str(lc.conversation_id))  # the events confirm it is this turn's end
+            read = self._read_turn(state, now, again=True)  # the events confirm it is this turn's end
+            return read if read is not None or lc.disagree_since is None else self._disagreed(state, now)
         return self._ended(status, now)
+
+    def _read_turn(self, state: dict[str, Any], now: float, *, again: bool) -> a.Action | None:
+        """The turn's events, unless they were read for this very answer (status and ``updated_at``
+        unchanged) and showed no end: a paused conversation costs one events read until it changes;
+        one whose status disagrees with its events (``again``) is read once more after 1, 2, 4, ...
+        polls (a server may not move ``updated_at``). None: nothing to read now."""
+        lc = self.lc
+        seen = f"{state.get('status')}|{state.get('sandbox_status')}|{state.get('updated_at')}"
+        if lc.turn_seen == seen and lc.turn_read_at is not None:
+            backoff = self.rules.poll_interval * 2 ** min(lc.turn_reads, 8)
+            if not again or now - lc.turn_read_at < backoff - self.rules.poll_interval / 2:
+                return None
+            lc.turn_reads += 1
+        else:
+            lc.turn_seen, lc.turn_reads = seen, 0
+        lc.turn_read_at = now
+        return a.ReadTurn(str(lc.conversation_id))
 
     def _series_since(self) -> str | None:
         """Since when a follow-up's retry looks for its own message: the DAG run's start, or this
@@ -593,7 +611,7 @@ class Engine:
         state = self.last_state or {}
         ended = turn.get("status")
         if ended:
-            lc.disagree_since = None
+            lc.disagree_since, lc.turn_seen = None, None  # a next turn's end is read on its own
             lc.final_message, lc.error, lc.turn_read = turn.get("final_message"), turn.get("error"), True
             if classify(ended, self.rules.success_statuses, self.rules.failure_statuses) is not None:
                 return self._ended(ended, now)
@@ -612,14 +630,20 @@ class Engine:
         if not turn.get("live") or state.get("sandbox_status") == "ERROR":  # the status stands (a lasting ERROR)
             return self._ended(str(state.get("status")), now)
         lc.disagree_since = lc.disagree_since or now
-        if now - lc.disagree_since >= EVENTS_DISAGREE_MAX:
-            self.log(
-                "warning",
-                f"Conversation {lc.conversation_id} reads {state.get('status')} but its events still show the turn "
-                f"going on after {EVENTS_DISAGREE_MAX:.0f}s: taking the status",
-            )
-            return self._ended(str(state.get("status")), now)
-        return None  # a new turn began after the status was written: wait for its end
+        return self._disagreed(state, now)
+
+    def _disagreed(self, state: dict[str, Any], now: float) -> a.Action | None:
+        """The status reads ended, the events last showed the turn going on: a new turn began after the
+        status was written, so wait for its end; but not past :data:`EVENTS_DISAGREE_MAX`."""
+        lc = self.lc
+        if now - (lc.disagree_since or now) < EVENTS_DISAGREE_MAX:
+            return None
+        self.log(
+            "warning",
+            f"Conversation {lc.conversation_id} reads {state.get('status')} but its events still show the turn "
+            f"going on after {EVENTS_DISAGREE_MAX:.0f}s: taking the status",
+        )
+        return self._ended(str(state.get("status")), now)
 
     # -- confirmations ---------------------------------------------------------------------------
 
@@ -746,6 +770,11 @@ class Engine:
     def _ended(self, status: str, now: float) -> a.Action:
         lc = self.lc
         lc.phase, lc.outcome = PHASE_DONE, status
+        state = self.last_state
+        if state is not None and canonical_id(str(state.get("conversation_id"))) == canonical_id(
+            str(lc.conversation_id)
+        ):
+            lc.end_state = {k: v for k, v in state.items() if not any(w in k for w in ("key", "secret", "password"))}
         return self._done(now)
 
     def _done(self, now: float) -> a.Action:

@@ -93,12 +93,16 @@ class Lifecycle:
     sandbox_error_unseen: bool = False  # a read failed since: the time to the next ERROR read is not counted
     sandbox_error_seen: float = 0.0  # seconds of ERROR seen between reads this episode
     disagree_since: float | None = None  # the status reads ended, the events show the turn going on, since
+    turn_seen: str | None = None  # the conversation's answer (status, updated_at) when its events last read no end
+    turn_read_at: float | None = None  # ... read then
+    turn_reads: int = 0  # events reads of that same answer (a backoff between them)
     auth_reread_for: list[str] = field(default_factory=list)  # kinds of request a 401 read the connection again for
     killed: bool = False  # the task was killed and paused its conversation: a retry resumes it
     events_unreadable: bool = False  # events/search failed for good: statuses are taken as they read
     published: str | None = None  # the id this try already put in XCom and the log
     last_status: str | None = None
     outcome: str | None = None  # the final status once done
+    end_state: dict[str, Any] | None = None  # the conversation as read when its turn ended (no second read for it)
     final_message: str | None = None  # the agent's last word in this turn, read with its end
     turn_read: bool = False  # final_message was read from the turn's events
     error: str | None = None  # the agent's own last error in this turn (cut short), read with its end

@@ -248,7 +248,11 @@ class ConversationWaiter:
         from airflow_provider_openhands import results
         from airflow_provider_openhands.engine.engine import FAILURE, classify
 
-        state = self.hook.get_conversation(conversation_id)
+        needs_files = bool(self.output_schema or self.output_files or self.include_diff)
+        if lc is not None and lc.end_state and not needs_files:  # as read when the turn ended: no second read
+            state = dict(lc.end_state)
+        else:  # files that must be read: the sandbox as it is now (resumed if paused since)
+            state = self.hook.get_conversation(conversation_id)
         if status:  # how the turn ended, as the wait saw it (a later read may show the sandbox paused)
             state["status"] = status
         if lc is not None and lc.turn_read:  # read with the turn's end

@@ -1,0 +1,189 @@
+"""Request counts (issue 28): every request a wait sends takes a slot of one budget per process and
+connection, and a conversation costs the shared batched polls plus one events read per ended turn.
+
+Counting requests is deterministic where timing is not: these tests count what the emulator
+received. The 3-process case runs three triggerer-like processes on one account, scaled down (a
+"minute" of 6 s on both sides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+from airflow_provider_openhands.testing.emulator import max_in_window
+from airflow_provider_openhands.testing.pytest_plugin import connection_json
+from tests.conftest import REPO
+from tests.harness.many_waits import wait_all
+
+INTERVAL = 0.2
+#: A triggerer's waits at a tenth of the time scale: a 6 s "minute", polls every 1 s ("10 s").
+WAITER_ARGS = ("--window", "6", "--poll-interval", "1", "--timeout", "120")
+BATCH = r"^/api/v1/app-conversations$"
+EVENTS = r"/events/search$"
+
+
+def use_connection(monkeypatch: pytest.MonkeyPatch, emulator, **extra) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, "v1", **extra))
+
+
+def wait_on(ids: list[str], seconds: float = 60) -> list[dict]:
+    """One trigger per id in one event loop, as a triggerer runs them: each one's event."""
+    return asyncio.run(wait_all(ids, INTERVAL, seconds))
+
+
+@pytest.mark.parametrize("n", [10, 100])
+def test_n_waits_cost_the_batched_polls_and_one_events_read_per_ended_turn(emulator, monkeypatch, n):
+    """N waits over their whole life: the batched polls (one request per 99 ids per round), and per
+    conversation exactly one events read, the one that confirms the end and gives the final message."""
+    use_connection(monkeypatch, emulator, max_requests_per_minute=6000)
+    ids = [c["id"] for c in emulator.seed([0.4 + 0.8 * k / n for k in range(n)])]
+    emulator.requests.clear()
+    started = time.monotonic()
+    events = wait_on(ids)
+    rounds = (time.monotonic() - started) / INTERVAL + 2
+    assert [e["outcome"] for e in events] == ["success"] * n
+    assert all(e["lifecycle"]["final_message"] is not None for e in events)  # read with the end
+    batched = emulator.requests_to("GET", BATCH)
+    per_conversation = [r for r in emulator.requests if not r["path"].endswith("/app-conversations")]
+    assert len(per_conversation) == n, sorted({r["path"].rsplit("/", 2)[-2] for r in per_conversation})
+    assert all(r["path"].endswith("/events/search") for r in per_conversation)
+    assert len(batched) <= rounds * math.ceil(n / 99), (len(batched), rounds)
+
+
+@pytest.mark.airflow_e2e
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_deferred_task_reads_its_ended_conversation_once(airflow_db, connection, tmp_path, monkeypatch, api_version):
+    """A deferrable start operator, whole: after the events read that confirmed the end (and gave
+    the final message), the task reads the changed files it asked for (``include_changes``) and
+    pauses the sandbox; the state it returns is the one the wait read at the end, not read again."""
+    from tests.test_dag_runs import run_dag, task_states
+
+    monkeypatch.setenv("OPENHANDS_TEST_RESULTS", str(tmp_path))
+    dag_run = run_dag("oh_test_wait_in_operator", {"suffix": '[emulator finish="Fixed two typos"]'})
+    assert task_states(dag_run) == {"run": "success", "record_state": "success"}
+    state = json.loads((tmp_path / "oh_test_wait_in_operator-state.json").read_text())
+    assert state["final_message"] == "Fixed two typos" and state["status"] == "finished"
+    (events,) = connection.requests_to("GET", EVENTS)
+    after = [r for r in connection.requests if r["at"] > events["at"]]
+    assert [r["path"].rsplit("/", 1)[-1] for r in after] == ["changes", "pause"], after
+
+
+def test_paused_conversations_are_read_through_the_batch(emulator, monkeypatch):
+    """Waits on conversations paused mid-run: each one's events are read once, to learn that its turn
+    did not end; after that only the batched polls, however many rounds pass."""
+    use_connection(monkeypatch, emulator, max_requests_per_minute=6000)
+    ids = [c["id"] for c in emulator.seed([600] * 5)]
+    hook = OpenHandsHook()
+    for state in hook.get_conversations(ids).values():
+        hook.stop_conversation(state["conversation_id"], state["sandbox_id"])
+    emulator.requests.clear()
+    events = wait_on(ids, seconds=3)
+    assert {e["outcome"] for e in events} == {"timeout"}
+    polls = len(emulator.requests_to("GET", BATCH))
+    assert polls >= 3 / INTERVAL / 2  # many rounds
+    assert len(emulator.requests_to("GET", EVENTS)) == len(ids)  # not one per round
+
+
+def test_a_status_that_disagrees_with_the_events_is_not_read_again_each_poll(emulator, monkeypatch):
+    """The status reads ``finished`` while the events show a new turn going on (a follow-up the
+    status has not caught up with): the events are read again when the answer changes, or after 1,
+    2, 4, ... polls, not at every poll; the task still ends with the new turn."""
+    use_connection(monkeypatch, emulator, max_requests_per_minute=6000)
+    emulator.turn_lag_seconds = 4.0  # the status keeps the old turn's end this long after a send
+    hook = OpenHandsHook()
+    conversation_id = hook.start_conversation("First [emulator duration=0.2]", "acme/app", poll_interval=0.05)
+    time.sleep(0.8)
+    hook.send_message(conversation_id, "Second [emulator duration=2]")
+    emulator.requests.clear()
+    (event,) = wait_on([conversation_id])
+    assert event["outcome"] == "success"
+    polls, reads = len(emulator.requests_to("GET", BATCH)), len(emulator.requests_to("GET", EVENTS))
+    assert polls >= 10
+    assert reads <= 2 + math.log2(polls), (reads, polls)
+
+
+def test_a_429_holds_every_kind_of_request_of_the_process(emulator, monkeypatch):
+    """A 429 with ``Retry-After: 2`` on a trigger's events read: the shared poller's batch, another
+    trigger's pause and a worker thread's read of the same process, asked just after, all wait for
+    the hold instead of sending into the spent window."""
+    use_connection(monkeypatch, emulator, max_requests_per_minute=6000, max_retries=0)
+    ids = [c["id"] for c in emulator.seed([600, 600])]
+    states = OpenHandsHook().get_conversations(ids)
+    emulator.add_fault(
+        status=429, method="GET", path=EVENTS, times=1, headers={"Retry-After": "2"}, body={"error": "Rate limit"}
+    )
+    emulator.requests.clear()
+
+    async def scenario() -> None:
+        from airflow_provider_openhands.triggers.poller import CONVERSATION, SharedPoller
+
+        hook = OpenHandsHook()
+        with pytest.raises(Exception, match="429"):
+            await hook.aget_turn_outcome(ids[0])
+        worker = threading.Thread(target=lambda: OpenHandsHook().get_conversation(ids[0]))
+        worker.start()
+        first = states[next(iter(states))]
+        async with SharedPoller.for_connection("openhands_default").subscribe(CONVERSATION, ids[1], 0.05) as sub:
+            await asyncio.gather(sub.next(), OpenHandsHook().astop_conversation(ids[0], first["sandbox_id"]))
+        await asyncio.to_thread(worker.join)
+        await hook.aclose()
+
+    asyncio.run(scenario())
+    refused, *after = sorted(emulator.requests, key=lambda r: r["at"])
+    assert refused["status"] == 429
+    kinds = {r["path"].rsplit("/", 1)[-1] for r in after}
+    assert kinds >= {"app-conversations", "pause"}, kinds
+    assert len(after) >= 3
+    assert min(r["at"] for r in after) >= refused["at"] + 1.95, [r["at"] - refused["at"] for r in after]
+
+
+def test_three_processes_on_one_account_adapt_to_its_limit(emulator, tmp_path):
+    """Three triggerer processes, each with the default budget (60 a minute), share one account that
+    allows 40 a minute (both minutes scaled to 6 s): after the first minute under 5% of the requests
+    are answered 429, and every wait ends with its conversation's outcome."""
+    emulator.rate_limit_per_minute, emulator.rate_limit_window = 40, 6.0
+    emulator.concurrency_limit = 1000
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT": connection_json(emulator, "v1"),
+    }
+    children = []
+    for process in range(3):
+        seeded = emulator.seed([3 + 9 * k / 29 for k in range(30)])  # 30-120 s, scaled
+        ids_file = tmp_path / f"ids-{process}.json"
+        ids_file.write_text(json.dumps(seeded))
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.harness.many_waits", str(ids_file), *WAITER_ARGS],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    started = time.time()
+    reports = []
+    for child in children:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-3000:]
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert [sorted(set(r["outcomes"])) for r in reports] == [["success"]] * 3
+    first = min(r["at"] for r in emulator.requests if r["at"] >= started)
+    answered = [r for r in emulator.requests if r["at"] >= first + 6.0 and "status" in r]
+    refused = [r for r in answered if r["status"] == 429]
+    print(f"3 processes: {len(refused)} of {len(answered)} requests answered 429 after the first minute")
+    assert len(answered) > 50
+    assert len(refused) / len(answered) < 0.05, (len(refused), len(answered), [r["limit"] for r in reports])
+    accepted = sorted(r["at"] for r in emulator.requests if r.get("status") != 429)
+    assert max_in_window(accepted, 6.0) <= 40
