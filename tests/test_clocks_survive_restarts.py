@@ -134,3 +134,29 @@ def test_each_clock_that_starts_or_stops_is_unsaved(clock):
     assert unsaved_clock(
         Lifecycle(sandbox_error_since=5.0), Lifecycle(**{**moved.to_dict(), "sandbox_error_seen": 60.0}), 120.0
     )
+
+
+@V1_ONLY
+@pytest.mark.skipif(not AIRFLOW_3, reason="the task-runner harness copies Airflow 3.3's")
+def test_a_deferred_sensor_defers_again_with_the_outage_s_clock(connection):
+    """The sensor resumes from the trigger's hand-back as the operator does: it defers again with
+    the clock stored (at the outage's start and at its end) and returns the conversation's end."""
+    from airflow_provider_openhands.sensors.openhands import OpenHandsConversationSensor
+
+    connection.conversation_seconds = 4
+    conversation_id = start(connection)
+    with dag("oh_clocks_sensor"):
+        sensor = OpenHandsConversationSensor(
+            task_id="watch", conversation_id=conversation_id, deferrable=True, poke_interval=0.2, timeout=30
+        )
+    task = AirflowTask(sensor)
+    task.start()
+    give_up = time.time() + 10
+    while not task.deferred:
+        assert time.time() < give_up, "the sensor never deferred"
+        time.sleep(0.05)
+    connection.outage(seconds=1.0, method="GET", path="app-conversations$", headers={"Retry-After": "0"})
+    result = task.wait(timeout=30)
+    assert result.state == "success" and result.value["status"] == "finished", result
+    stored = [deferral.kwargs for deferral in task.deferrals]
+    assert len(stored) >= 3 and "failing_since" in repr(stored[1]) and "failing_since" not in repr(stored[-1])
