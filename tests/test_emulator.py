@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from airflow_provider_openhands.testing import Emulator
+from tests.conftest import REPO
 
 CONVERSATIONS = "/api/v1/app-conversations"
 START_TASKS = "/api/v1/app-conversations/start-tasks"
@@ -564,16 +565,27 @@ def test_markers_are_parsed_with_quoted_values(message, directives, rest):
 
 
 def test_events_of_a_failed_conversation(api):
+    """Issue 32, item 4: an error turn ends as the real server's does (``events_search_llm_failure.json``,
+    recorded by ``tests/contract``): the state update ``execution_status: error``, then the
+    ``ConversationErrorEvent``, then the closing snapshot, each with the fields the real one has."""
+    real = json.loads((REPO / "tests" / "contract" / "real_samples" / "events_search_llm_failure.json").read_text())
     conversation_id = api.ready(api.start("Go [emulator outcome=error]"))
     assert wait_for(lambda: api.conversation(conversation_id)["execution_status"] == "error")
     assert wait_for(lambda: api.events(conversation_id)["items"][-1]["key"] == "full_state", 2)
     items = api.events(conversation_id)["items"]
-    assert kinds(items)[-3:] == [
-        "ConversationErrorEvent",
-        "ConversationStateUpdateEvent:execution_status",
-        "ConversationStateUpdateEvent:full_state",
-    ]
-    assert items[-3]["code"] and items[-3]["detail"] and items[-2]["value"] == "error"
+    assert (
+        kinds(items)[-3:]
+        == kinds(real)[-3:]
+        == [
+            "ConversationStateUpdateEvent:execution_status",
+            "ConversationErrorEvent",
+            "ConversationStateUpdateEvent:full_state",
+        ]
+    )
+    for mine, theirs in zip(items[-3:], real[-3:], strict=True):
+        assert set(mine) == set(theirs) and mine["source"] == theirs["source"], (mine, theirs)
+    assert items[-3]["value"] == real[-3]["value"] == "error"
+    assert items[-2]["code"] and items[-2]["detail"]
     assert items[-1]["value"]["execution_status"] == "error"
     assert not api.events(conversation_id, kind__eq="ActionEvent")["items"]
 
@@ -622,8 +634,8 @@ def test_send_message_starts_a_new_turn_seen_late(api, emu):
         "MessageEvent",
         "ConversationStateUpdateEvent:last_user_message_id",
         "ConversationStateUpdateEvent:execution_status",
-        "ConversationErrorEvent",
         "ConversationStateUpdateEvent:execution_status",
+        "ConversationErrorEvent",
         "ConversationStateUpdateEvent:full_state",
     ]
 

@@ -1828,14 +1828,14 @@ def test_a_retry_does_not_start_afresh_on_a_transient_sandbox_error() -> None:
 
 def test_a_retry_that_starts_afresh_gives_the_new_conversation_its_own_deadline() -> None:
     """The task state store kept the lifecycle of a try whose conversation ended ``error`` and whose
-    deadline has passed since; the retry rejects that conversation and starts a fresh one, which
-    inherits the old ``deadline`` (``conversation_known`` sets one only when there is none) and times
-    out at its first read. Shrunk example: answer_several (a conversation that ends 'error'),
-    time_passes(1080), kill, then the retry -> Fail timeout 880 s after the new conversation began."""
+    deadline has passed since; the retry (``restart_failed``) rejects that conversation and starts a
+    fresh one, which inherits the old ``deadline`` (``conversation_known`` sets one only when there is
+    none) and times out at its first read. Shrunk example: answer_several (a conversation that ends
+    'error'), time_passes(1080), kill, then the retry -> Fail timeout 880 s after the new conversation began."""
     old = client_id("k", 1)
     lc = Lifecycle(key="k", since=iso(T0 - 60), try_number=2, conversation_id=old, deadline=T0 - 100)
     lc.wait_timeout, lc.start_timeout = WAIT_TIMEOUT, START_TIMEOUT
-    engine = _engine(lc)
+    engine = _engine(lc, restart_failed=True)
     action = _step(engine, a.Begin(), T0)
     assert isinstance(action, a.Reconnect)
     paused = {**_running(sandbox="PAUSED", cid=old), "created_at": iso(T0 - 2000)}
@@ -1847,6 +1847,28 @@ def test_a_retry_that_starts_afresh_gives_the_new_conversation_its_own_deadline(
     ready = {**task, "status": "READY", "conversation_id": "c-2", "sandbox_id": "sb-c-2", "updated_at": iso(T0 + 20)}
     assert isinstance(_step(engine, a.Answer(ready), T0 + 20), a.ReadConversation)
     assert engine.due() is not None and engine.due() >= T0 + 20 + WAIT_TIMEOUT - 1, engine.due()
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["sandbox-running", "paused"])
+def test_a_retry_that_finds_its_conversation_failed_fails_as_that_try_would(paused: bool) -> None:
+    """Issue 32, item 2: a try decided that its conversation ended ``error``, and its process died
+    before Airflow recorded the failure (a SIGKILL), so Airflow retries. The retry must end the same
+    way (a Conclude of ``error``: OpenHandsConversationFailed, not retried), not start a second
+    conversation; only ``restart_failed`` starts afresh."""
+    old = client_id("k", 1)
+    for restart_failed in (False, True):
+        engine = _engine(Lifecycle(key="k", since=iso(T0 - 60), try_number=2), restart_failed=restart_failed)
+        action = _step(engine, a.Begin(), T0)
+        assert isinstance(action, a.Reconnect) and canonical_id(old) in action.conversation_ids
+        state = _running(status="error", cid=old) if not paused else _running(sandbox="PAUSED", cid=old)
+        found = {"conversations": {old: state}, "ended": {old: "error"} if paused else {}, "start_tasks": []}
+        action = _step(engine, a.Answer(found), T0)
+        if restart_failed:
+            assert isinstance(action, a.PostStart) and action.client_id == client_id("k", 2), action
+            assert any("starting a fresh one" in line for _, line in engine.logs), engine.logs
+        else:
+            assert action == a.Conclude(old, "error"), action
+            assert any("fails as that try would" in line for _, line in engine.logs), engine.logs
 
 
 @pytest.mark.parametrize("mode", ["ask", "approve", "reject"])

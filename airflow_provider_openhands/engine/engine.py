@@ -11,8 +11,11 @@ The rules, by phase:
 * **begin**: a follow-up reads its conversation; a retry (a try after the first of its series)
   looks for what an earlier try started; else the start request goes out.
 * **reconnect**: an earlier try's conversation that is alive is waited on again; one that ended
-  well is the result; one that failed is left, and a fresh one starts (saying so); one paused
-  mid-run (the task was killed, or the service paused it) is resumed; a start task still working
+  well is the result; one that failed fails the task as the earlier try would have (a try that died
+  after that was decided, before Airflow recorded it, gets a retry: the outcome must not depend on
+  when a process died), unless ``restart_failed``: then it is left, and a fresh one starts (saying
+  so), as for a V0 conversation that reads ``stopped`` (this series' kill may have stopped it); one
+  paused mid-run (the task was killed, or the service paused it) is resumed; a start task still working
   is waited on. Ids derive from the series, the connection, the namespace and the moment this
   deployment started the run, so another deployment's conversation is never a candidate.
 * **start**: the start request is sent once; its answer publishes the id at once (V1: the id the
@@ -74,6 +77,7 @@ from airflow_provider_openhands.api.state import (
     STATUS_MISSING,
     STATUS_PAUSED,
     STATUS_RUNNING,
+    STATUS_STOPPED,
     STATUS_WAITING_FOR_CONFIRMATION,
     V1,
     canonical_id,
@@ -172,6 +176,7 @@ class Rules:
     api_version: str = V1
     on_confirmation: str = "wait"
     pause_when_done: bool = True
+    restart_failed: bool = False  # a retry that finds its series' conversation failed starts a fresh one
 
 
 @dataclass
@@ -316,16 +321,21 @@ class Engine:
             verdict = classify(status, self.rules.success_statuses, self.rules.failure_statuses)
             if state.get("sandbox_status") == "ERROR":
                 verdict = None  # maybe a transient ERROR: adopt it, the wait applies sandbox_error_grace
-            if verdict == FAILURE:
+            if verdict == FAILURE and (self.rules.restart_failed or status == STATUS_STOPPED):  # V0: a kill stops it
                 self.log("info", f"An earlier try's conversation {cid} ended {status}: starting a fresh one")
                 rejected.add(cid)
                 continue
-            self.log("info", f"Reconnecting to conversation {cid} started by an earlier try ({status})")
+            if verdict == FAILURE:
+                self.log(
+                    "info", f"An earlier try's conversation {cid} ended {status}: the task fails as that try would"
+                )
+            else:
+                self.log("info", f"Reconnecting to conversation {cid} started by an earlier try ({status})")
             if cid != canonical_id(str(lc.conversation_id)):
                 lc.deadline = None
             lc.conversation_known(state["conversation_id"], parse_time(state.get("created_at")) or now)
             lc.sandbox_id = state.get("sandbox_id") or lc.sandbox_id
-            if verdict == SUCCESS:
+            if verdict is not None:
                 lc.phase, lc.outcome = PHASE_DONE, status
             elif status == STATUS_PAUSED and state.get("sandbox_id"):
                 self.log("info", f"Conversation {cid} was paused mid-run: resuming it")

@@ -157,6 +157,29 @@ class Lifecycle:
             self.deadline = ready_at + self.wait_timeout
 
 
+#: The lifecycle's clocks: when a time-based rule began to count (transient failures, a sandbox's
+#: ERROR episode, a status the events disagree with, idle polls before a run-on).
+CLOCKS = ("failing_since", "sandbox_error_since", "disagree_since", "idle_since")
+
+
+def unsaved_clock(stored: Lifecycle, current: Lifecycle, sandbox_error_grace: float) -> str | None:
+    """The clock that started or stopped since ``stored`` was saved, or the ERROR seen that grew by
+    half a grace; None if none did.
+
+    Airflow keeps a trigger's kwargs as they were when the task deferred, and a triggerer restart
+    rebuilds the trigger from them: a clock kept only in the trigger's memory would count from zero
+    after each restart, and a triggerer killed often enough would never let it run out. A trigger
+    hands its wait back when this names a clock, so the worker defers again with it stored: at most
+    twice per clock episode (its start and its stop), and twice more per ``sandbox_error_grace``.
+    """
+    for name in CLOCKS:
+        if getattr(stored, name) != getattr(current, name):
+            return name
+    if current.sandbox_error_seen - stored.sandbox_error_seen >= sandbox_error_grace / 2:
+        return "sandbox_error_seen"
+    return None
+
+
 def series_start(try_number: int, max_tries: int | None, retries: int | None) -> int:
     """The first try of the current series: a clear starts a new one, a retry does not.
 

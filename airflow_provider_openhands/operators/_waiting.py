@@ -148,6 +148,7 @@ class ConversationWaiter:
             api_version=self.hook.api_version,
             on_confirmation=getattr(self, "on_confirmation", "wait"),
             pause_when_done=bool(getattr(self, "pause_when_done", True)),
+            restart_failed=bool(getattr(self, "restart_failed", False)),
         )
 
     def make_engine(self, lifecycle: Lifecycle) -> Engine:

@@ -95,6 +95,10 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         failed (default 2 min): the service shows a transient ``ERROR`` when a health check is slow.
     :param deterministic_conversation_id: derive the conversation id from the task instance, so a
         retry finds the conversation an earlier try started instead of starting a second one.
+    :param restart_failed: a retry that finds the conversation an earlier try started ended in
+        failure starts a fresh one. By default (False) it fails the task as that try would have
+        (``OpenHandsConversationFailed``, not retried): a try that died after its conversation failed,
+        before Airflow recorded the failure, gets a retry, which must not turn into a second conversation.
     :param id_namespace: salt for those ids besides the connection id and the DAG run's start, e.g.
         ``"staging"``.
     :param max_cost_usd: stop the conversation and fail the task (``OpenHandsBudgetExceeded``) once
@@ -166,6 +170,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         unreachable_timeout: float = 30 * 60.0,
         sandbox_error_grace: float = 120.0,
         deterministic_conversation_id: bool = True,
+        restart_failed: bool = False,
         id_namespace: str | None = None,
         max_cost_usd: float | None = None,
         include_changes: bool = True,
@@ -227,6 +232,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         self.unreachable_timeout = check_positive(unreachable_timeout, "unreachable_timeout")
         self.sandbox_error_grace = check_positive(sandbox_error_grace, "sandbox_error_grace")
         self.deterministic_conversation_id = deterministic_conversation_id
+        self.restart_failed = restart_failed
         self.id_namespace = id_namespace
         self.conversation_id = conversation_id
         self.max_cost_usd = None if max_cost_usd is None else check_positive(max_cost_usd, "max_cost_usd")

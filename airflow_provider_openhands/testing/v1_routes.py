@@ -68,8 +68,9 @@ V1 endpoints (``Authorization: Bearer <api_key>``; else 401 ``{"error": "failed 
   ``running`` and for the end, and at the end either the agent's ``ActionEvent`` (``tool_name:
   finish``, ``FinishAction`` with the final message "Done: <first 40 chars of the task>", or the
   ``finish="..."`` marker's text) then an
-  ``ObservationEvent`` (``FinishObservation``), or a ``ConversationErrorEvent`` (``code``,
-  ``detail``) for outcome ``error`` (``stuck``: only the state update). A ``confirm=`` command adds
+  ``ObservationEvent`` (``FinishObservation``), or for outcome ``error`` the state update ``error``
+  then a ``ConversationErrorEvent`` (``code``, ``detail``), in the real agent server's order
+  (``stuck``: only the state update). A ``confirm=`` command adds
   the agent's terminal ``ActionEvent`` and the state ``waiting_for_confirmation`` when it is asked,
   then ``running`` and a ``TerminalObservation`` (accept) or ``idle`` and a ``UserRejectObservation``
   (reject; ``running`` once the agent goes on), each observation's ``action_id`` naming the action
@@ -1039,9 +1040,10 @@ class V1Routes:
                     action_id=action_id,
                     extended_content=[],
                 )
-            elif turn.outcome == "error":
+            if turn.outcome == "error":  # as the real agent server: the state update, then the error
+                state(end - 0.001, number, 4, turn.outcome)
                 add(
-                    end - 0.001,
+                    end - 0.0005,
                     number,
                     2,
                     "ConversationErrorEvent",
@@ -1049,7 +1051,8 @@ class V1Routes:
                     code="LLMServiceUnavailableError",
                     detail="litellm.InternalServerError: the LLM provider answered HTTP 500 (emulated outcome=error)",
                 )
-            state(end, number, 4, turn.outcome)
+            else:
+                state(end, number, 4, turn.outcome)
             following = conversation.turns[number + 1].start if number + 1 < len(conversation.turns) else math.inf
             if following > end + 0.001:  # the run stopped (a queued message would keep it going)
                 snapshot(end + 0.001, number, 6, turn.outcome, turn.state_updates())

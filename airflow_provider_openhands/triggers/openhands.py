@@ -8,7 +8,10 @@ everything else back to the worker in its one event: ``{"outcome", "message", "c
 "lifecycle"}`` (its repr, which the triggerer logs, is one short line without the lifecycle).
 Rebuilt from its kwargs at any moment (a triggerer restart, a move to another triggerer), it
 continues the same wait: a start task it had seen READY is read again and found READY, and the
-conversation's deadline is counted from when it became READY, not from the restart.
+conversation's deadline is counted from when it became READY, not from the restart. Airflow keeps
+the kwargs as they were when the task deferred, so a clock the engine starts or stops here (see
+:func:`~airflow_provider_openhands.engine.state.unsaved_clock`) is handed back to the worker, which
+defers again with it stored: a triggerer restarted every minute cannot hold a rule's time off forever.
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ from airflow_provider_openhands.engine.engine import (
     Rules,
     classify,
 )
-from airflow_provider_openhands.engine.state import PHASE_RUNNING, PHASE_STARTING, START_STOP_GRACE, Lifecycle
+from airflow_provider_openhands.engine.state import (
+    PHASE_RUNNING,
+    PHASE_STARTING,
+    START_STOP_GRACE,
+    Lifecycle,
+    unsaved_clock,
+)
 
 #: Event outcome of an action the worker carries out (a pause, a resume, a capacity wait, ...).
 HANDED_BACK = "continue"
@@ -158,6 +167,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         super().__init__()
         self.openhands_conn_id = openhands_conn_id
         self.lifecycle = _lifecycle(lifecycle, conversation_id, start_task_id, end_time)
+        self.hands_back_clocks = lifecycle is not None  # a task's wait; the short form's caller expects an end
         self.poll_interval = float(poll_interval)
         self.wait_for_completion = wait_for_completion
         self.success_statuses = sorted(success_statuses or DEFAULT_SUCCESS_STATUSES)
@@ -216,6 +226,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         from airflow_provider_openhands.triggers.poller import SharedPoller
 
         rules = self.rules()
+        stored = Lifecycle.from_dict(self.lifecycle.to_dict())  # as Airflow keeps it: a restart starts from it
         engine = Engine(rules, self.lifecycle)
         poller = SharedPoller.for_connection(self.openhands_conn_id, shared=self.coalesce)
         hook = OpenHandsHook(self.openhands_conn_id)
@@ -235,6 +246,10 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 else:
                     observation = await self._poll(poller, engine, action)
                 action = self._step(engine, observation)
+                clock = unsaved_clock(stored, self.lifecycle, rules.sandbox_error_grace)
+                if clock is not None and self.hands_back_clocks and isinstance(action, self.CARRIED_OUT):
+                    self.log.info("Handing the wait back to the worker to store %s (a restart keeps it)", clock)
+                    break
         finally:
             await self._unsubscribe()
             await hook.aclose()
