@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from airflow_provider_openhands.engine import engine as engine_module
+from airflow_provider_openhands.engine import state as state_module
 from airflow_provider_openhands.engine.state import PHASE_RUNNING, Lifecycle, unsaved_clock
 from airflow_provider_openhands.exceptions import OpenHandsConversationFailed
 from tests.harness.airflow_task import AirflowTask
@@ -106,10 +107,11 @@ def test_a_lasting_sandbox_error_ends_at_its_grace_despite_triggerer_restarts(co
 
 
 @V1_ONLY
-def test_an_outage_s_clock_reaches_the_kwargs_when_it_starts_and_when_it_stops(connection):
+def test_an_outage_s_clock_reaches_the_kwargs_when_it_starts_and_when_it_stops(connection, monkeypatch):
     """``unreachable_timeout`` counts from ``failing_since``: the trigger hands its wait back when the
     first failure starts the clock (so a restart keeps it), and when an answer stops it (a restart
     must not bring back a clock of an outage that is over: the next failure would count from it)."""
+    monkeypatch.setattr(state_module, "OUTAGE_SAVE_AFTER", 0.5)
     connection.conversation_seconds = 30
     conversation_id = start(connection)
     running = Lifecycle(phase=PHASE_RUNNING, conversation_id=conversation_id, deadline=time.time() + 60)
@@ -121,6 +123,18 @@ def test_an_outage_s_clock_reaches_the_kwargs_when_it_starts_and_when_it_stops(c
     connection.faults.remove(outage)
     (event,) = asyncio.run(collect(make(lifecycle=event["lifecycle"])))
     assert event["outcome"] == "continue" and "failing_since" not in event["lifecycle"], event
+
+
+@V1_ONLY
+def test_a_blip_is_ridden_out_in_the_triggerer_without_a_hand_back(connection):
+    """One 503 on the batch that every wait of the triggerer hears starts the outage's clock for
+    an instant: a wait does not go back to a worker for it (a thousand waits would, twice each),
+    and ends with its conversation's end."""
+    conversation_id = start(connection)
+    running = Lifecycle(phase=PHASE_RUNNING, conversation_id=conversation_id, deadline=time.time() + 60)
+    connection.add_fault(status=503, method="GET", path="app-conversations$", times=1, headers={"Retry-After": "0"})
+    (event,) = asyncio.run(collect(make(lifecycle=running.for_trigger())))
+    assert event["outcome"] == "success" and "failing_since" not in event["lifecycle"], event
 
 
 @pytest.mark.parametrize("clock", ["failing_since", "sandbox_error_since", "disagree_since", "idle_since"])
@@ -141,11 +155,12 @@ def test_each_clock_that_starts_or_stops_is_unsaved(clock):
 
 @V1_ONLY
 @pytest.mark.skipif(not AIRFLOW_3, reason="the task-runner harness copies Airflow 3.3's")
-def test_a_deferred_sensor_defers_again_with_the_outage_s_clock(connection):
+def test_a_deferred_sensor_defers_again_with_the_outage_s_clock(connection, monkeypatch):
     """The sensor resumes from the trigger's hand-back as the operator does: it defers again with
     the clock stored (at the outage's start and at its end) and returns the conversation's end."""
     from airflow_provider_openhands.sensors.openhands import OpenHandsConversationSensor
 
+    monkeypatch.setattr(state_module, "OUTAGE_SAVE_AFTER", 0.3)
     connection.conversation_seconds = 4
     conversation_id = start(connection)
     with dag("oh_clocks_sensor"):

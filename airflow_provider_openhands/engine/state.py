@@ -162,9 +162,23 @@ class Lifecycle:
 CLOCKS = ("failing_since", "sandbox_error_since", "disagree_since", "idle_since")
 
 
-def unsaved_clock(stored: Lifecycle, current: Lifecycle, sandbox_error_grace: float) -> str | None:
+#: An outage's clock (``failing_since``) is handed back to be stored once it ran this long (or a
+#: quarter of ``unreachable_timeout``, if less): a blip (one 429 or 503 on a batch that every wait
+#: hears) must not send every deferred task of the triggerer back to a worker, twice.
+OUTAGE_SAVE_AFTER = 30.0
+
+
+def unsaved_clock(
+    stored: Lifecycle,
+    current: Lifecycle,
+    sandbox_error_grace: float,
+    *,
+    now: float | None = None,
+    unreachable_timeout: float | None = None,
+) -> str | None:
     """The clock that started or stopped since ``stored`` was saved, or the ERROR seen that grew by
-    half a grace; None if none did.
+    half a grace; None if none did. With ``now``, an outage's clock that started since counts only
+    once it ran :data:`OUTAGE_SAVE_AFTER` (or a quarter of ``unreachable_timeout``).
 
     Airflow keeps a trigger's kwargs as they were when the task deferred, and a triggerer restart
     rebuilds the trigger from them: a clock kept only in the trigger's memory would count from zero
@@ -173,8 +187,16 @@ def unsaved_clock(stored: Lifecycle, current: Lifecycle, sandbox_error_grace: fl
     twice per clock episode (its start and its stop), and twice more per ``sandbox_error_grace``.
     """
     for name in CLOCKS:
-        if getattr(stored, name) != getattr(current, name):
-            return name
+        started = getattr(current, name)
+        if getattr(stored, name) == started:
+            continue
+        if name == "failing_since" and now is not None and stored.failing_since is None and started is not None:
+            young = (
+                OUTAGE_SAVE_AFTER if unreachable_timeout is None else min(OUTAGE_SAVE_AFTER, unreachable_timeout / 4)
+            )
+            if now - started < young:
+                continue
+        return name
     if current.sandbox_error_seen - stored.sandbox_error_seen >= sandbox_error_grace / 2:
         return "sandbox_error_seen"
     return None

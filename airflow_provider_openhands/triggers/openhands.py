@@ -246,7 +246,13 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 else:
                     observation = await self._poll(poller, engine, action)
                 action = self._step(engine, observation)
-                clock = unsaved_clock(stored, self.lifecycle, rules.sandbox_error_grace)
+                clock = unsaved_clock(
+                    stored,
+                    self.lifecycle,
+                    rules.sandbox_error_grace,
+                    now=time.time(),
+                    unreachable_timeout=rules.unreachable_timeout,
+                )
                 if clock is not None and self.hands_back_clocks and isinstance(action, self.CARRIED_OUT):
                     self.log.info("Handing the wait back to the worker to store %s (a restart keeps it)", clock)
                     break
