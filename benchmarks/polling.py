@@ -19,6 +19,10 @@ them in one asyncio loop, as a triggerer does, with a poll interval of 5 s, usin
 
 N = 5000 runs the coalesced poller only (the others would send thousands of requests a minute).
 
+Then (not with ``--quick``): three waiting processes of 100 waits each on one account that allows
+100 requests a minute (the 429s after the first minute, the requests per conversation besides the
+batched polls), and 20 waits on conversations paused mid-run (poll interval 2 s) for 3 minutes.
+
 Measured: requests per minute seen by the emulator (mean over the run, and the most in any 60 s
 window), CPU seconds and peak RSS of the waiting process (above its idle RSS once its imports are
 done), and detection latency (finish -> event). The table is printed and written to
@@ -49,6 +53,8 @@ VARIANTS = ("coalesced", "per-trigger", "HttpSensorTrigger")
 #: Sizes at which only the coalesced poller runs.
 COALESCED_ONLY = (5000,)
 WINDOW = 60.0
+#: The batched read of conversations: every other request is one wait's own.
+BATCH = "/api/v1/app-conversations"
 #: Fresh interpreters per import figure (the median is kept).
 IMPORT_RUNS = 9
 #: What a DAG file imports to use each provider (issue 18: ours is compared with dbt Cloud's).
@@ -198,15 +204,106 @@ def run_case(base: str, variant: str, n: int, spread: float, workdir: Path) -> d
         raise SystemExit(f"waiter {variant} N={n} failed:\n{child.stderr[-3000:]}")
     figures = json.loads(lines[-1])
     requests = control(base, "/_emulator/stats")["requests"] - requests_before
-    times = sorted(entry["at"] for entry in control(base, "/_emulator/requests")[requests_before:])
+    log = control(base, "/_emulator/requests")[requests_before:]
+    times = sorted(entry["at"] for entry in log)
     figures.update(
         variant=variant,
         n=n,
         requests=requests,
         rpm=requests / (figures["wall"] / 60),
         rpm_max=max_in_window(times, WINDOW),
+        # what the waits sent besides the batched polls, per conversation (the end's events read)
+        per_conversation=sum(1 for entry in log if entry["path"] != BATCH) / n if variant == "coalesced" else None,
     )
     return figures
+
+
+def api(base: str, method: str, path: str) -> object:
+    """A request to the emulated service itself, with the account's key."""
+    request = urllib.request.Request(base + path, data=b"" if method == "POST" else None, method=method)
+    request.add_header("Authorization", f"Bearer {API_KEY}")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+def many_waits(base: str, ids_file: Path, *args: str) -> subprocess.Popen:
+    """A triggerer's worth of waits in a process of its own (``tests/harness/many_waits.py``)."""
+    env = {**os.environ, "AIRFLOW_CONN_OPENHANDS_DEFAULT": json.dumps(_connection(base))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.harness.many_waits", str(ids_file), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _connection(base: str) -> dict:
+    return {"conn_type": "openhands", "host": base, "password": API_KEY, "extra": {"api_version": "v1"}}
+
+
+def shared_account(base: str, workdir: Path, processes: int = 3, n: int = 100, limit: int = 100) -> dict:
+    """``processes`` triggerer processes of ``n`` waits each (30-120 s conversations, poll interval 10 s,
+    the default budget of 60 a minute each) on one account that allows ``limit`` a minute."""
+    control(base, "/_emulator/reset", {})
+    control(base, "/_emulator/config", {"rate_limit_per_minute": limit})
+    children = []
+    for process in range(processes):
+        seeded = control(base, "/_emulator/seed", {"durations": [30 + 90 * k / (n - 1) for k in range(n)]})
+        ids_file = workdir / f"shared-{process}.json"
+        ids_file.write_text(json.dumps(seeded))
+        children.append(many_waits(base, ids_file, "--poll-interval", "10", "--timeout", "1200"))
+    reports = []
+    for child in children:
+        out, err = child.communicate(timeout=1800)
+        if child.returncode != 0:
+            raise SystemExit(f"shared-account waiter failed:\n{err[-3000:]}")
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    control(base, "/_emulator/config", {"rate_limit_per_minute": None})
+    log = control(base, "/_emulator/requests")
+    first = min(entry["at"] for entry in log)
+    later = [entry for entry in log if entry["at"] >= first + WINDOW]
+    refused = [entry for entry in later if entry.get("status") == 429]
+    outcomes = [outcome for report in reports for outcome in report["outcomes"]]
+    return {
+        "processes": processes,
+        "n": n,
+        "limit": limit,
+        "ended": sum(outcome == "success" for outcome in outcomes),
+        "wall": max(report["wall"] for report in reports),
+        "requests": len(log),
+        "refused_all": sum(entry.get("status") == 429 for entry in log),
+        "refused_later": len(refused),
+        "later": len(later),
+        "per_conversation": sum(1 for entry in log if entry["path"] != BATCH and entry.get("status") != 429)
+        / (processes * n),
+        "accepted_max": max_in_window(sorted(e["at"] for e in log if e.get("status") != 429), WINDOW),
+    }
+
+
+def paused_waits(base: str, workdir: Path, n: int = 20, seconds: float = 180.0) -> dict:
+    """``n`` waits (poll interval 2 s, budget 60 a minute) on conversations paused mid-run, for ``seconds``."""
+    control(base, "/_emulator/reset", {})
+    seeded = control(base, "/_emulator/seed", {"durations": [3600] * n})
+    ids = "&".join(f"ids={item['id']}" for item in seeded)
+    for conversation in api(base, "GET", f"/api/v1/app-conversations?{ids}"):
+        api(base, "POST", f"/api/v1/sandboxes/{conversation['sandbox_id']}/pause")
+    ids_file = workdir / "paused.json"
+    ids_file.write_text(json.dumps(seeded))
+    before = control(base, "/_emulator/stats")["requests"]
+    child = many_waits(base, ids_file, "--poll-interval", "2", "--timeout", str(seconds))
+    _out, err = child.communicate(timeout=seconds + 600)
+    if child.returncode != 0:
+        raise SystemExit(f"paused waiter failed:\n{err[-3000:]}")
+    log = control(base, "/_emulator/requests")[before:]
+    return {
+        "n": n,
+        "seconds": seconds,
+        "requests": len(log),
+        "events_reads": sum(1 for entry in log if entry["path"].endswith("/events/search")),
+        "max_in_60s": max_in_window(sorted(entry["at"] for entry in log), WINDOW),
+    }
 
 
 def import_cost(modules: list[str], runs: int = IMPORT_RUNS) -> float:
@@ -276,6 +373,14 @@ def makespan(conversations: int = 30, seconds: float = 30.0, limit: int = 10) ->
     }
 
 
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def machine() -> str:
     import airflow
 
@@ -323,13 +428,27 @@ def main() -> None:
                     f"latency max {figures['latency_max']:5.2f}s  events {figures['events']} {figures['outcomes']}",
                     flush=True,
                 )
+        account = None if args.quick else shared_account(base, workdir)
+        if account:
+            print(f"shared account: {account}", flush=True)
+        paused = None if args.quick else paused_waits(base, workdir)
+        if paused:
+            print(f"paused: {paused}", flush=True)
     finally:
         emulator.terminate()
         emulator.wait()
 
     imports = {name: import_cost(modules) for name, modules in PARSE_MODULES.items()}
     span = None if args.no_makespan or args.quick else makespan()
-    write_report(rows, imports, args.spread, span, kept=None if span or args.quick else kept_makespan())
+    write_report(
+        rows,
+        imports,
+        args.spread,
+        span,
+        kept=None if span or args.quick else kept_makespan(),
+        account=account,
+        paused=paused,
+    )
 
 
 def kept_makespan() -> list[str] | None:
@@ -357,11 +476,14 @@ def write_report(
     spread: float,
     span: dict | None = None,
     kept: list[str] | None = None,
+    account: dict | None = None,
+    paused: dict | None = None,
 ) -> None:
     lines = [
         "# Benchmarks",
         "",
-        f"Machine: {machine()}. Run: `.venv/bin/python benchmarks/polling.py` on {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {machine()}. Run: `.venv/bin/python benchmarks/polling.py` on {time.strftime('%Y-%m-%d')}, "
+        f"at commit {commit()}.",
         "",
         "## Waiting on N conversations at once",
         "",
@@ -371,24 +493,51 @@ def write_report(
         "over the run; max in 60 s the most requests the emulator received in any 60 s (the whole run "
         "when it was shorter).",
         "",
-        "The coalesced poller stays within the connection's request budget (extra "
-        "`max_requests_per_minute`, default 60, paced evenly): once the batches of 99 ids due in one "
-        "interval need more requests than the budget allows (here past 5 batches, 495 ids), its rounds "
-        "stretch instead, and detection latency grows with N (about one second per 99 ids at 60/min). "
-        "The budget is per triggerer process: two triggerers polling for the same account each have their "
-        "own, so set it to your share of the service's 100 requests per minute. `coalesce=False` triggers "
-        "each poll on their own, each within a budget of its own.",
+        "Every request of the waiting process, the batched polls and each wait's own reads alike, takes a "
+        "slot of one request budget per process and connection (extra `max_requests_per_minute`, default "
+        "60): once the requests due need more than the budget allows, rounds stretch instead, and "
+        "detection latency grows with N. Other req/conv is what the coalesced waits sent besides the "
+        "batched polls, per ended conversation: the events read that confirms the end and gives the final "
+        "message. `coalesce=False` triggers each poll on their own, within the same budget.",
         "",
-        "| N | waiter | requests/min | max in 60 s | CPU s | % of a core | RSS + MB | latency median s "
-        "| latency max s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| N | waiter | requests/min | max in 60 s | other req/conv | CPU s | % of a core | RSS + MB "
+        "| latency median s | latency max s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        other = "" if r.get("per_conversation") is None else f"{r['per_conversation']:.2f}"
         lines.append(
-            f"| {r['n']} | {r['variant']} | {r['rpm']:.1f} | {r['rpm_max']} | {r['cpu']:.2f} "
+            f"| {r['n']} | {r['variant']} | {r['rpm']:.1f} | {r['rpm_max']} | {other} | {r['cpu']:.2f} "
             f"| {100 * r['cpu'] / r['wall']:.1f} | {r['peak_rss'] - r['idle_rss']:.1f} "
             f"| {r['latency_median']:.2f} | {r['latency_max']:.2f} |"
         )
+    if account:
+        a = account
+        lines += [
+            "",
+            "## Several triggerers on one account",
+            "",
+            f"{a['processes']} waiting processes (each a triggerer's loop, default budget of 60 a minute) of "
+            f"{a['n']} waits each, conversations of 30-120 s, poll interval 10 s, on one account that allows "
+            f"{a['limit']} requests a minute (the emulator answers 429 past it, with `Retry-After`).",
+            "",
+            "| waits | ended with their outcome | last end s | requests | 429s (all) | 429s after the first minute "
+            "| other req/conv | most accepted in 60 s |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {a['processes'] * a['n']} | {a['ended']} | {a['wall']:.0f} | {a['requests']} | {a['refused_all']} "
+            f"| {a['refused_later']} of {a['later']} ({100 * a['refused_later'] / max(1, a['later']):.1f}%) "
+            f"| {a['per_conversation']:.2f} | {a['accepted_max']} |",
+        ]
+    if paused:
+        p = paused
+        lines += [
+            "",
+            "## Waits on paused conversations",
+            "",
+            f"{p['n']} waits on conversations paused mid-run, poll interval 2 s, budget 60 a minute, for "
+            f"{p['seconds']:.0f} s: {p['requests']} requests, {p['events_reads']} of them events reads, at most "
+            f"{p['max_in_60s']} in any 60 s.",
+        ]
     lines += ["", "Ratios (requests/min, per-trigger and HttpSensorTrigger over coalesced):", ""]
     for n in sorted({r["n"] for r in rows}):
         by = {r["variant"]: r for r in rows if r["n"] == n}
