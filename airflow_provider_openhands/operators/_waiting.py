@@ -13,16 +13,13 @@ from collections.abc import Collection
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException
-
 from airflow_provider_openhands.api.options import check_statuses
 from airflow_provider_openhands.api.state import DEFAULT_FAILURE_STATUSES, DEFAULT_SUCCESS_STATUSES
 from airflow_provider_openhands.exceptions import (
     OpenHandsConfigError,
     OpenHandsConversationFailed,
+    OpenHandsConversationTimeout,
     OpenHandsError,
-    OpenHandsPermanentError,
-    OpenHandsUnreachableError,
 )
 from airflow_provider_openhands.links.openhands import CONVERSATION_ID_KEY, CONVERSATION_URL_KEY, push_link
 
@@ -32,9 +29,8 @@ if TYPE_CHECKING:
     from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 
 
-class ConversationTimeout(OpenHandsError, AirflowFailException):
-    """The conversation did not end before the task's ``timeout``; not retried, as a retry would
-    only wait on the same (by then stopped) conversation."""
+#: The name this module gave it first.
+ConversationTimeout = OpenHandsConversationTimeout
 
 
 def default_deferrable() -> bool:
@@ -50,22 +46,13 @@ def results_error(message: str) -> Exception:
 
 
 def failure(action: Any) -> Exception:
-    """The exception for the engine's ``Fail``: the permanent kinds are not retried by Airflow."""
-    from airflow_provider_openhands import exceptions as e
+    """The exception for the engine's ``Fail``, from the one table of ways out (``WAYS_OUT``): the
+    kinds a retry cannot change raise an ``AirflowFailException``, which Airflow does not retry."""
+    from airflow_provider_openhands import exceptions
+    from airflow_provider_openhands.engine.actions import WAYS_OUT
 
-    kinds = {
-        "permanent": OpenHandsPermanentError,
-        "plan_rejected": OpenHandsPermanentError,
-        "config": e.OpenHandsConfigError,
-        "timeout": ConversationTimeout,
-        "start_timeout": e.OpenHandsStartTimeout,
-        "budget": e.OpenHandsBudgetExceeded,
-        "capacity_timeout": e.OpenHandsCapacityTimeout,
-        "conversation_failed": OpenHandsConversationFailed,
-        "start_failed": e.OpenHandsStartError,
-        "unreachable": OpenHandsUnreachableError,
-    }
-    return kinds.get(action.kind, OpenHandsError)(action.message)
+    way = WAYS_OUT.get(action.kind)
+    return getattr(exceptions, way.exception if way else "OpenHandsError")(action.message)
 
 
 __all__ = ["ConversationTimeout", "ConversationWaiter"]

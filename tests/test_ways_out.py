@@ -1,0 +1,63 @@
+"""Ways out of a task (issue 29): how each engine failure reaches Airflow, and what it leaves behind."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_openhands.testing.pytest_plugin import connection_json
+from tests.conftest import REPO
+
+ENGINE = REPO / "airflow_provider_openhands" / "engine" / "engine.py"
+
+
+@pytest.fixture
+def service(emulator, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, max_requests_per_minute=100_000))
+    return emulator
+
+
+def task_instance(dag_run, task_id: str):
+    (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == task_id]
+    return ti
+
+
+# -- one table: engine failure kind -> Airflow exception ---------------------------------------------
+
+
+def emitted_kinds(source: Path = ENGINE) -> set[str]:
+    """Every ``Fail`` kind the engine's source can produce (``_fail("kind"``, ``_close("kind"``, ``Fail("kind"``)."""
+    return set(re.findall(r'(?:_fail|_close|a\.Fail)\(\s*"([a-z_]+)"', source.read_text()))
+
+
+def test_every_kind_the_engine_can_fail_with_is_in_the_table():
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_openhands.engine.actions import WAYS_OUT, Fail
+    from airflow_provider_openhands.exceptions import OpenHandsError
+    from airflow_provider_openhands.operators._waiting import failure
+
+    kinds = emitted_kinds()
+    assert {"confirmation", "budget", "timeout", "killed"} <= kinds  # the scan finds them
+    assert kinds <= set(WAYS_OUT), f"not in the table: {sorted(kinds - set(WAYS_OUT))}"
+    for kind, way in WAYS_OUT.items():
+        raised = failure(Fail(kind, f"why {kind}"))
+        assert type(raised).__name__ == way.exception and isinstance(raised, OpenHandsError), kind
+        assert str(raised) == f"why {kind}"
+        assert way.retried is not isinstance(raised, AirflowFailException), (
+            f"{kind}: retried says one thing, the class another"
+        )
+
+
+def test_on_confirmation_fail_is_tried_once_though_the_task_has_retries(airflow_db, service):
+    """Scenario 10: the README says it is not retried; it ran three tries (no entry in the mapping)."""
+    build = runpy.run_path(str(REPO / "tests" / "dags" / "openhands_confirmation_dags.py"))["build"]
+    dag_run = build(on_confirmation="fail", retries=2, retry_delay=timedelta(0)).test()
+    ti = task_instance(dag_run, "maintain")
+    assert str(getattr(ti.state, "value", ti.state)) == "failed"
+    assert ti.try_number == 1, f"{ti.try_number} tries of a failure a retry cannot change"
+    assert len(service.requests_to("POST", r"app-conversations$")) == 1
