@@ -12,7 +12,10 @@ import pytest
 from airflow_provider_openhands.testing.pytest_plugin import connection_json
 from tests.conftest import REPO
 
+BUDGET_DAG_ID, STORE_DAG_ID = "oh_ways_budget", "oh_ways_store"
+
 ENGINE = REPO / "airflow_provider_openhands" / "engine" / "engine.py"
+DAGS = REPO / "tests" / "dags" / "openhands_ways_out_dags.py"
 
 
 @pytest.fixture
@@ -21,9 +24,23 @@ def service(emulator, monkeypatch: pytest.MonkeyPatch):
     return emulator
 
 
-def task_instance(dag_run, task_id: str):
+def task_instance(dag_run, task_id: str = "run"):
     (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == task_id]
     return ti
+
+
+def state_of(ti) -> str:
+    return str(getattr(ti.state, "value", ti.state))
+
+
+def run(dag_id: str, message: str, **operator):
+    return runpy.run_path(str(DAGS))["build"](dag_id, message, **operator).test()
+
+
+def logged(capfd, caplog) -> str:
+    """What the run logged: dag.test() prints the task's log, or gives it to ``logging``."""
+    out, err = capfd.readouterr()
+    return out + err + caplog.text
 
 
 # -- one table: engine failure kind -> Airflow exception ---------------------------------------------
@@ -58,6 +75,31 @@ def test_on_confirmation_fail_is_tried_once_though_the_task_has_retries(airflow_
     build = runpy.run_path(str(REPO / "tests" / "dags" / "openhands_confirmation_dags.py"))["build"]
     dag_run = build(on_confirmation="fail", retries=2, retry_delay=timedelta(0)).test()
     ti = task_instance(dag_run, "maintain")
-    assert str(getattr(ti.state, "value", ti.state)) == "failed"
+    assert state_of(ti) == "failed"
     assert ti.try_number == 1, f"{ti.try_number} tries of a failure a retry cannot change"
     assert len(service.requests_to("POST", r"app-conversations$")) == 1
+
+
+# -- scenario 9: a budget crossed in the turn's last step --------------------------------------------
+
+PR = "https://github.com/acme/app/pull/7"
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "worker"])
+def test_a_turn_that_finished_over_budget_is_returned_with_the_crossing_reported(
+    airflow_db, service, capfd, caplog, deferrable
+):
+    """Scenario 9: the turn's cost passes ``max_cost_usd`` only at its end (2.5 against 2.4999): the
+    task raised ``OpenHandsBudgetExceeded ...: stopped`` and the final message with its PR link was
+    lost. A finished turn is the task's result; the crossing is a warning and ``budget_exceeded``."""
+    from tests.test_defects import xcom
+
+    message = f'Fix the README [emulator duration=1 cost=2.5 finish="Opened {PR}"]'
+    dag_run = run(BUDGET_DAG_ID, message, max_cost_usd=2.4999, deferrable=deferrable, retries=1)
+    ti = task_instance(dag_run)
+    text = logged(capfd, caplog)
+    assert state_of(ti) == "success", text[-3000:]
+    result = xcom(dag_run, "run")
+    assert result["status"] == "finished" and PR in result["final_message"]
+    assert "over max_cost_usd $2.4999" in result["budget_exceeded"]
+    assert "cost $2.5000, over max_cost_usd $2.4999" in text and "but the turn had already ended (finished)" in text

@@ -165,12 +165,16 @@ class ConversationWaiter:
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:
         """Return the final state of a successful conversation; raise for a failed one. The state is
         recorded first, for the outlets' asset events and the OpenLineage facets."""
-        from airflow_provider_openhands.engine.engine import FAILURE, classify, describe, still_running
+        from airflow_provider_openhands.engine.engine import FAILURE, classify, describe, over_budget, still_running
         from airflow_provider_openhands.lineage import record_state
         from airflow_provider_openhands.outcome import summary_line
         from airflow_provider_openhands.results import bounded
 
         outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+        crossed = over_budget(state, self.max_cost_usd, state["conversation_id"])
+        if crossed:  # in the turn's last step: the wait saw it ended, so the turn's result stands
+            self.log.warning("%s, but the turn had already ended (%s): its result is returned", crossed, state["status"])
+            state = {**state, "budget_exceeded": crossed}
         if outcome is not None and self.pause_when_done and still_running(state):
             self.pause_after_end(state["conversation_id"], state.get("sandbox_id"))
         if outcome != FAILURE:  # after the pause: a result that does not fit fails, its sandbox paused
