@@ -103,3 +103,38 @@ def test_a_turn_that_finished_over_budget_is_returned_with_the_crossing_reported
     assert result["status"] == "finished" and PR in result["final_message"]
     assert "over max_cost_usd $2.4999" in result["budget_exceeded"]
     assert "cost $2.5000, over max_cost_usd $2.4999" in text and "but the turn had already ended (finished)" in text
+
+
+# -- scenario 11: the task state store is written when the lifecycle changes ------------------------
+
+HAS_STATE_STORE = __import__("importlib.util").util.find_spec("airflow.models.task_state_store") is not None
+
+
+@pytest.mark.skipif(not HAS_STATE_STORE, reason="Airflow >= 3.3: the task state store")
+def test_a_huge_prompt_is_written_to_the_task_state_store_once(airflow_db, service, monkeypatch):
+    """Scenario 11: a 1.2 MB message was rewritten with the lifecycle after every step (26 writes,
+    46 MB in a 10 s turn). The store is written when what it holds changed, and the prompt once."""
+    import json
+
+    from airflow.sdk.execution_time.context import TaskStateStoreAccessor
+
+    writes: list[tuple[str, str]] = []
+    set_value = TaskStateStoreAccessor.set
+
+    def counted(self, key, value, **kwargs):
+        writes.append((key, json.dumps(value, sort_keys=True)))
+        return set_value(self, key, value, **kwargs)
+
+    monkeypatch.setattr(TaskStateStoreAccessor, "set", counted)
+    prompt = "Refactor this module:\n" + "x = 1\n" * 200_000  # 1.2 MB
+    dag_run = run(STORE_DAG_ID, prompt + ' [emulator duration=2 finish="Refactored"]', deferrable=False)
+    assert state_of(task_instance(dag_run)) == "success"
+    written = sum(len(text) for _, text in writes)
+    big = [key for key, text in writes if len(text) > len(prompt)]
+    assert len(big) == 1, f"the prompt was written {len(big)} times ({written / 1e6:.1f} MB in {len(writes)} writes)"
+    assert written < 1.5 * len(prompt), f"{written / 1e6:.1f} MB in {len(writes)} writes"
+    last: dict[str, str] = {}
+    for key, text in writes:
+        assert last.get(key) != text, f"{key} written again unchanged"
+        last[key] = text
+    assert len(writes) >= 2  # the lifecycle is still kept as it changes

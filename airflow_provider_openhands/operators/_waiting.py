@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from airflow_provider_openhands.engine.engine import Engine, Rules
     from airflow_provider_openhands.engine.state import Lifecycle
     from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+    from airflow_provider_openhands.operators._store import LifecycleStore
 
 
 #: The name this module gave it first.
@@ -94,6 +95,13 @@ class ConversationWaiter:
         from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 
         return OpenHandsHook(self.openhands_conn_id)
+
+    @cached_property
+    def _store_copy(self) -> LifecycleStore:
+        """The task state store's copy of the lifecycle, written when it changed (Airflow >= 3.3)."""
+        from airflow_provider_openhands.operators._store import LifecycleStore
+
+        return LifecycleStore()
 
     def push_conversation(self, context: Any, conversation_id: str) -> None:
         """Publish the id and page link as soon as they exist (the extra link reads the URL)."""
@@ -173,7 +181,9 @@ class ConversationWaiter:
         outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
         crossed = over_budget(state, self.max_cost_usd, state["conversation_id"])
         if crossed:  # in the turn's last step: the wait saw it ended, so the turn's result stands
-            self.log.warning("%s, but the turn had already ended (%s): its result is returned", crossed, state["status"])
+            self.log.warning(
+                "%s, but the turn had already ended (%s): its result is returned", crossed, state["status"]
+            )
             state = {**state, "budget_exceeded": crossed}
         if outcome is not None and self.pause_when_done and still_running(state):
             self.pause_after_end(state["conversation_id"], state.get("sandbox_id"))
