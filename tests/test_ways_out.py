@@ -138,3 +138,20 @@ def test_a_huge_prompt_is_written_to_the_task_state_store_once(airflow_db, servi
         assert last.get(key) != text, f"{key} written again unchanged"
         last[key] = text
     assert len(writes) >= 2  # the lifecycle is still kept as it changes
+
+
+def test_the_stored_lifecycle_reads_back_whole_in_either_layout():
+    """A retry (a fresh task instance) reads the lifecycle with its options, whether they were kept
+    apart or, by an earlier version, with the rest."""
+    from airflow_provider_openhands.engine.state import STATE_STORE_KEY, Lifecycle
+    from airflow_provider_openhands.operators._store import OPTIONS_KEY, LifecycleStore
+    from tests.harness.airflow_task import TaskStateStore
+
+    lc = Lifecycle(conversation_id="c1", series=1, options={"initial_user_msg": "Fix it"})
+    context = {"task_state_store": TaskStateStore()}
+    LifecycleStore().save(context, lc)
+    assert context["task_state_store"].values[OPTIONS_KEY] == {"initial_user_msg": "Fix it"}
+    assert Lifecycle.from_dict(LifecycleStore().load(context)) == lc
+    older = {"task_state_store": TaskStateStore()}
+    older["task_state_store"].set(STATE_STORE_KEY, lc.to_dict())
+    assert Lifecycle.from_dict(LifecycleStore().load(older)) == lc
