@@ -551,7 +551,6 @@ def test_eight_failures_at_once_keep_all_eight_records_and_a_duplicate_is_refuse
         return value
 
     monkeypatch.setattr(Variable, "get", classmethod(slow_read))
-    monkeypatch.setattr("airflow_provider_openhands.notifiers.openhands.STALE_CLAIM_SECONDS", 1.0)
 
     dag = DAG("etl", schedule=None, start_date=datetime(2026, 1, 1))
     dag.fileloc = str(DAGS)
@@ -572,6 +571,7 @@ def test_eight_failures_at_once_keep_all_eight_records_and_a_duplicate_is_refuse
         thread.join(60)
     titles = sorted(s["body"]["title"] for s in starts(service))
     assert titles == sorted(f"Fix etl.{task_id}: ValueError" for task_id, _ in failures)
+    monkeypatch.setattr("airflow_provider_openhands.notifiers.openhands.STALE_CLAIM_SECONDS", 1.0)
     time.sleep(1.1)  # a claim without its record is stale by now: only a record refuses a failure
     for task_id, error in failures:  # the same failures again: each finds its record
         fail(task_id, error, wait=False)
