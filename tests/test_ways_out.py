@@ -155,3 +155,23 @@ def test_the_stored_lifecycle_reads_back_whole_in_either_layout():
     older = {"task_state_store": TaskStateStore()}
     older["task_state_store"].set(STATE_STORE_KEY, lc.to_dict())
     assert Lifecycle.from_dict(LifecycleStore().load(older)) == lc
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "operator"),
+    [
+        ("start_failed", "Fix it [emulator start=error]", {}),
+        ("timeout", "Fix it [emulator duration=60]", {"timeout": 1}),
+        ("confirmation", 'Clean up [emulator confirm="rm -rf build"]', {"on_confirmation": "fail"}),
+    ],
+)
+def test_a_failure_is_retried_as_the_table_says(airflow_db, service, capfd, caplog, kind, message, operator):
+    """Through ``dag.test()`` with one retry: a kind the table retries runs two tries, the others
+    one; the exception raised is the table's."""
+    from airflow_provider_openhands.engine.actions import WAYS_OUT
+
+    dag_run = run(STORE_DAG_ID, message, retries=1, retry_delay=timedelta(0), **operator)
+    ti = task_instance(dag_run)
+    assert state_of(ti) == "failed"
+    assert ti.try_number == (2 if WAYS_OUT[kind].retried else 1), kind
+    assert WAYS_OUT[kind].exception in logged(capfd, caplog)
