@@ -105,6 +105,16 @@ class OpenHandsConversationFailed(OpenHandsError, AirflowFailException):
     """
 
 
+class OpenHandsConversationTimeout(OpenHandsError, AirflowFailException):
+    """The conversation did not end before the task's ``timeout``; not retried, as a retry would
+    only wait on the same (by then stopped) conversation."""
+
+
+class OpenHandsConfirmationRequired(OpenHandsError, AirflowFailException):
+    """The agent waits for a confirmation this task may not give (``on_confirmation="fail"``, or no
+    way to ask a person). Not retried: a retry would meet the same question."""
+
+
 class OpenHandsBudgetExceeded(OpenHandsError, AirflowFailException):
     """The conversation's cost passed ``max_cost_usd``: it was stopped, and the task fails."""
 

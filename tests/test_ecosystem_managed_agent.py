@@ -444,3 +444,37 @@ def test_a_session_s_lookup_counts_against_the_deadline(connection):
     with pytest.raises((OpenHandsTransientError, TimeoutError)):
         hook.invoke_agent("acme/app", request("Two", session_id=first.session_id, timeout=3))
     assert time.monotonic() - started < 3 + 2  # was 7.7 s: its retries waited 1.2, 2.2 and 4.3 s
+
+
+def _fill_the_account(connection) -> str:
+    """One slot, held by a long conversation someone else started: the account is full."""
+    from airflow_provider_openhands.api.options import StartOptions
+    from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+
+    connection.concurrency_limit = 1
+    started = OpenHandsHook().submit_conversation(StartOptions(initial_user_msg="Busy [emulator duration=60]"))
+    return started["conversation_id"]
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_full_account_fails_over_at_once(connection):
+    """Issue 29, scenario 12: in a failover group whose standby is free, a full OpenHands account
+    made the call wait its whole timeout (30 s) for a slot before the standby served."""
+    _fill_the_account(connection)
+    started = time.monotonic()
+    answer = _failover_group(managed_hook()).invoke(request("Fix it", timeout=30))
+    assert answer.text == "served by the standby"
+    assert time.monotonic() - started < 5
+    assert connection.stats()["alive"] == 1  # the other conversation only
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_wait_for_slot_waits_for_a_free_one(connection):
+    """``wait_for_slot=True``: the invocation waits (within its timeout) and is served by OpenHands
+    once a slot comes free (the account's limit raised here)."""
+    import threading
+
+    _fill_the_account(connection)
+    threading.Timer(1.5, lambda: setattr(connection, "concurrency_limit", 2)).start()
+    answer = _failover_group(managed_hook(wait_for_slot=True)).invoke(request("Fix it [emulator duration=1]"))
+    assert answer.text != "served by the standby" and answer.session_id

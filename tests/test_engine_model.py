@@ -27,7 +27,7 @@ After every step (see ``Task.feed`` and the ``@invariant`` methods):
   person was shown, with the plan conversation as its parent, and only a build's end is a success;
   the person is shown the plan the agent wrote last; a revision goes to the plan conversation once,
   with the comment; a rejection pauses the plan's sandbox and fails for good;
-* a cost over ``max_cost_usd`` read while the turn runs is acted on at once: Pause, then Fail budget;
+* a cost over ``max_cost_usd`` read while the turn runs (not ended) is acted on at once: Pause, then Fail budget;
 * a Fail of kind timeout, budget or start_timeout comes right after a Pause of what it started;
   a timeout never comes before its time, and a wait always has a deadline;
 * every Fail has a cause the model gave (no permanent failure after a 401 the re-read cured);
@@ -518,11 +518,14 @@ class Task:
             assert not conversation.asking, f"{self.name} sends while actions wait: the service takes it as approval"
             mine = [t for t in conversation.turns if t.sender == self.me]
             assert not mine, f"{self.name} sends its message again (series {self.series} sent it already)"
-        # budget: a read in the running phase over the budget -> Pause at once, then Fail budget
+        # budget: a read of a running turn over the budget -> Pause at once, then Fail budget (a turn read
+        # ended is concluded, the crossing reported: issue 29, scenario 9)
         budget = self.rules.max_cost_usd
         read = isinstance(pending, a.ReadConversation) and isinstance(observation, a.Answer)
         state = observation.value if read else None
-        if state and budget is not None and before == PHASE_RUNNING and state["metrics"]["accumulated_cost"] > budget:
+        ended = state and state["status"] in self.rules.success_statuses | self.rules.failure_statuses
+        over = state and budget is not None and state["metrics"]["accumulated_cost"] > budget
+        if over and not ended and before == PHASE_RUNNING:
             assert isinstance(action, a.Pause) and action.conversation_id == state["conversation_id"], (
                 f"cost {state['metrics']['accumulated_cost']} over {budget} read, but the engine did {action!r}"
             )

@@ -307,15 +307,16 @@ def test_a_claim_left_by_a_dead_worker_does_not_block_its_failure_for_the_window
 
     from airflow.models.variable import Variable  # the metadata DB's, from outside a task
 
+    from airflow_provider_openhands.notifiers._claims import _keys
     from airflow_provider_openhands.notifiers.openhands import STALE_CLAIM_SECONDS
 
     shared = notifier()
     run("oh_notifier_fail", shared)
-    state = json.loads(Variable.get(shared.state_variable))
-    (entry,) = state["fixes"].values()
+    (key,) = _keys(shared.state_variable + ".")  # the failure's record, in a Variable of its own
+    entry = json.loads(Variable.get(key))
     entry.pop("url")
     entry["at"] = time.time() - STALE_CLAIM_SECONDS - 1
-    Variable.set(shared.state_variable, json.dumps(state))
+    Variable.set(key, json.dumps(entry))
     run("oh_notifier_fail", shared)
     assert len(starts(service)) == 2
 
@@ -526,3 +527,52 @@ def test_the_service_down_with_a_budget_is_still_one_warning(airflow_db, service
     assert output.count("OpenHandsNotifier:") == 1 and output.count(NOT_STARTED) == 1
     (line,) = output.lines_with(NOT_STARTED)
     assert "nor were the fix conversations' costs checked" in line
+
+
+def test_eight_failures_at_once_keep_all_eight_records_and_a_duplicate_is_refused(airflow_db, service, monkeypatch):
+    """Issue 29, scenario 7: eight different tasks fail at once, and a ninth failure repeats the
+    first's. One read-modify-written Variable lost one or two of the eight records, so the same
+    failures again started duplicates. Each claim is won by one writer, and each record kept: eight
+    starts, then none for the same eight failures. A Variable read takes 30 ms here (a worker's
+    reads go over the network), so that what one writer read is older than another's write."""
+    import threading
+    import time
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from airflow.models.variable import Variable
+    from airflow.providers.common.compat.sdk import DAG
+
+    read = Variable.get.__func__
+
+    def slow_read(cls, *args, **kwargs):
+        value = read(cls, *args, **kwargs)
+        time.sleep(0.03)
+        return value
+
+    monkeypatch.setattr(Variable, "get", classmethod(slow_read))
+
+    dag = DAG("etl", schedule=None, start_date=datetime(2026, 1, 1))
+    dag.fileloc = str(DAGS)
+    shared = notifier(claim_settle_seconds=0.3)
+    failures = [(f"load_{n}", ValueError(f"bad row in part {chr(97 + n)}")) for n in range(8)]
+    barrier = threading.Barrier(len(failures) + 1)
+
+    def fail(task_id: str, error: Exception, wait: bool = True) -> None:
+        ti = SimpleNamespace(dag_id="etl", task_id=task_id, run_id="r", try_number=1, map_index=-1)
+        if wait:
+            barrier.wait()
+        shared({"ti": ti, "dag": dag, "exception": error})
+
+    threads = [threading.Thread(target=fail, args=failure) for failure in [*failures, failures[0]]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    titles = sorted(s["body"]["title"] for s in starts(service))
+    assert titles == sorted(f"Fix etl.{task_id}: ValueError" for task_id, _ in failures)
+    monkeypatch.setattr("airflow_provider_openhands.notifiers.openhands.STALE_CLAIM_SECONDS", 1.0)
+    time.sleep(1.1)  # a claim without its record is stale by now: only a record refuses a failure
+    for task_id, error in failures:  # the same failures again: each finds its record
+        fail(task_id, error, wait=False)
+    assert len(starts(service)) == len(failures)

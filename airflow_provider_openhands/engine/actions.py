@@ -196,28 +196,43 @@ class ReturnId(Action):
 
 @dataclass(frozen=True)
 class Fail(Action):
-    """Fail the task. ``kind`` says how (see :data:`FAILURES`)."""
+    """Fail the task. ``kind`` says how (see :data:`WAYS_OUT`)."""
 
     kind: str
     message: str
 
 
-#: Kinds of :class:`Fail`, and whether Airflow's retries may help.
-FAILURES = {
-    "permanent": False,  # 401/403/404/422, quota, archived: the same answer again
-    "config": False,
-    "timeout": False,  # the conversation was stopped at its deadline
-    "start_timeout": False,
-    "budget": False,
-    "capacity_timeout": False,
-    "conversation_failed": False,
-    "confirmation": False,  # the agent waits for a confirmation this task may not give
-    "plan_rejected": False,  # plan_first: a person rejected the plan (or nobody answered in time)
-    "start_failed": True,  # a start task in ERROR: a retry starts again
-    "unreachable": True,  # the service kept failing: Airflow's retries are for that
-    "transient": True,  # a request that may have been acted on failed: the retry reconnects
-    "killed": True,  # nothing was left to stop; Airflow fails the try as it does
+@dataclass(frozen=True)
+class WayOut:
+    """How one kind of :class:`Fail` reaches Airflow: the exception every driver raises (its name in
+    ``airflow_provider_openhands.exceptions``: the engine imports no Airflow) and whether Airflow's
+    retries follow (False: the class is an ``AirflowFailException``; tests/test_ways_out.py checks)."""
+
+    exception: str
+    retried: bool
+
+
+#: The one table of the ways a task fails: each kind of :class:`Fail` the engine emits, the
+#: exception the operator, the sensor and the trigger's worker raise for it, and whether Airflow
+#: retries it (the README's table says the same).
+WAYS_OUT = {
+    "permanent": WayOut("OpenHandsPermanentError", False),  # 401/403/404/422, quota, archived: the same answer again
+    "config": WayOut("OpenHandsConfigError", False),
+    "timeout": WayOut("OpenHandsConversationTimeout", False),  # the conversation was stopped at its deadline
+    "start_timeout": WayOut("OpenHandsStartTimeout", False),
+    "budget": WayOut("OpenHandsBudgetExceeded", False),
+    "capacity_timeout": WayOut("OpenHandsCapacityTimeout", False),
+    "conversation_failed": WayOut("OpenHandsConversationFailed", False),
+    "confirmation": WayOut("OpenHandsConfirmationRequired", False),  # a confirmation this task may not give
+    "plan_rejected": WayOut("OpenHandsPermanentError", False),  # plan_first: the plan was rejected (or unanswered)
+    "start_failed": WayOut("OpenHandsStartError", True),  # a start task in ERROR: a retry starts again
+    "unreachable": WayOut("OpenHandsUnreachableError", True),  # the service kept failing: retries are for that
+    "transient": WayOut("OpenHandsTransientError", True),  # a request that may have been acted on: the retry reconnects
+    "killed": WayOut("OpenHandsError", True),  # nothing was left to stop; Airflow fails the try as it does
 }
+
+#: Kinds of :class:`Fail`, and whether Airflow's retries may help (from :data:`WAYS_OUT`).
+FAILURES = {kind: way.retried for kind, way in WAYS_OUT.items()}
 
 
 # -- observations ----------------------------------------------------------------------------------

@@ -151,6 +151,14 @@ def describe_action(action: dict[str, Any]) -> str:
     return f"{action.get('tool') or 'tool'} `{action.get('summary') or ''}` (security risk {risk})"
 
 
+def over_budget(state: dict[str, Any], limit: float | None, conversation_id: Any) -> str | None:
+    """Why the conversation's cost (its total, earlier turns included) is over ``limit``, or None."""
+    cost = (state.get("metrics") or {}).get("accumulated_cost")
+    if limit is None or not isinstance(cost, (int, float)) or cost <= limit:
+        return None
+    return f"Conversation {conversation_id} cost ${cost:.4f}, over max_cost_usd ${limit:.4f}"
+
+
 def still_running(state: dict[str, Any]) -> bool:
     """Whether an ended conversation still holds a sandbox (V1) or runtime (V0). A sandbox in ERROR
     counts: the service shows a transient ERROR, and such a sandbox may run on."""
@@ -529,8 +537,8 @@ class Engine:
         if state.get("status") != STATUS_PAUSED:
             lc.killed = False  # running: a later pause is the service's or a person's, not this series' kill
         over = self._over_budget(state)
-        if over is not None:
-            return self._close("budget", over + ": stopped", stop="conversation")
+        if over is not None and classify(state["status"], rules.success_statuses, rules.failure_statuses) is None:
+            return self._close("budget", over + ": stopped", stop="conversation")  # ended: the driver reports it
         text = describe(state)
         if text != lc.last_status:
             self.log("info", f"Conversation {lc.conversation_id}: {text}")
@@ -610,11 +618,7 @@ class Engine:
         return format_time(began)
 
     def _over_budget(self, state: dict[str, Any]) -> str | None:
-        """Why the conversation's cost (its total, earlier turns included) is over ``max_cost_usd``, or None."""
-        cost, limit = (state.get("metrics") or {}).get("accumulated_cost"), self.rules.max_cost_usd
-        if limit is None or not isinstance(cost, (int, float)) or cost <= limit:
-            return None
-        return f"Conversation {self.lc.conversation_id} cost ${cost:.4f}, over max_cost_usd ${limit:.4f}"
+        return over_budget(state, self.rules.max_cost_usd, self.lc.conversation_id)
 
     def _turn(self, turn: dict[str, Any], now: float) -> a.Action | None:
         lc = self.lc

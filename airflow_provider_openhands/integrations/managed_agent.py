@@ -35,7 +35,10 @@ Failures are sorted as the contract asks:
   gone, the daily quota, a start that failed, a turn that ended ``error``/``stuck`` (usually the
   runtime or the LLM: rephrasing would only pay for a new conversation), a 400/422 that
   ``vendor_options.extra_body`` may have caused;
-* ``TimeoutError``: the deadline passed (no slot came free, the start or the turn did not end);
+* ``OpenHandsConcurrencyLimitError`` (transient): the account runs as many conversations as it may,
+  at once by default (a failover group moves on); ``wait_for_slot=True`` waits for a free slot;
+* ``TimeoutError``: the deadline passed (no slot came free in time with ``wait_for_slot``, the start
+  or the turn did not end);
 * anything transient (5xx, 429, connection errors) while sending the start or the message
   propagates unchanged; while waiting, the engine rides it out until the deadline.
 """
@@ -147,6 +150,9 @@ class OpenHandsManagedAgentHook(OpenHandsHook, BaseManagedAgentHook):
     :param poll_interval: seconds between status reads while the agent works.
     :param pause_when_done: pause the sandbox once the turn ended (frees the account's slot; a
         follow-up turn resumes it).
+    :param wait_for_slot: when the account runs as many conversations as it may, wait (within the
+        invocation's timeout) for a free slot. Off by default: the full account's
+        ``OpenHandsConcurrencyLimitError`` is raised at once, so a failover group moves on.
     """
 
     agent_platform = PLATFORM
@@ -159,6 +165,7 @@ class OpenHandsManagedAgentHook(OpenHandsHook, BaseManagedAgentHook):
         default_timeout: float = 3600.0,
         poll_interval: float = 5.0,
         pause_when_done: bool = True,
+        wait_for_slot: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(openhands_conn_id, **kwargs)
@@ -166,6 +173,7 @@ class OpenHandsManagedAgentHook(OpenHandsHook, BaseManagedAgentHook):
         self.default_timeout = check_positive(default_timeout, "default_timeout")
         self.poll_interval = check_positive(poll_interval, "poll_interval")
         self.pause_when_done = pause_when_done
+        self.wait_for_slot = wait_for_slot
 
     # -- the contract: no request to OpenHands --------------------------------------------------
 
@@ -225,7 +233,11 @@ class OpenHandsManagedAgentHook(OpenHandsHook, BaseManagedAgentHook):
         lc.started_at, lc.hard_deadline = called, called + timeout  # the engine caps every deadline by it
         lc.start_timeout = lc.wait_timeout = timeout
         rules = Rules(
-            poll_interval=self.poll_interval, cancel_on_kill=True, stop_on_timeout=True, api_version=api_version
+            poll_interval=self.poll_interval,
+            cancel_on_kill=True,
+            stop_on_timeout=True,
+            api_version=api_version,
+            capacity_timeout=timeout if self.wait_for_slot else 0.0,  # 0: a full account fails at once
         )
         invocation = _Invocation(self, Engine(rules, lc), text, timeout, before)
         try:
@@ -384,6 +396,11 @@ class _Invocation:
     def failure(self, action: a.Fail) -> BaseException:
         """The contract's exception for the engine's ``Fail`` (what is left running is paused by :meth:`release`)."""
         failed = self.driver.failed
+        if action.kind == "capacity_timeout" and not self.hook.wait_for_slot:
+            self.hook.log.warning("%s: not waiting for a free slot (wait_for_slot=False)", action.message)
+            if failed is not None and isinstance(failed[1], OpenHandsConcurrencyLimitError):
+                return failed[1]
+            return OpenHandsConcurrencyLimitError(action.message)  # a start task that failed for capacity
         if action.kind in TIMEOUTS:
             last = describe(self.engine.last_state) if self.engine.last_state else self.engine.lc.last_status
             return TimeoutError(

@@ -19,18 +19,19 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.notifier import BaseNotifier
 
 from airflow_provider_openhands.exceptions import OpenHandsConfigError
 
+if TYPE_CHECKING:
+    from airflow_provider_openhands.notifiers._claims import Claims
+
 log = logging.getLogger(__name__)
 
 #: A claim without a conversation this old is from a worker that died between its claim and its start.
 STALE_CLAIM_SECONDS = 600.0
-#: Claims a failure makes at most when other failures' writes overwrite its own (one Variable for all).
-CLAIMS = 4
 #: The task id of a DAG-level failure (the DAG's ``on_failure_callback``: no task instance).
 DAG_LEVEL = "(the DAG)"
 
@@ -108,15 +109,13 @@ class OpenHandsNotifier(BaseNotifier):
       Variables with secret-looking names and values registered with ``mask_secret`` are masked;
       template fields with secret-looking names are left out.
 
-    The dedup state is an Airflow Variable (``state_variable``), not the task state store: it must
-    be shared by every task, map index, run and worker a notifier serves (and by the DAG processor,
-    where DAG-level callbacks run), and the task state store belongs to one task instance. Races:
-    a start first writes a claim, waits ``claim_settle_seconds`` and reads it back; of the workers
-    that claimed one signature at once only the last writer starts. A Variable is no lock: the
-    claim narrows the race, and the worst case left is two conversations for one cause, never a
-    broken one (on V1 a reused conversation id takes over the first conversation's sandbox, so ids
-    are random there; on V0 the id derives from the signature and its window, and the service
-    refuses a second start with 409).
+    The dedup state is in Airflow Variables (under ``state_variable``), not the task state store: it
+    must be shared by every task, map index, run and worker a notifier serves (and by the DAG
+    processor, where DAG-level callbacks run), and the task state store belongs to one task
+    instance. Races: each attempt to fix a failure writes only a Variable of its own, and of the
+    workers that claim one signature at once exactly one wins (see ``notifiers/_claims.py``), so
+    no record is lost and no failure starts two conversations. Listing the records needs
+    ``Variable.keys`` in a task on Airflow 3 (3.3 and later).
 
     :param repository: ``owner/repo`` the agent works on (templated). Default: the repository of
         the DAG file (its git checkout's ``origin`` remote).
@@ -141,13 +140,15 @@ class OpenHandsNotifier(BaseNotifier):
         ``max_cost_usd``), so a review DAG scheduled on it follows the fix. Airflow 2 only: Airflow 3
         sends asset events only with a successful task's outlets, and a callback has no way to send
         one (refused there, not ignored).
-    :param state_variable: the Variable holding the dedup state and the daily count. Default:
-        ``openhands_notifier.<conn id>.<repository>``; notifiers sharing one share both.
+    :param state_variable: the prefix of the Variables holding the dedup state and the daily count
+        (``<state_variable>.<signature>.<token>``). Default: ``openhands_notifier.<conn id>.<repository>``;
+        notifiers sharing one share both.
     :param repository_root: the directory the DAG file's path is given relative to (default: the
         git checkout holding the DAG file, else the DAG bundle's root).
     :param log_tail_lines: lines of the task's log sent, at most (0: none).
     :param request_timeout: seconds the start request (retries included) may take.
-    :param claim_settle_seconds: how long a claim is left before it is read back (see above).
+    :param claim_settle_seconds: no longer used (a claim needs no time to settle); accepted so that
+        DAG files that set it still parse.
     """
 
     template_fields = ("repository", "selected_branch", "title")
@@ -275,9 +276,10 @@ class OpenHandsNotifier(BaseNotifier):
         from airflow_provider_openhands.hooks.openhands import OpenHandsHook
         from airflow_provider_openhands.hooks.transport import RetryPolicy
 
+        claims = self._claims(key)
         watched = {
-            signature: fix
-            for signature, fix in self._read(key, time.time())["fixes"].items()
+            record_key: fix
+            for record_key, fix in claims.records(time.time()).items()
             if fix.get("conversation_id") and fix.get("max_cost_usd") is not None and not fix.get("paused")
         }
         if not watched and self.max_cost_usd is None:
@@ -293,26 +295,21 @@ class OpenHandsNotifier(BaseNotifier):
         paused: dict[str, str] = {}
         with hook.deadline(getattr(self, "_deadline", None) or time.time() + self.request_timeout):
             states = hook.get_conversations([fix["conversation_id"] for fix in watched.values()])
-            for signature, fix in watched.items():
+            for record_key, fix in watched.items():
                 state = states.get(canonical_id(fix["conversation_id"])) or {}
                 cost = (state.get("metrics") or {}).get("accumulated_cost")
                 if not isinstance(cost, (int, float)) or cost <= fix["max_cost_usd"]:
                     continue
                 hook.stop_conversation(fix["conversation_id"], state.get("sandbox_id"))
-                paused[signature] = fix["conversation_id"]
+                paused[record_key] = fix["conversation_id"]
                 log.warning(
                     "OpenHandsNotifier: the fix conversation %s cost $%.4f, over its max_cost_usd $%.4f: paused",
                     fix.get("url") or fix["conversation_id"],
                     cost,
                     fix["max_cost_usd"],
                 )
-        if paused:
-            state = self._read(key, time.time())
-            for signature, conversation_id in paused.items():
-                fix = state["fixes"].get(signature)
-                if fix and fix.get("conversation_id") == conversation_id:
-                    fix["paused"] = "max_cost_usd"
-            self._write(key, state)
+        for record_key in paused:
+            claims.add(record_key, {"paused": "max_cost_usd"})
         return list(paused.values())
 
     # -- what the agent is told ----------------------------------------------------------------------
@@ -392,23 +389,25 @@ class OpenHandsNotifier(BaseNotifier):
     def _state_key(self, repository: str) -> str:
         return self.state_variable or f"openhands_notifier.{self.openhands_conn_id}.{repository.replace('/', '.')}"
 
-    def _start_once(self, context: Any, failure: dict[str, Any], repository: str, key: str) -> None:
-        import random
+    def _claims(self, key: str) -> Claims:
+        from airflow_provider_openhands.notifiers._claims import Claims
 
+        return Claims(key, self.window, STALE_CLAIM_SECONDS)
+
+    def _start_once(self, context: Any, failure: dict[str, Any], repository: str, key: str) -> None:
         signature = failure_signature(
             failure["dag_id"], failure["task_id"], failure["exception_type"], _redact(failure.pop("_message"))
         )
         where = f"{failure['dag_id']}.{failure['task_id']}{failure['map_label']}"
         run = f"{failure['dag_id']}/{failure['run_id']}"
         now = time.time()
-        state = self._read(key, now)
-        if failure["_dag_level"] and any(fix.get("run") == run for fix in state["fixes"].values()):
+        claims = self._claims(key)
+        records = {k: r for k, r in claims.records(now).items() if claims.standing(r, now)}
+        if failure["_dag_level"] and any(record.get("run") == run for record in records.values()):
             log.info("OpenHandsNotifier: run %s failed; a fix conversation already looks at its failed task", run)
             return
-        known = state["fixes"].get(signature)
-        if known and not known.get("url") and now - known.get("at", 0) > STALE_CLAIM_SECONDS:
-            known = None  # claimed by a worker that never said how its start went (killed): start again
-        if known:  # read only: 50 failures of one cause write nothing, and race no other claim
+        known = next((r for k, r in records.items() if k.startswith(f"{key}.{signature}.") and r.get("number")), None)
+        if known:  # read only: 50 failures of one cause write nothing
             log.info(
                 "OpenHandsNotifier: %s failed as before; the fix conversation %s already looks at it",
                 where,
@@ -416,48 +415,32 @@ class OpenHandsNotifier(BaseNotifier):
             )
             return
         today = time.strftime("%Y-%m-%d", time.gmtime(now))
-        if state["days"].get(today, 0) >= self.max_conversations_per_day:
+        started = sum(1 for r in records.values() if r.get("number") and r.get("day") == today)
+        if started >= self.max_conversations_per_day:
             log.warning(
                 "OpenHandsNotifier: no fix conversation for %s: %d started today already (max_conversations_per_day)",
                 where,
-                state["days"][today],
+                started,
             )
             return
-        token = uuid.uuid4().hex
-        for _ in range(CLAIMS):  # a claim another failure's write overwrote is made again
-            state["fixes"][signature] = {"claim": token, "at": now, "run": run}
-            state["days"][today] = state["days"].get(today, 0) + 1
-            self._write(key, state)
-            if not self.claim_settle_seconds:
-                break
-            time.sleep(self.claim_settle_seconds * (1 + random.random()))
-            state = self._read(key, time.time())
-            theirs = state["fixes"].get(signature)
-            if theirs is not None and theirs.get("claim") == token:
-                break
-            if theirs is not None:
-                log.info("OpenHandsNotifier: %s: another worker starts the fix conversation of this failure", where)
-                return
+        record = {"at": now, "run": run, "day": today}
+        mine, theirs = claims.claim(signature, record)
+        if mine is None:
+            log.info(
+                "OpenHandsNotifier: %s: another worker starts the fix conversation of this failure (%s)",
+                where,
+                (theirs or {}).get("url") or "being started",
+            )
+            return
         try:
             conversation_id, url = self._submit(context, failure, repository, signature, now)
         except Exception:
-            state = self._read(key, time.time())  # the claim goes: a later failure may try again
-            if (state["fixes"].get(signature) or {}).get("claim") == token:
-                del state["fixes"][signature]
-                state["days"][today] = max(0, state["days"].get(today, 1) - 1)
-                self._write(key, state)
+            claims.drop(mine)  # the claim goes: a later failure may try again
             raise
-        state = self._read(key, time.time())
-        state["fixes"][signature] = {
-            "claim": token,
-            "at": now,
-            "run": run,
-            "conversation_id": conversation_id,
-            "url": url,
-        }
+        record = {"conversation_id": conversation_id, "url": url}
         if self.max_cost_usd is not None:
-            state["fixes"][signature]["max_cost_usd"] = self.max_cost_usd
-        self._write(key, state)
+            record["max_cost_usd"] = self.max_cost_usd
+        claims.add(mine, record)
         log.info("OpenHandsNotifier: %s failed; OpenHands fix conversation started: %s", where, url)
         try:
             self._emit(context, failure, repository, conversation_id, url)
@@ -531,27 +514,6 @@ class OpenHandsNotifier(BaseNotifier):
                 task_instance=context.get("ti"), dataset=self.fix_asset, extra=extra, session=session
             )
 
-    # -- the shared state ---------------------------------------------------------------------------
-
-    def _read(self, key: str, now: float) -> dict[str, Any]:
-        raw = _variables(lambda v: v.get(key, None))
-        try:
-            state = json.loads(raw) if raw else {}
-        except ValueError:
-            state = {}
-        fixes = state.get("fixes") if isinstance(state.get("fixes"), dict) else {}
-        days = state.get("days") if isinstance(state.get("days"), dict) else {}
-        today = time.strftime("%Y-%m-%d", time.gmtime(now))
-        return {
-            "fixes": {s: f for s, f in fixes.items() if isinstance(f, dict) and now - f.get("at", 0) < self.window},
-            "days": {today: int(days.get(today, 0))},
-        }
-
-    @staticmethod
-    def _write(key: str, state: Mapping[str, Any]) -> None:
-        text = json.dumps(state, sort_keys=True)
-        _variables(lambda v: v.set(key, text, description="OpenHandsNotifier: fix conversations"))
-
 
 # -- helpers -----------------------------------------------------------------------------------------
 
@@ -560,20 +522,6 @@ def _airflow_3() -> bool:
     from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
     return AIRFLOW_V_3_0_PLUS
-
-
-def _variables(use: Any) -> Any:
-    """``use(Variable)`` with the task SDK's Variable, or, where a callback runs outside any task
-    process (Airflow 3's DAG-level callback in ``dag.test()``: no supervisor to ask), the metadata
-    database's."""
-    from airflow.providers.common.compat.sdk import Variable
-
-    if _airflow_3():
-        from airflow.sdk.execution_time import task_runner
-
-        if getattr(task_runner, "SUPERVISOR_COMMS", None) is None:
-            from airflow.models.variable import Variable
-    return use(Variable)
 
 
 def _is_templated(value: str) -> bool:

@@ -13,16 +13,13 @@ from collections.abc import Collection
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException
-
 from airflow_provider_openhands.api.options import check_statuses
 from airflow_provider_openhands.api.state import DEFAULT_FAILURE_STATUSES, DEFAULT_SUCCESS_STATUSES
 from airflow_provider_openhands.exceptions import (
     OpenHandsConfigError,
     OpenHandsConversationFailed,
+    OpenHandsConversationTimeout,
     OpenHandsError,
-    OpenHandsPermanentError,
-    OpenHandsUnreachableError,
 )
 from airflow_provider_openhands.links.openhands import CONVERSATION_ID_KEY, CONVERSATION_URL_KEY, push_link
 
@@ -30,11 +27,11 @@ if TYPE_CHECKING:
     from airflow_provider_openhands.engine.engine import Engine, Rules
     from airflow_provider_openhands.engine.state import Lifecycle
     from airflow_provider_openhands.hooks.openhands import OpenHandsHook
+    from airflow_provider_openhands.operators._store import LifecycleStore
 
 
-class ConversationTimeout(OpenHandsError, AirflowFailException):
-    """The conversation did not end before the task's ``timeout``; not retried, as a retry would
-    only wait on the same (by then stopped) conversation."""
+#: The name this module gave it first.
+ConversationTimeout = OpenHandsConversationTimeout
 
 
 def default_deferrable() -> bool:
@@ -50,22 +47,13 @@ def results_error(message: str) -> Exception:
 
 
 def failure(action: Any) -> Exception:
-    """The exception for the engine's ``Fail``: the permanent kinds are not retried by Airflow."""
-    from airflow_provider_openhands import exceptions as e
+    """The exception for the engine's ``Fail``, from the one table of ways out (``WAYS_OUT``): the
+    kinds a retry cannot change raise an ``AirflowFailException``, which Airflow does not retry."""
+    from airflow_provider_openhands import exceptions
+    from airflow_provider_openhands.engine.actions import WAYS_OUT
 
-    kinds = {
-        "permanent": OpenHandsPermanentError,
-        "plan_rejected": OpenHandsPermanentError,
-        "config": e.OpenHandsConfigError,
-        "timeout": ConversationTimeout,
-        "start_timeout": e.OpenHandsStartTimeout,
-        "budget": e.OpenHandsBudgetExceeded,
-        "capacity_timeout": e.OpenHandsCapacityTimeout,
-        "conversation_failed": OpenHandsConversationFailed,
-        "start_failed": e.OpenHandsStartError,
-        "unreachable": OpenHandsUnreachableError,
-    }
-    return kinds.get(action.kind, OpenHandsError)(action.message)
+    way = WAYS_OUT.get(action.kind)
+    return getattr(exceptions, way.exception if way else "OpenHandsError")(action.message)
 
 
 __all__ = ["ConversationTimeout", "ConversationWaiter"]
@@ -107,6 +95,13 @@ class ConversationWaiter:
         from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 
         return OpenHandsHook(self.openhands_conn_id)
+
+    @cached_property
+    def _store_copy(self) -> LifecycleStore:
+        """The task state store's copy of the lifecycle, written when it changed (Airflow >= 3.3)."""
+        from airflow_provider_openhands.operators._store import LifecycleStore
+
+        return LifecycleStore()
 
     def push_conversation(self, context: Any, conversation_id: str) -> None:
         """Publish the id and page link as soon as they exist (the extra link reads the URL)."""
@@ -179,12 +174,18 @@ class ConversationWaiter:
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:
         """Return the final state of a successful conversation; raise for a failed one. The state is
         recorded first, for the outlets' asset events and the OpenLineage facets."""
-        from airflow_provider_openhands.engine.engine import FAILURE, classify, describe, still_running
+        from airflow_provider_openhands.engine.engine import FAILURE, classify, describe, over_budget, still_running
         from airflow_provider_openhands.lineage import record_state
         from airflow_provider_openhands.outcome import summary_line
         from airflow_provider_openhands.results import bounded
 
         outcome = classify(state["status"], self.success_statuses, self.failure_statuses)
+        crossed = over_budget(state, self.max_cost_usd, state["conversation_id"])
+        if crossed:  # in the turn's last step: the wait saw it ended, so the turn's result stands
+            self.log.warning(
+                "%s, but the turn had already ended (%s): its result is returned", crossed, state["status"]
+            )
+            state = {**state, "budget_exceeded": crossed}
         if outcome is not None and self.pause_when_done and still_running(state):
             self.pause_after_end(state["conversation_id"], state.get("sandbox_id"))
         if outcome != FAILURE:  # after the pause: a result that does not fit fails, its sandbox paused

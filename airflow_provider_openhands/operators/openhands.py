@@ -639,13 +639,10 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         return started + seconds - min(max(2 * self.poll_interval, 60.0), 0.25 * seconds)
 
     def _stored(self, context: Context, series: int) -> Lifecycle | None:
-        from airflow_provider_openhands.engine.state import STATE_STORE_KEY, Lifecycle
+        from airflow_provider_openhands.engine.state import Lifecycle
 
-        store = context.get("task_state_store")
-        if store is None:
-            return None
         try:
-            saved = store.get(STATE_STORE_KEY)
+            saved = self._store_copy.load(context)
         except Exception as exc:
             self.log.warning("Could not read the task state store: %s", exc)
             return None
@@ -654,13 +651,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
 
     def _save_lifecycle(self, context: Any, lc: Lifecycle) -> None:
         """Airflow >= 3.3: keep the lifecycle in the task state store, so a retry finds it."""
-        from airflow_provider_openhands.engine.state import STATE_STORE_KEY
-
-        store = context.get("task_state_store") if context else None
-        if store is None:
-            return
         try:
-            store.set(STATE_STORE_KEY, lc.to_dict())
+            self._store_copy.save(context, lc)
         except Exception as exc:
             self.log.warning("Could not save the conversation's lifecycle in the task state store: %s", exc)
 

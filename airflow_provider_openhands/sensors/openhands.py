@@ -173,13 +173,10 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
 
     def _stored(self, context: Context, try_number: int) -> Lifecycle | None:
         """Reschedule mode: what the earlier pokes of this try learnt (Airflow >= 3.3's task state store)."""
-        from airflow_provider_openhands.engine.state import PHASE_RUNNING, STATE_STORE_KEY, Lifecycle
+        from airflow_provider_openhands.engine.state import PHASE_RUNNING, Lifecycle
 
-        store = context.get("task_state_store")
-        if store is None:
-            return None
         try:
-            saved = store.get(STATE_STORE_KEY)
+            saved = self._store_copy.load(context)
         except Exception:
             return None
         lc = Lifecycle.from_dict(saved) if saved else None
@@ -188,13 +185,8 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
         return lc if lc.phase == PHASE_RUNNING else None
 
     def save(self, context: Context, engine: Engine) -> None:
-        from airflow_provider_openhands.engine.state import STATE_STORE_KEY
-
-        store = context.get("task_state_store")
-        if store is None:
-            return
         try:
-            store.set(STATE_STORE_KEY, engine.lc.to_dict())
+            self._store_copy.save(context, engine.lc)
         except Exception as exc:
             self.log.warning("Could not save the wait in the task state store: %s", exc)
 

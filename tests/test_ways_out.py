@@ -1,0 +1,177 @@
+"""Ways out of a task (issue 29): how each engine failure reaches Airflow, and what it leaves behind."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_openhands.testing.pytest_plugin import connection_json
+from tests.conftest import REPO
+
+BUDGET_DAG_ID, STORE_DAG_ID = "oh_ways_budget", "oh_ways_store"
+
+ENGINE = REPO / "airflow_provider_openhands" / "engine" / "engine.py"
+DAGS = REPO / "tests" / "dags" / "openhands_ways_out_dags.py"
+
+
+@pytest.fixture
+def service(emulator, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, max_requests_per_minute=100_000))
+    return emulator
+
+
+def task_instance(dag_run, task_id: str = "run"):
+    (ti,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == task_id]
+    return ti
+
+
+def state_of(ti) -> str:
+    return str(getattr(ti.state, "value", ti.state))
+
+
+def run(dag_id: str, message: str, **operator):
+    return runpy.run_path(str(DAGS))["build"](dag_id, message, **operator).test()
+
+
+def logged(capfd, caplog) -> str:
+    """What the run logged: dag.test() prints the task's log, or gives it to ``logging``."""
+    out, err = capfd.readouterr()
+    return out + err + caplog.text
+
+
+# -- one table: engine failure kind -> Airflow exception ---------------------------------------------
+
+
+def emitted_kinds(source: Path = ENGINE) -> set[str]:
+    """Every ``Fail`` kind the engine's source can produce (``_fail("kind"``, ``_close("kind"``, ``Fail("kind"``)."""
+    return set(re.findall(r'(?:_fail|_close|a\.Fail)\(\s*"([a-z_]+)"', source.read_text()))
+
+
+def test_every_kind_the_engine_can_fail_with_is_in_the_table():
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_openhands.engine.actions import WAYS_OUT, Fail
+    from airflow_provider_openhands.exceptions import OpenHandsError
+    from airflow_provider_openhands.operators._waiting import failure
+
+    kinds = emitted_kinds()
+    assert {"confirmation", "budget", "timeout", "killed"} <= kinds  # the scan finds them
+    assert kinds <= set(WAYS_OUT), f"not in the table: {sorted(kinds - set(WAYS_OUT))}"
+    for kind, way in WAYS_OUT.items():
+        raised = failure(Fail(kind, f"why {kind}"))
+        assert type(raised).__name__ == way.exception and isinstance(raised, OpenHandsError), kind
+        assert str(raised) == f"why {kind}"
+        assert way.retried is not isinstance(raised, AirflowFailException), (
+            f"{kind}: retried says one thing, the class another"
+        )
+
+
+def test_on_confirmation_fail_is_tried_once_though_the_task_has_retries(airflow_db, service):
+    """Scenario 10: the README says it is not retried; it ran three tries (no entry in the mapping)."""
+    build = runpy.run_path(str(REPO / "tests" / "dags" / "openhands_confirmation_dags.py"))["build"]
+    dag_run = build(on_confirmation="fail", retries=2, retry_delay=timedelta(0)).test()
+    ti = task_instance(dag_run, "maintain")
+    assert state_of(ti) == "failed"
+    assert ti.try_number == 1, f"{ti.try_number} tries of a failure a retry cannot change"
+    assert len(service.requests_to("POST", r"app-conversations$")) == 1
+
+
+# -- scenario 9: a budget crossed in the turn's last step --------------------------------------------
+
+PR = "https://github.com/acme/app/pull/7"
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "worker"])
+def test_a_turn_that_finished_over_budget_is_returned_with_the_crossing_reported(
+    airflow_db, service, capfd, caplog, deferrable
+):
+    """Scenario 9: the turn's cost passes ``max_cost_usd`` only at its end (2.5 against 2.4999): the
+    task raised ``OpenHandsBudgetExceeded ...: stopped`` and the final message with its PR link was
+    lost. A finished turn is the task's result; the crossing is a warning and ``budget_exceeded``."""
+    from tests.test_defects import xcom
+
+    message = f'Fix the README [emulator duration=1 cost=2.5 finish="Opened {PR}"]'
+    dag_run = run(BUDGET_DAG_ID, message, max_cost_usd=2.4999, deferrable=deferrable, retries=1)
+    ti = task_instance(dag_run)
+    text = logged(capfd, caplog)
+    assert state_of(ti) == "success", text[-3000:]
+    result = xcom(dag_run, "run")
+    assert result["status"] == "finished" and PR in result["final_message"]
+    assert "over max_cost_usd $2.4999" in result["budget_exceeded"]
+    assert "cost $2.5000, over max_cost_usd $2.4999" in text and "but the turn had already ended (finished)" in text
+
+
+# -- scenario 11: the task state store is written when the lifecycle changes ------------------------
+
+HAS_STATE_STORE = __import__("importlib.util").util.find_spec("airflow.models.task_state_store") is not None
+
+
+@pytest.mark.skipif(not HAS_STATE_STORE, reason="Airflow >= 3.3: the task state store")
+def test_a_huge_prompt_is_written_to_the_task_state_store_once(airflow_db, service, monkeypatch):
+    """Scenario 11: a 1.2 MB message was rewritten with the lifecycle after every step (26 writes,
+    46 MB in a 10 s turn). The store is written when what it holds changed, and the prompt once."""
+    import json
+
+    from airflow.sdk.execution_time.context import TaskStateStoreAccessor
+
+    writes: list[tuple[str, str]] = []
+    set_value = TaskStateStoreAccessor.set
+
+    def counted(self, key, value, **kwargs):
+        writes.append((key, json.dumps(value, sort_keys=True)))
+        return set_value(self, key, value, **kwargs)
+
+    monkeypatch.setattr(TaskStateStoreAccessor, "set", counted)
+    prompt = "Refactor this module:\n" + "x = 1\n" * 200_000  # 1.2 MB
+    dag_run = run(STORE_DAG_ID, prompt + ' [emulator duration=2 finish="Refactored"]', deferrable=False)
+    assert state_of(task_instance(dag_run)) == "success"
+    written = sum(len(text) for _, text in writes)
+    big = [key for key, text in writes if len(text) > len(prompt)]
+    assert len(big) == 1, f"the prompt was written {len(big)} times ({written / 1e6:.1f} MB in {len(writes)} writes)"
+    assert written < 1.5 * len(prompt), f"{written / 1e6:.1f} MB in {len(writes)} writes"
+    last: dict[str, str] = {}
+    for key, text in writes:
+        assert last.get(key) != text, f"{key} written again unchanged"
+        last[key] = text
+    assert len(writes) >= 2  # the lifecycle is still kept as it changes
+
+
+def test_the_stored_lifecycle_reads_back_whole_in_either_layout():
+    """A retry (a fresh task instance) reads the lifecycle with its options, whether they were kept
+    apart or, by an earlier version, with the rest."""
+    from airflow_provider_openhands.engine.state import STATE_STORE_KEY, Lifecycle
+    from airflow_provider_openhands.operators._store import OPTIONS_KEY, LifecycleStore
+    from tests.harness.airflow_task import TaskStateStore
+
+    lc = Lifecycle(conversation_id="c1", series=1, options={"initial_user_msg": "Fix it"})
+    context = {"task_state_store": TaskStateStore()}
+    LifecycleStore().save(context, lc)
+    assert context["task_state_store"].values[OPTIONS_KEY] == {"initial_user_msg": "Fix it"}
+    assert Lifecycle.from_dict(LifecycleStore().load(context)) == lc
+    older = {"task_state_store": TaskStateStore()}
+    older["task_state_store"].set(STATE_STORE_KEY, lc.to_dict())
+    assert Lifecycle.from_dict(LifecycleStore().load(older)) == lc
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "operator"),
+    [
+        ("start_failed", "Fix it [emulator start=error]", {}),
+        ("timeout", "Fix it [emulator duration=60]", {"timeout": 1}),
+        ("confirmation", 'Clean up [emulator confirm="rm -rf build"]', {"on_confirmation": "fail"}),
+    ],
+)
+def test_a_failure_is_retried_as_the_table_says(airflow_db, service, capfd, caplog, kind, message, operator):
+    """Through ``dag.test()`` with one retry: a kind the table retries runs two tries, the others
+    one; the exception raised is the table's."""
+    from airflow_provider_openhands.engine.actions import WAYS_OUT
+
+    dag_run = run(STORE_DAG_ID, message, retries=1, retry_delay=timedelta(0), **operator)
+    ti = task_instance(dag_run)
+    assert state_of(ti) == "failed"
+    assert ti.try_number == (2 if WAYS_OUT[kind].retried else 1), kind
+    assert WAYS_OUT[kind].exception in logged(capfd, caplog)
