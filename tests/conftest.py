@@ -51,6 +51,10 @@ from airflow_provider_openhands.hooks.transport import RetryPolicy  # noqa: E402
 from airflow_provider_openhands.testing import Emulator  # noqa: E402
 from airflow_provider_openhands.testing.pytest_plugin import connection_json  # noqa: E402
 
+#: pytester runs a user's pytest of its own (tests/test_pytest_plugin.py). The emulator's fixtures are
+#: a plugin a session asks for, not loaded by installing the provider: addopts has ``-p`` for it.
+pytest_plugins = ["pytester"]
+
 #: Opt-in tiers (``pytest -m <tier>``): they start servers or Airflow processes of their own, so a
 #: run that selects one runs in one process.
 SERIAL_TIERS = ("real_openhands", "production", "ecosystem", "airflow_processes", "browser")
