@@ -16,8 +16,8 @@ Three modes:
   the CeleryExecutor with its broker in a fresh Redis DB number (flushed at stop), two Celery
   workers (``celery-worker``, ``celery-worker-2``), two triggerers (``triggerer``, ``triggerer-2``),
   scheduler, DAG processor and API server, each a process of its own with its log in the home. It
-  needs the ``production`` extra (``pip install -e ".[production]"``) and PostgreSQL and Redis
-  reachable (``OPENHANDS_PG`` host:port, default 127.0.0.1:5432, user ``postgres``, trust auth;
+  needs ``pip install -e . -r requirements/production.txt`` and PostgreSQL and Redis reachable
+  (``OPENHANDS_PG`` host:port, default 127.0.0.1:5432, user ``postgres``, trust auth;
   ``OPENHANDS_REDIS`` host:port, default 127.0.0.1:6379). :meth:`LocalAirflow.kill` and
   :meth:`LocalAirflow.restart` work on every component; :meth:`LocalAirflow.component_of` tells
   which one a process (a task's) runs under.
@@ -218,7 +218,8 @@ class LocalAirflow:
             import psycopg2  # noqa: F401
             import redis
         except ImportError as exc:
-            raise RuntimeError(f'the production mode needs: pip install -e ".[production]" ({exc})') from exc
+            needs = "pip install -e . -r requirements/production.txt"
+            raise RuntimeError(f"the production mode needs: {needs} ({exc})") from exc
         name = f"openhands_airflow_{uuid.uuid4().hex[:12]}"
         self._psql("postgres", f'CREATE DATABASE "{name}"')
         self.database = name

@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--production",
         action="store_true",
-        help="PostgreSQL, CeleryExecutor on Redis, two workers, two triggerers (needs the production extra)",
+        help="PostgreSQL, CeleryExecutor on Redis, two workers, two triggerers (needs requirements/production.txt)",
     )
     parser.add_argument(
         "--keep",
