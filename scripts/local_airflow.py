@@ -113,7 +113,7 @@ class LocalAirflow:
         *,
         connection: dict[str, Any],
         pool_slots: int = 10,
-        dags_folder: Path = REPO / "example_dags",
+        dags_folder: Path = REPO / "airflow_provider_openhands" / "example_dags",
         extra_env: dict[str, str] | None = None,
         log: Callable[[str], None] = print,
         mode: str = "standalone",

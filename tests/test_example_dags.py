@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import EXAMPLE_DAGS
 from tests.test_dag_runs import load_dag, task_states
 
 pytestmark = pytest.mark.airflow_e2e
-EXAMPLES = REPO / "example_dags"
+EXAMPLES = EXAMPLE_DAGS  # shipped in the package
 
 
 def dag_bag():
