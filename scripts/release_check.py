@@ -76,9 +76,23 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None =
     return done.stdout
 
 
-def build(dist: Path) -> tuple[Path, Path]:
-    step("build the sdist and the wheel")
-    run([sys.executable, "-m", "build", "--outdir", str(dist), str(REPO)])
+def clean_copy(home: Path) -> Path:
+    """The repository's files as a fresh checkout has them (tracked or new, not ignored), working-tree
+    edits included: a build here reads no leftover ``*.egg-info`` whose file list would fill the sdist."""
+    listed = run(["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard"]).splitlines()
+    source = home / "source"
+    for name in listed:
+        origin = REPO / name
+        if origin.exists() or origin.is_symlink():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, source / name, follow_symlinks=False)
+    return source
+
+
+def build(home: Path) -> tuple[Path, Path]:
+    step("build the sdist and the wheel (from a clean copy of the repository)")
+    dist = home / "dist"
+    run([sys.executable, "-m", "build", "--outdir", str(dist), str(clean_copy(home))])
     (sdist,), (wheel,) = sorted(dist.glob("*.tar.gz")), sorted(dist.glob("*.whl"))
     print(f"{sdist.name} ({sdist.stat().st_size // 1024} KiB), {wheel.name} ({wheel.stat().st_size // 1024} KiB)")
     step("twine check --strict")
@@ -151,6 +165,8 @@ def installed_emulator(venv: Path, home: Path) -> Iterator[str]:
     port = free_port()
     log = (home / "emulator.log").open("w")
     command = [str(venv / "bin" / "openhands-emulator"), "--port", str(port), "--conversation-seconds", "2"]
+    if not Path(command[0]).exists():
+        raise CheckFailed("the wheel installs no openhands-emulator command")
     process = subprocess.Popen(command, cwd=home, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -229,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="openhands-release-check-"))
     started = time.monotonic()
     try:
-        sdist, wheel = build(home / "dist")
+        sdist, wheel = build(home)
         step("the artifacts' contents")
         problems = wheel_problems(wheel) + sdist_problems(sdist)
         if problems:
