@@ -31,6 +31,7 @@ started, including task processes a killed component left behind.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.metadata
 import json
@@ -514,8 +515,10 @@ class LocalAirflow:
             time.sleep(1)
         raise TimeoutError(f"{dag_id} was not parsed within {timeout:.0f}s:\n{self.standalone_log()}")
 
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        run_id = f"openhands_e2e_{int(time.time() * 1000)}"
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id_prefix: str = "openhands_e2e") -> str:
+        """Start a run (its id ``<run_id_prefix>_<epoch ms>``). The DAG is unpaused: Airflow runs no run
+        of a paused DAG."""
+        run_id = f"{run_id_prefix}_{int(time.time() * 1000)}"
         self.cli("dags", "unpause", dag_id)
         self.cli("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
         return run_id
@@ -694,3 +697,20 @@ def _kill_tree(root: int) -> None:
     for pid in [root, *_descendants(root)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--help`` (or no argument): what this module is. It is a library, not a command."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/local_airflow.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A library for scripts and tests, not a command: scripts/run_demo.py runs it (see its --help).",
+    )
+    parser.parse_args(argv)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
