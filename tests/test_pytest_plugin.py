@@ -23,14 +23,17 @@ def test_a_conversation_reaches_the_emulator(openhands_connection):
 """
 
 
-def run_user_tests(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+def run_user_tests(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str) -> pytest.RunResult:
     pytester.makepyfile(test_user=USER_TEST)
+    # The user's own Airflow home, not this session's: on Airflow 2.11 an airflow.cfg the CLI wrote
+    # there (a fernet key) breaks every connection with a password under newer cryptography.
+    monkeypatch.setenv("AIRFLOW_HOME", str(pytester.path / "airflow-home"))
     # -p no:cacheprovider: nothing written beside the user's test file.
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
 
 
-def test_an_installed_provider_adds_no_fixtures_to_a_users_pytest(pytester: pytest.Pytester):
-    result = run_user_tests(pytester)
+def test_an_installed_provider_adds_no_fixtures_to_a_users_pytest(pytester: pytest.Pytester, monkeypatch):
+    result = run_user_tests(pytester, monkeypatch)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'openhands_connection' not found*"])
     # Not registered at all: the session's header names no plugin of this distribution.
@@ -38,6 +41,6 @@ def test_an_installed_provider_adds_no_fixtures_to_a_users_pytest(pytester: pyte
     assert "openhands" not in plugins, plugins
 
 
-def test_the_plugin_asked_for_with_p_gives_the_emulator_fixtures(pytester: pytest.Pytester):
-    result = run_user_tests(pytester, "-p", PLUGIN)
+def test_the_plugin_asked_for_with_p_gives_the_emulator_fixtures(pytester: pytest.Pytester, monkeypatch):
+    result = run_user_tests(pytester, monkeypatch, "-p", PLUGIN)
     result.assert_outcomes(passed=1)
