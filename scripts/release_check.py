@@ -9,6 +9,9 @@ artifacts, never from the source tree.
 4. ``airflow providers list`` there lists the provider.
 5. The installed ``openhands-emulator`` serves, and one example DAG of the installed package runs to
    success with ``dag.test()`` against it.
+6. Tests run from the unpacked sdist, in that venv with ``requirements/dev.txt``: a selection that
+   reads the sdist's JSON (the OpenAPI documents, the real server's samples), the example DAGs and
+   the pytest plugin (the whole suite runs from the repository in CI's first step).
 
 Run from the repository root with the development venv (it has ``build`` and ``twine``)::
 
@@ -42,6 +45,13 @@ PACKAGE = "airflow_provider_openhands"
 #: The example the check runs: start, a deferrable sensor, a report task.
 EXAMPLE_FILE, EXAMPLE_DAG = "openhands_readme_check.py", "openhands_readme_check"
 DEVELOPMENT_EXTRAS = {"test", "bench", "production"}
+#: Run from the unpacked sdist (step 6).
+SDIST_TESTS = [
+    "tests/test_contract.py",
+    "tests/contract/test_v1_contract.py",
+    "tests/test_example_dags.py::test_every_example_loads_without_import_errors",
+    "tests/test_pytest_plugin.py",
+]
 
 #: Run by the fresh venv's Python: the example DAG from the installed package, with dag.test().
 RUN_EXAMPLE = """
@@ -238,6 +248,18 @@ def run_example(venv: Path, home: Path, env: dict[str, str]) -> None:
         raise CheckFailed(f"the example DAG's conversation did not reach the emulator: {stats}")
 
 
+def sdist_tests(venv: Path, home: Path, sdist: Path) -> None:
+    step("tests from the unpacked sdist")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(home / "unpacked", filter="data")
+    (root,) = (home / "unpacked").iterdir()
+    run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(root / "requirements" / "dev.txt")], cwd=home)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON", "VIRTUAL_ENV"))}
+    command = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", *SDIST_TESTS]
+    out = run(command, env=env, cwd=root, timeout=600)
+    print(out.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/release_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -257,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         env = airflow_env(venv, home)
         providers_list(venv, home, env)
         run_example(venv, home, env)
+        sdist_tests(venv, home, sdist)
     except (CheckFailed, subprocess.TimeoutExpired) as exc:
         print(f"\nRELEASE CHECK FAILED: {exc}", file=sys.stderr)
         return 1
