@@ -1,6 +1,6 @@
 """Benchmark: waiting on many conversations at once, and the parse-time cost of the operator modules.
 
-    .venv/bin/pip install -e ".[bench]"
+    .venv/bin/pip install -e . -r requirements/bench.txt
     .venv/bin/python benchmarks/polling.py                 # N = 10, 100, 1000, 5000 + makespan
     .venv/bin/python benchmarks/polling.py --no-makespan   # the same without real Airflow (~9 minutes)
     .venv/bin/python benchmarks/polling.py --quick         # N = 10, 100

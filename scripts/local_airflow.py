@@ -16,8 +16,8 @@ Three modes:
   the CeleryExecutor with its broker in a fresh Redis DB number (flushed at stop), two Celery
   workers (``celery-worker``, ``celery-worker-2``), two triggerers (``triggerer``, ``triggerer-2``),
   scheduler, DAG processor and API server, each a process of its own with its log in the home. It
-  needs the ``production`` extra (``pip install -e ".[production]"``) and PostgreSQL and Redis
-  reachable (``OPENHANDS_PG`` host:port, default 127.0.0.1:5432, user ``postgres``, trust auth;
+  needs ``pip install -e . -r requirements/production.txt`` and PostgreSQL and Redis reachable
+  (``OPENHANDS_PG`` host:port, default 127.0.0.1:5432, user ``postgres``, trust auth;
   ``OPENHANDS_REDIS`` host:port, default 127.0.0.1:6379). :meth:`LocalAirflow.kill` and
   :meth:`LocalAirflow.restart` work on every component; :meth:`LocalAirflow.component_of` tells
   which one a process (a task's) runs under.
@@ -31,6 +31,7 @@ started, including task processes a killed component left behind.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.metadata
 import json
@@ -113,7 +114,7 @@ class LocalAirflow:
         *,
         connection: dict[str, Any],
         pool_slots: int = 10,
-        dags_folder: Path = REPO / "example_dags",
+        dags_folder: Path = REPO / "airflow_provider_openhands" / "example_dags",
         extra_env: dict[str, str] | None = None,
         log: Callable[[str], None] = print,
         mode: str = "standalone",
@@ -218,7 +219,8 @@ class LocalAirflow:
             import psycopg2  # noqa: F401
             import redis
         except ImportError as exc:
-            raise RuntimeError(f'the production mode needs: pip install -e ".[production]" ({exc})') from exc
+            needs = "pip install -e . -r requirements/production.txt"
+            raise RuntimeError(f"the production mode needs: {needs} ({exc})") from exc
         name = f"openhands_airflow_{uuid.uuid4().hex[:12]}"
         self._psql("postgres", f'CREATE DATABASE "{name}"')
         self.database = name
@@ -513,8 +515,10 @@ class LocalAirflow:
             time.sleep(1)
         raise TimeoutError(f"{dag_id} was not parsed within {timeout:.0f}s:\n{self.standalone_log()}")
 
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        run_id = f"openhands_e2e_{int(time.time() * 1000)}"
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id_prefix: str = "openhands_e2e") -> str:
+        """Start a run (its id ``<run_id_prefix>_<epoch ms>``). The DAG is unpaused: Airflow runs no run
+        of a paused DAG."""
+        run_id = f"{run_id_prefix}_{int(time.time() * 1000)}"
         self.cli("dags", "unpause", dag_id)
         self.cli("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
         return run_id
@@ -693,3 +697,20 @@ def _kill_tree(root: int) -> None:
     for pid in [root, *_descendants(root)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--help`` (or no argument): what this module is. It is a library, not a command."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/local_airflow.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A library for scripts and tests, not a command: scripts/run_demo.py runs it (see its --help).",
+    )
+    parser.parse_args(argv)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

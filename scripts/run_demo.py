@@ -13,8 +13,13 @@ it prints the UI's address, the user name and the password, and stops them on Ct
 
 ``--production`` runs the same DAG under a production topology instead (``scripts/local_airflow.py``
 mode ``production``): a fresh PostgreSQL database, the CeleryExecutor on Redis, two Celery workers,
-two triggerers, scheduler, DAG processor and API server as separate processes. It needs the
-``production`` extra and PostgreSQL and Redis on this host; the database is dropped at the end.
+two triggerers, scheduler, DAG processor and API server as separate processes. It needs
+``requirements/production.txt`` and PostgreSQL and Redis on this host; the database is dropped at
+the end.
+
+The demo's run is the only one: its run id starts with ``openhands_demo``, and its Airflow creates
+no scheduled runs (``[scheduler] use_job_schedule = False``), so the daily schedule the DAG is
+unpaused with (Airflow runs no run of a paused DAG) adds no second, empty run.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from airflow_provider_openhands.testing import Emulator
 from scripts.local_airflow import LocalAirflow
 
 DAG_ID = "openhands_nightly_maintenance"
+#: The demo's run ids: ``openhands_demo_<epoch ms>`` (the tests' are ``openhands_e2e_...``).
+RUN_ID_PREFIX = "openhands_demo"
 
 
 def say(line: str) -> None:
@@ -97,13 +104,15 @@ def summarize(airflow: LocalAirflow, state: str, elapsed: float, report: list[di
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="scripts/run_demo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repositories", type=int, default=12, help="how many repositories to maintain")
     parser.add_argument("--api-version", choices=["v1", "v0"], default="v1")
     parser.add_argument(
         "--production",
         action="store_true",
-        help="PostgreSQL, CeleryExecutor on Redis, two workers, two triggerers (needs the production extra)",
+        help="PostgreSQL, CeleryExecutor on Redis, two workers, two triggerers (needs requirements/production.txt)",
     )
     parser.add_argument(
         "--keep",
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 "extra": {} if args.api_version == "v1" else {"api_version": args.api_version},
             },
             pool_slots=10,
-            extra_env={"OPENHANDS_EXAMPLE_POLL_SECONDS": "2"},
+            # Only the demo's run: no scheduled run of the daily DAG it unpauses.
+            extra_env={"OPENHANDS_EXAMPLE_POLL_SECONDS": "2", "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
             log=say,
             mode="production" if args.production else "standalone",
         )
@@ -137,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             airflow.wait_for_dag(DAG_ID)
             say(f"Triggering {DAG_ID} over {len(repositories)} repositories")
             started = time.monotonic()
-            run_id = airflow.trigger(DAG_ID, {"repositories": repositories})
+            run_id = airflow.trigger(DAG_ID, {"repositories": repositories}, run_id_prefix=RUN_ID_PREFIX)
 
             def progress(counts: dict[str, int]) -> None:
                 stats = emulator.stats()

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: The example DAGs, shipped in the package.
+EXAMPLE_DAGS = REPO / "airflow_provider_openhands" / "example_dags"
 _HOME = Path(tempfile.mkdtemp(prefix="openhands-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
 #: DAG files the tests write (the README's examples, as written), in this session's Airflow home.
 README_DAGS = _HOME / "readme_dags"
 README_DAGS.mkdir()
@@ -36,7 +38,7 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
             "kwargs": {"path": str(path), "refresh_interval": 0},
         }
         for name, path in (
-            ("openhands_examples", REPO / "example_dags"),
+            ("openhands_examples", EXAMPLE_DAGS),
             ("openhands_tests", REPO / "tests" / "dags"),
             ("openhands_real_tests", REPO / "tests" / "dags_real"),  # DAGs for the real OpenHands server
             ("openhands_readme", README_DAGS),
@@ -50,6 +52,10 @@ os.environ.pop("AIRFLOW_CONN_OPENHANDS_DEFAULT", None)
 from airflow_provider_openhands.hooks.transport import RetryPolicy  # noqa: E402
 from airflow_provider_openhands.testing import Emulator  # noqa: E402
 from airflow_provider_openhands.testing.pytest_plugin import connection_json  # noqa: E402
+
+#: pytester runs a user's pytest of its own (tests/test_pytest_plugin.py). The emulator's fixtures are
+#: a plugin a session asks for, not loaded by installing the provider: addopts has ``-p`` for it.
+pytest_plugins = ["pytester"]
 
 #: Opt-in tiers (``pytest -m <tier>``): they start servers or Airflow processes of their own, so a
 #: run that selects one runs in one process.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import EXAMPLE_DAGS
 from tests.test_dag_runs import load_dag, task_states
 
 pytestmark = pytest.mark.airflow_e2e
@@ -40,7 +40,7 @@ def test_the_fix_dag_emits_an_asset_event_with_the_conversation(airflow_db, conn
     monkeypatch.setenv("OPENHANDS_EXAMPLE_POLL_SECONDS", "0.2")
     uri = "openhands://acme/app/fixes"
     before = len(events_for(uri))
-    dag = load_dag(REPO / "example_dags" / "openhands_fix_then_review.py", "openhands_fix")
+    dag = load_dag(EXAMPLE_DAGS / "openhands_fix_then_review.py", "openhands_fix")
     assert task_states(dag.test()) == {"fix": "success"}
     events = events_for(uri)
     if int(airflow.__version__.split(".")[0]) < 3:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_openhands.testing.pytest_plugin import connection_json
-from tests.conftest import REPO
+from tests.conftest import EXAMPLE_DAGS, REPO
 
 pytestmark = pytest.mark.airflow_e2e
 
@@ -429,7 +429,7 @@ def test_the_example_dag_plans_asks_and_carries_out(airflow_db, service, monkeyp
     from tests.test_dag_runs import load_dag
 
     monkeypatch.setenv("OPENHANDS_EXAMPLE_POLL_SECONDS", "0.2")
-    dag = load_dag(REPO / "example_dags" / "openhands_plan_and_confirm.py", "openhands_plan_and_confirm")
+    dag = load_dag(EXAMPLE_DAGS / "openhands_plan_and_confirm.py", "openhands_plan_and_confirm")
     task = (
         'Upgrade requests [emulator plan="1. Bump requests" confirm="pip install -U requests" change=req.txt:MODIFIED]'
     )

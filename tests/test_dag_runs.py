@@ -73,10 +73,10 @@ def test_templated_bad_repository_fails_before_any_request(airflow_db, connectio
 
 @pytest.mark.parametrize("api_version", ["v1"])
 def test_example_dag_runs(airflow_db, connection, results, monkeypatch):
-    from tests.conftest import REPO
+    from tests.conftest import EXAMPLE_DAGS
 
     monkeypatch.setenv("OPENHANDS_EXAMPLE_POLL_SECONDS", "0.2")
-    dag = load_dag(REPO / "example_dags" / "openhands_readme_check.py", "openhands_readme_check")
+    dag = load_dag(EXAMPLE_DAGS / "openhands_readme_check.py", "openhands_readme_check")
     dag_run = dag.test(run_conf={"repository": "acme/docs"})
     assert set(task_states(dag_run).values()) == {"success"}
     (conversation,) = connection.conversations.values()

@@ -3,6 +3,7 @@ prints, and the one line the clean-up logs. (The demo itself runs a whole Airflo
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -72,3 +73,16 @@ def _wait_for(read, count: int, timeout: float = 10.0) -> list:
 def test_the_demo_script_answers_help():
     done = subprocess.run([sys.executable, "scripts/run_demo.py", "--help"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0 and "--keep" in done.stdout
+
+
+@pytest.mark.parametrize("script", ["run_demo.py", "local_airflow.py", "release_check.py"])
+def test_every_scripts_help_is_whole(script):
+    """``--help`` prints the script's whole docstring, every line of it (it stopped mid-sentence, or
+    printed nothing), and exits 0."""
+    path = REPO / "scripts" / script
+    docstring = ast.get_docstring(ast.parse(path.read_text()), clean=False)
+    done = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = {line.strip() for line in done.stdout.splitlines()}
+    missing = [line for line in docstring.splitlines() if line.strip() and line.strip() not in shown]
+    assert not missing, f"{script} --help leaves out: {missing}"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import FAST_RETRIES, REPO
+from tests.conftest import EXAMPLE_DAGS, FAST_RETRIES
 from tests.test_dag_runs import load_dag, task_states
 
 pytestmark = pytest.mark.ecosystem
@@ -361,7 +361,7 @@ def test_delegate_example_reaches_the_emulator_and_brings_its_answer_back(airflo
     monkeypatch.setenv(
         "AIRFLOW_CONN_PYDANTICAI_DEFAULT", json.dumps({"conn_type": "pydanticai", "extra": {"model": "test"}})
     )
-    dag = load_dag(REPO / "example_dags" / "openhands_delegate.py", "openhands_delegate")
+    dag = load_dag(EXAMPLE_DAGS / "openhands_delegate.py", "openhands_delegate")
     dag_run = dag.test()
     assert task_states(dag_run) == {"triage": "success"}
     (conversation,) = connection.conversations.values()

@@ -17,7 +17,7 @@ import pytest
 
 from airflow_provider_openhands.notifiers.openhands import normalise_message
 from airflow_provider_openhands.testing.pytest_plugin import connection_json
-from tests.conftest import README_DAGS, REPO
+from tests.conftest import EXAMPLE_DAGS, README_DAGS, REPO
 
 pytestmark = pytest.mark.airflow_e2e
 
@@ -219,7 +219,7 @@ def test_the_example_dag_starts_a_fix_conversation(airflow_db, service, source):
     if source == "README":
         dag = load_dag(readme_example(), "orders")
     else:
-        dag = load_dag(REPO / "example_dags" / "openhands_self_healing.py", "openhands_self_healing")
+        dag = load_dag(EXAMPLE_DAGS / "openhands_self_healing.py", "openhands_self_healing")
     callbacks = dag.task_dict["load_orders"].on_failure_callback
     (example_notifier,) = callbacks if isinstance(callbacks, list) else [callbacks]  # a list on Airflow 3
     example_notifier.state_variable = f"oh_notifier_test_{uuid.uuid4().hex[:8]}"

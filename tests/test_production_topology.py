@@ -81,7 +81,7 @@ def require_services() -> None:
         try:
             __import__(module)
         except ImportError:
-            problems.append(f'{module} is missing: pip install -e ".[production]"')
+            problems.append(f"{module} is missing: pip install -e . -r requirements/production.txt")
     if problems:
         pytest.fail("the production topology test cannot run: " + "; ".join(problems), pytrace=False)
 

@@ -216,12 +216,12 @@ def test_the_nightly_run_names_its_repositories_and_the_agents_error(
     after its repository; the failed task's exception and log carry the agent's own error, cut to a
     readable length; the report's failed row carries it too, with the conversation's link."""
     from airflow_provider_openhands.api.state import ERROR_CHARS
-    from tests.conftest import REPO
+    from tests.conftest import EXAMPLE_DAGS
     from tests.test_dag_runs import load_dag
 
     monkeypatch.setenv("OPENHANDS_EXAMPLE_POLL_SECONDS", "0.2")
     connection.outcomes_by_repository = {"acme/api": "error"}
-    nightly = load_dag(REPO / "example_dags" / "openhands_nightly_maintenance.py", "openhands_nightly_maintenance")
+    nightly = load_dag(EXAMPLE_DAGS / "openhands_nightly_maintenance.py", "openhands_nightly_maintenance")
     dag_run = nightly.test(run_conf={"repositories": ["acme/web", "acme/api"]})
     output = log(capfd)
     maintain = {ti.map_index: ti for ti in dag_run.get_task_instances() if ti.task_id == "maintain"}

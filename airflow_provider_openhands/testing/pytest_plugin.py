@@ -1,4 +1,7 @@
-"""pytest fixtures for testing DAGs against the emulator (registered as a pytest plugin).
+"""pytest fixtures for testing DAGs against the emulator: a plugin a test session asks for, with
+``pytest -p airflow_provider_openhands.testing.pytest_plugin`` or ``pytest_plugins = [...]`` in its
+``conftest.py``. It is not registered with pytest on install: a pytest session in an environment that
+merely has the provider installed gets none of these fixtures.
 
 ``openhands_emulator`` is a running :class:`Emulator` on a free loopback port, and
 ``openhands_connection`` sets ``AIRFLOW_CONN_OPENHANDS_DEFAULT`` to point at it.

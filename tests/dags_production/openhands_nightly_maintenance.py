@@ -1,1 +1,1 @@
-../../example_dags/openhands_nightly_maintenance.py
+../../airflow_provider_openhands/example_dags/openhands_nightly_maintenance.py
