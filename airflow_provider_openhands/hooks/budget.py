@@ -8,9 +8,10 @@ most :attr:`RequestBudget.BURST` at once; slots are handed out in the order they
 
 Several processes may share one account (two triggerers, a few workers). A rate-limit 429 says
 the account's window is spent: the budget holds every caller of the process for at least its
-``Retry-After`` and halves the rate it hands slots out at (never below a tenth of the budget), then
-grows it back by one request a minute per minute of requests the service accepts (additive
-increase, multiplicative decrease, as TCP shares a link).
+``Retry-After`` (and up to half as long again, so processes held by one wave do not all come back
+at once) and cuts its rate to half of what it sent in the last minute (never below a tenth of the
+budget), then grows it back by half a request a minute per minute of requests the service accepts
+(additive increase, multiplicative decrease, as TCP shares a link).
 So processes that together ask for more than the account allows settle under its limit instead
 of each hammering it. A caller never retries around the budget: each retry takes a slot too.
 """
@@ -23,6 +24,7 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 
 from airflow_provider_openhands.exceptions import OpenHandsTransientError
 
@@ -42,13 +44,16 @@ class RequestBudget:
     #: Requests that may start at once (the service allows 10 a second: three processes may burst together).
     BURST = 3
     #: Slots are a little further apart than the limit needs: the service sees them jittered.
-    SLACK = 1.02
-    #: After a 429 the rate is cut to this share of itself (and never below one a window).
+    SLACK = 1.05
+    #: After a 429 the rate is cut to this share of what the process sent in the last window (its
+    #: nominal rate may be far above that: halving it would change nothing).
     DECREASE = 0.5
     #: Each window of requests the service accepts grows the rate by this many requests a window.
-    INCREASE = 1.0
+    INCREASE = 0.5
     #: The rate is never cut below this share of the budget (the batched polls must go on).
     FLOOR = 0.1
+    #: Per-conversation requests of one event loop out at once (the poller's batches are not counted).
+    IN_FLIGHT = 4
     #: Longest hold one 429 puts on the budget, in seconds.
     HOLD_MAX = 600.0
 
@@ -57,10 +62,13 @@ class RequestBudget:
         #: The rate in force (requests per window): the budget, lower after a 429.
         self.limit = float(per_window)
         self._tat = float("-inf")  # theoretical arrival time of the next slot
+        self._sent: deque[float] = deque()  # the slots of the last window
         self._hold_until = float("-inf")
         self._cut_until = float("-inf")  # one cut per episode of 429s
         self._lock = threading.Lock()
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[asyncio.Lock, asyncio.Semaphore]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.taken = 0  # slots handed out (what the process sent)
         self.refused = 0  # 429s heard
 
@@ -82,6 +90,9 @@ class RequestBudget:
             return None
         self._tat = max(self._tat, at) + spacing
         self.taken += 1
+        while self._sent and self._sent[0] < now - self.window:
+            self._sent.popleft()
+        self._sent.append(at)
         return at
 
     def _refuse(self, conn_id: str, wait: float | None) -> OpenHandsTransientError:
@@ -115,6 +126,8 @@ class RequestBudget:
             if self._hold_until <= at:
                 return False
             self.taken -= 1
+            if at in self._sent:
+                self._sent.remove(at)
             return True
 
     # -- callers -----------------------------------------------------------------------------------
@@ -140,14 +153,23 @@ class RequestBudget:
         async with self._queue():
             await self._await_slot(conn_id, deadline)
 
-    def _queue(self) -> asyncio.Lock:
-        """The FIFO queue of this event loop's callers (asyncio's lock is fair)."""
+    def _of_loop(self) -> tuple[asyncio.Lock, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         with self._lock:
-            queue = self._queues.get(loop)
-            if queue is None:
-                queue = self._queues[loop] = asyncio.Lock()
-            return queue
+            made = self._loops.get(loop)
+            if made is None:
+                made = self._loops[loop] = (asyncio.Lock(), asyncio.Semaphore(self.IN_FLIGHT))
+            return made
+
+    def _queue(self) -> asyncio.Lock:
+        """The FIFO queue of this event loop's callers (asyncio's lock is fair)."""
+        return self._of_loop()[0]
+
+    def in_flight(self) -> asyncio.Semaphore:
+        """Held from a request's slot until its answer (``async with``): at most :attr:`IN_FLIGHT` of this
+        event loop's own reads are out at once, so a slow service's 429 reaches the budget before many
+        more were sent into the spent window."""
+        return self._of_loop()[1]
 
     async def _await_slot(self, conn_id: str, deadline: float | None) -> None:
         while True:
@@ -174,7 +196,10 @@ class RequestBudget:
             hold *= 1.0 + random.random() / 2
             self._hold_until = max(self._hold_until, now + hold)
             if now >= self._cut_until:
-                self.limit = max(1.0, self.per_window * self.FLOOR, self.limit * self.DECREASE)
+                while self._sent and self._sent[0] < now - self.window:
+                    self._sent.popleft()
+                sent = min(self.limit, float(max(1, len(self._sent))))
+                self.limit = max(1.0, self.per_window * self.FLOOR, sent * self.DECREASE)
                 spacing, tolerance = self._shape()
                 # The slots handed out at the old rate are forgotten: the next one starts after the hold.
                 self._tat = self._hold_until + tolerance

@@ -366,8 +366,9 @@ class AsyncTransport:
         return response
 
     async def _send_within_budget(self, request: ApiRequest) -> Any:
-        await self.budget.aacquire(self.settings.conn_id)
-        return await self.send_in_slot(request)
+        async with self.budget.in_flight():
+            await self.budget.aacquire(self.settings.conn_id)
+            return await self.send_in_slot(request)
 
     async def send(self, request: ApiRequest) -> Any:
         return await tenacity.AsyncRetrying(**self.retry.tenacity_kwargs(request))(self._send_within_budget, request)

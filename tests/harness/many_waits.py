@@ -36,7 +36,7 @@ async def wait_all(ids: list[str], poll_interval: float, timeout: float) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ids_file", help="JSON list of {'id': ...} (the emulator's seed answer)")
+    parser.add_argument("ids_file", help="JSON list of {'id': ...} (the emulator's seed answer); waited for")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of the request budget's minute")
     parser.add_argument("--poll-interval", type=float, default=10.0, help="the triggers' poll interval (s)")
     parser.add_argument("--timeout", type=float, default=600.0, help="each wait's deadline (s from now)")
@@ -44,7 +44,13 @@ def main() -> None:
     from airflow_provider_openhands.hooks import budget
 
     budget.RequestBudget.window = args.window
-    ids = [item["id"] for item in json.loads(Path(args.ids_file).read_text())]
+    from airflow_provider_openhands.triggers.openhands import OpenHandsConversationTrigger  # noqa: F401 (imports first)
+
+    print("ready", flush=True)  # the ids file may come later: several processes start their waits together
+    ids_file = Path(args.ids_file)
+    while not ids_file.exists():
+        time.sleep(0.01)
+    ids = [item["id"] for item in json.loads(ids_file.read_text())]
     started = time.time()
     outcomes = [event["outcome"] for event in asyncio.run(wait_all(ids, args.poll_interval, args.timeout))]
     spent = list(budget._budgets.values())
