@@ -231,15 +231,10 @@ def api(base: str, method: str, path: str) -> object:
 
 def many_waits(base: str, ids_file: Path, *args: str) -> subprocess.Popen:
     """A triggerer's worth of waits in a process of its own (``tests/harness/many_waits.py``)."""
-    env = {**os.environ, "AIRFLOW_CONN_OPENHANDS_DEFAULT": json.dumps(_connection(base))}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.harness.many_waits", str(ids_file), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sys.path.insert(0, str(REPO))
+    from tests.harness.many_waits import spawn
+
+    return spawn(ids_file, json.dumps(_connection(base)), *args)
 
 
 def _connection(base: str) -> dict:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -22,8 +19,7 @@ import pytest
 from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 from airflow_provider_openhands.testing.emulator import max_in_window
 from airflow_provider_openhands.testing.pytest_plugin import connection_json
-from tests.conftest import REPO
-from tests.harness.many_waits import wait_all
+from tests.harness.many_waits import spawn, wait_all
 
 INTERVAL = 0.2
 #: A triggerer's waits at a tenth of the time scale: a 6 s "minute", polls every 1 s ("10 s").
@@ -167,22 +163,8 @@ def test_three_processes_on_one_account_adapt_to_its_limit(emulator, tmp_path):
     are answered 429, and every wait ends with its conversation's outcome."""
     emulator.rate_limit_per_minute, emulator.rate_limit_window = 40, 6.0
     emulator.concurrency_limit = 1000
-    env = {
-        **os.environ,
-        "AIRFLOW_CONN_OPENHANDS_DEFAULT": connection_json(emulator, "v1"),
-    }
     files = [tmp_path / f"ids-{process}.json" for process in range(3)]
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.harness.many_waits", str(ids_file), *WAITER_ARGS],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for ids_file in files
-    ]
+    children = [spawn(ids_file, connection_json(emulator, "v1"), *WAITER_ARGS) for ids_file in files]
     for child in children:  # each has imported what it needs: the three go together
         assert child.stdout.readline().strip() == "ready", child.stderr.read()[-3000:]
     for ids_file in files:

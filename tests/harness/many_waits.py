@@ -12,8 +12,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spawn(ids_file: Path, connection: str, *args: str) -> subprocess.Popen:
+    """This module in a process of its own, on ``connection`` (JSON) as ``openhands_default``; it prints
+    ``ready`` once it has imported what it needs, then waits for ``ids_file``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.harness.many_waits", str(ids_file), *args],
+        cwd=REPO,
+        env={**os.environ, "AIRFLOW_CONN_OPENHANDS_DEFAULT": connection},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 async def wait_all(ids: list[str], poll_interval: float, timeout: float) -> list[dict]:
