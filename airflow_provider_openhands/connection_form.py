@@ -49,8 +49,8 @@ FIELDS: dict[str, dict[str, Any]] = {
     },
     "max_requests_per_minute": {
         "label": "Max requests per minute",
-        "description": "Polling budget of each triggerer for this connection, retries included "
-        "(default 60; the service allows 100 per user).",
+        "description": "Requests each process (triggerer or worker) may send with this connection, retries "
+        "included (default 60; the service allows 100 per user, shared by all).",
         "default": 60,
         "schema": {"type": "integer", "minimum": 1},
     },

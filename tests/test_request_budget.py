@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from airflow_provider_openhands.hooks.budget import RequestBudget
 from airflow_provider_openhands.hooks.openhands import OpenHandsHook
 from airflow_provider_openhands.testing.emulator import max_in_window
 from airflow_provider_openhands.testing.pytest_plugin import connection_json
@@ -104,6 +105,25 @@ def test_paused_conversations_are_read_through_the_batch(emulator, monkeypatch):
     assert len(emulator.requests_to("GET", EVENTS)) == len(ids)  # not one per round
 
 
+@pytest.mark.parametrize("fault", [503, 429])
+def test_a_paused_conversation_whose_events_read_failed_is_read_again(emulator, monkeypatch, fault):
+    """The turn ended, then the sandbox was paused; the one events read that would tell meets a 503
+    (or a 429) and the transport does not retry: the next poll reads the events again (its answer was
+    never had), and the wait ends with the turn's end instead of at its deadline."""
+    use_connection(monkeypatch, emulator, max_requests_per_minute=6000, max_retries=0)
+    (conversation,) = emulator.seed([0.2])
+    time.sleep(1.0)
+    hook = OpenHandsHook()
+    state = hook.get_conversation(conversation["id"])
+    assert state["status"] == "finished", state
+    hook.stop_conversation(conversation["id"], state["sandbox_id"])
+    emulator.add_fault(status=fault, method="GET", path=EVENTS, times=1, headers={"Retry-After": "1"})
+    emulator.requests.clear()
+    (event,) = wait_on([conversation["id"]], seconds=8)
+    assert event["outcome"] == "success", event
+    assert [r["status"] for r in emulator.requests_to("GET", EVENTS)] == [fault, 200]
+
+
 def test_a_status_that_disagrees_with_the_events_is_not_read_again_each_poll(emulator, monkeypatch):
     """The status reads ``finished`` while the events show a new turn going on (a follow-up the
     status has not caught up with): the events are read again when the answer changes, or after 1,
@@ -186,3 +206,44 @@ def test_three_processes_on_one_account_adapt_to_its_limit(emulator, tmp_path):
     assert len(refused) / len(answered) < 0.05, (len(refused), len(answered), [r["limit"] for r in reports])
     accepted = sorted(r["at"] for r in emulator.requests if r.get("status") != 429)
     assert max_in_window(accepted, 6.0) <= 40
+
+
+def test_the_poller_s_batch_goes_ahead_of_the_queued_reads(monkeypatch):
+    """Twenty waits' own reads queue for slots (6 a second here); the poller's batch, asked after
+    them, takes the next slot but one: polling never stops behind the reads."""
+    monkeypatch.setattr(RequestBudget, "window", 1.0)
+    budget = RequestBudget(6)
+    served: list[str] = []
+
+    async def caller(name: str, first: bool = False) -> None:
+        await budget.aacquire("c", first=first)
+        served.append(name)
+
+    async def scenario() -> None:
+        reads = [asyncio.create_task(caller(f"read {n}")) for n in range(20)]
+        await asyncio.sleep(0.05)
+        await caller("batch", first=True)
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert served.index("batch") <= 3, served
+
+
+def test_a_slot_taken_before_a_429_waits_for_its_hold(monkeypatch):
+    """A caller already asleep until its slot when another caller's request meets a 429 (hold 1 s):
+    it does not send in the spent window, it waits for the hold."""
+    monkeypatch.setattr(RequestBudget, "window", 1.0)
+    budget = RequestBudget(2)  # slots half a second apart
+
+    async def scenario() -> float:
+        await budget.aacquire("c")
+        late = asyncio.create_task(budget.aacquire("c"))  # its slot is about 0.5 s away
+        await asyncio.sleep(0.1)
+        held_at = time.monotonic()
+        budget.rate_limited(1.0)
+        await late
+        return time.monotonic() - held_at
+
+    assert asyncio.run(scenario()) >= 0.99

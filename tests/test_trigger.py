@@ -67,9 +67,9 @@ def test_waits_for_the_conversation_to_finish(connection):
 
 
 def test_the_event_is_small_and_holds_no_state(connection):
-    """Airflow logs the event it fires: ids and what happened, not a 1 KB state. The conversation as
-    read at its end travels once, in the lifecycle, so the worker need not read it again; without
-    the session key."""
+    """Airflow logs the event it fires (its repr): ids and what happened, not a 1 KB state. The
+    payload carries the conversation as read at its end once, in the lifecycle (about 700 bytes),
+    so the worker need not read it again; without the session key."""
     conversation_id = start(connection)
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id)))
     end_state = event["lifecycle"].pop("end_state")

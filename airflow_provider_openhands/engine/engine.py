@@ -221,6 +221,8 @@ class Engine:
             return self._begin(now)
         if isinstance(obs, a.Problem):
             return self._problem(obs, now)
+        if isinstance(obs, a.Tick) and isinstance(self.pending, a.ReadTurn):  # no answer: read again
+            self.lc.turn_seen = None
         if isinstance(obs, a.Answer):
             action = self._answer(self.pending, obs.value, now)
             if isinstance(action, (a.AskPerson, a.Confirm, a.RunOn)):  # never ask or answer past the deadline
@@ -876,6 +878,8 @@ class Engine:
 
     def _problem(self, problem: a.Problem, now: float) -> a.Action:
         lc, pending = self.lc, self.pending
+        if isinstance(pending, a.ReadTurn):  # not read after all: the same answer is read again
+            lc.turn_seen = None
         if isinstance(pending, a.Confirm):  # it may have reached the agent: read what waits before any resend
             self.answer_checked = False
             if not pending.accept:  # the rejection may have reached it, not its /run (a 401 on the /run too)

@@ -220,6 +220,7 @@ def budget_for(conn_id: str, base_url: str, per_minute: int) -> RequestBudget:
     """This process's budget for one connection (its ``max_requests_per_minute`` as last read)."""
     with _budgets_lock:
         budget = _budgets.setdefault((conn_id, base_url), RequestBudget(per_minute))
+    with budget._lock:
         if budget.per_window != per_minute:  # the connection changed: a lower budget at once, a higher one grown to
             budget.per_window, budget.limit = per_minute, min(budget.limit, float(per_minute))
         return budget

@@ -239,7 +239,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
                 if isinstance(action, a.Publish):
                     observation = a.Answer(None)
                 elif isinstance(action, a.ReadTurn):
-                    observation = await self._read_turn(hook, action)
+                    observation = await self._read_turn(hook, action, engine.wake_at())
                 elif isinstance(action, a.RereadConnection):
                     await hook.areread_connection()  # the poller reads it again after a 401 itself
                     observation = a.Answer(None)
@@ -308,11 +308,17 @@ class OpenHandsConversationTrigger(BaseTrigger):
         if cm is not None:
             await cm.__aexit__(None, None, None)
 
-    async def _read_turn(self, hook: Any, action: a.ReadTurn) -> Any:
+    async def _read_turn(self, hook: Any, action: a.ReadTurn, wake: float | None) -> Any:
+        """The turn's events; a Tick at the engine's next deadline if the read (queued in the request
+        budget behind others) has not come back by then."""
         from airflow_provider_openhands.hooks.driver import problem_of
 
+        timeout = None if wake is None else max(0.0, wake - time.time())
         try:
-            return a.Answer(await hook.aget_turn_outcome(action.conversation_id))
+            return a.Answer(await asyncio.wait_for(hook.aget_turn_outcome(action.conversation_id), timeout))
+        except asyncio.TimeoutError:
+            _raise_if_cancelled()
+            return a.Tick()
         except Exception as exc:
             return problem_of(exc)
 

@@ -238,25 +238,27 @@ class SharedPoller:
             if not item.in_flight and now >= max(item.last_started + interval - tick / 2, item.not_before):
                 due[item.kind].append(item)
         size = MAX_IDS_PER_REQUEST if client.settings.api_version == V1 else 1
+        first = True  # one batch a round goes ahead of the waits' own reads; the rest queue with them
         for kind, items in due.items():
             items.sort(key=lambda item: item.key)
             for start in range(0, len(items), size):
-                self._launch(client, kind, items[start : start + size], now)
+                self._launch(client, kind, items[start : start + size], now, first)
+                first = False
 
-    def _launch(self, client: _Client, kind: str, items: list[_Item], now: float) -> None:
+    def _launch(self, client: _Client, kind: str, items: list[_Item], now: float, first: bool) -> None:
         for item in items:
             item.in_flight = True
             item.last_started = now
         self.batches_polled += 1
         client.users += 1
-        task = asyncio.get_running_loop().create_task(self._poll_batch(client, kind, items))
+        task = asyncio.get_running_loop().create_task(self._poll_batch(client, kind, items, first))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
 
-    async def _poll_batch(self, client: _Client, kind: str, items: list[_Item]) -> None:
+    async def _poll_batch(self, client: _Client, kind: str, items: list[_Item], first: bool) -> None:
         try:
             try:
-                answers = await self._fetch(client, kind, items)
+                answers = await self._fetch(client, kind, items, first)
             except OpenHandsAuthError as exc:
                 if exc.status_code != 401:
                     raise
@@ -266,7 +268,7 @@ class SharedPoller:
                 await self._release(client)
                 client = fresh
                 client.users += 1
-                answers = await self._fetch(client, kind, items)  # once, at once (within the budget)
+                answers = await self._fetch(client, kind, items, first)  # once, at once (within the budget)
         except Exception as exc:
             error = exc
             self._failed(items, error)
@@ -281,8 +283,10 @@ class SharedPoller:
                 item.in_flight = False
             await self._release(client)
 
-    async def _fetch(self, client: _Client, kind: str, items: list[_Item]) -> dict[str, Any]:
-        await client.transport.budget.aacquire(client.settings.conn_id, first=True)  # it serves every wait
+    async def _fetch(self, client: _Client, kind: str, items: list[_Item], first: bool) -> dict[str, Any]:
+        """``first``: the round's first batch, which takes the next slot of the budget (polling never stops
+        behind the waits' own reads); the others queue with those, so neither starves the other."""
+        await client.transport.budget.aacquire(client.settings.conn_id, first=first)
         # Ask only for the ids somebody still waits on once the slot has come: a trigger may
         # have left while the batch waited for it.
         waited_on = {(s.kind, s.key) for s in self.subscriptions}
@@ -302,7 +306,7 @@ class SharedPoller:
             if slot_taken:
                 slot_taken = False
                 return await client.transport.send_in_slot(request)
-            await client.transport.budget.aacquire(settings.conn_id, first=True)
+            await client.transport.budget.aacquire(settings.conn_id, first=first)
             return await client.transport.send_in_slot(request)  # the client never retries
 
         return await adrive(flow, send)
