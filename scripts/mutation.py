@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -249,17 +250,30 @@ class MutantFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(self.code, module.__dict__)
 
 
-def child(path: str, index: int, pytest_args: list[str]) -> int:
-    """Runs the tests against mutant ``index`` of ``path`` (-1: the code as it is)."""
+def mutant_code(spec: str, path: Path):
+    """The code a spec names: ``N`` the N-th mutant of ``path``; ``named:K`` issue 30's K-th mutation."""
+    if not spec.startswith("named:"):
+        return mutated_code(path, int(spec))
+    from scripts.mutation_issue30 import NAMED
+
+    _, _, text, replacement = NAMED[int(spec.split(":")[1])]
+    source = path.read_text()
+    if source.count(text) != 1:
+        raise SystemExit(f"stale: the text to replace occurs {source.count(text)} times in {path}")
+    return compile(source.replace(text, replacement), str(path), "exec")
+
+
+def child(path: str, spec: str, pytest_args: list[str]) -> int:
+    """Runs the tests against the mutant ``spec`` names in ``path`` (``clean``: the code as it is)."""
     import pytest
     from hypothesis import Phase, settings
 
     # No shrinking (a failure is all a mutation run needs); set before the test modules build their settings.
     settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], print_blob=False)
     settings.load_profile("mutation")
-    if index >= 0:
+    if spec != "clean":
         target = Path(path)
-        sys.meta_path.insert(0, MutantFinder(module_name(target), target, mutated_code(target, index)))
+        sys.meta_path.insert(0, MutantFinder(module_name(target), target, mutant_code(spec, target)))
     sys.dont_write_bytecode = True
     return int(pytest.main(pytest_args))
 
@@ -269,6 +283,7 @@ def child(path: str, index: int, pytest_args: list[str]) -> int:
 
 #: Test processes running now: stopped on Ctrl-C or SIGTERM (``timeout`` in CI), none left behind.
 LIVE: set[subprocess.Popen] = set()
+STOPPING = threading.Event()
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -281,10 +296,17 @@ def interrupted(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_tests(path: Path | None, index: int, timeout: float) -> tuple[str, float]:
-    """``killed``, ``survived`` or ``timeout``, and the seconds it took."""
-    args = ["-q", "-x", "-n", "0", "-p", "no:cacheprovider", "--noconftest", "--no-header", "-p", "no:randomly"]
-    command = [sys.executable, __file__, "--child", str(path or ""), str(index), "--", *args, *TESTS]
+@dataclass
+class Outcome:
+    verdict: str  # killed, survived, timeout, stale
+    seconds: float
+    by: str = ""  # the first test that failed
+
+
+def run_tests(path: Path | None, spec: str, timeout: float, tests: list[str]) -> Outcome:
+    """Runs ``tests`` (stopping at the first failure) against the mutant ``spec`` names."""
+    args = ["-q", "-x", "-n", "0", "-p", "no:cacheprovider", "--noconftest", "--no-header"]
+    command = [sys.executable, __file__, "--child", str(path or ""), spec, "--", *args, *tests]
     began = time.monotonic()
     with tempfile.TemporaryFile() as out:
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=out, start_new_session=True)
@@ -293,17 +315,72 @@ def run_tests(path: Path | None, index: int, timeout: float) -> tuple[str, float
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             stop(process)
-            return "timeout", time.monotonic() - began
+            return Outcome("timeout", time.monotonic() - began)
         finally:
             LIVE.discard(process)
-    return ("survived" if code == 0 else "killed"), time.monotonic() - began
+        if STOPPING.is_set():
+            raise KeyboardInterrupt
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    took = time.monotonic() - began
+    if "stale: " in text:
+        return Outcome("stale", took, text[text.index("stale: ") :].splitlines()[0])
+    failed = [line.split()[1] for line in text.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return Outcome(
+        "survived" if code == 0 else "killed", took, failed[0] if failed else (f"exit {code}" if code else "")
+    )
+
+
+def clean_timeout(options: argparse.Namespace) -> float | None:
+    """The per-mutant timeout, from a run of the tests on the code as it is (which must pass)."""
+    clean = run_tests(None, "clean", max(options.timeout, 600.0), options.tests)
+    if clean.verdict != "survived":
+        print(f"the tests fail without any mutant ({clean.verdict}: {clean.by}): fix them first")
+        return None
+    timeout = options.timeout or max(60.0, 3 * clean.seconds)
+    print(f"clean run: {clean.seconds:.0f}s; {timeout:.0f}s a mutant at most", flush=True)
+    return timeout
+
+
+def run_all(one, items: list, jobs: int) -> list[Outcome]:
+    """``one`` over ``items`` in ``jobs`` threads."""
+    executor = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        results = list(executor.map(one, items))
+    except KeyboardInterrupt:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown()
+    return results
+
+
+def run_named(options: argparse.Namespace) -> int:
+    """Issue 30's 13 mutations against ``--tests``: which each kills."""
+    from scripts.mutation_issue30 import NAMED
+
+    print(f"issue 30's {len(NAMED)} mutations against {' '.join(options.tests)}")
+    timeout = clean_timeout(options)
+    if timeout is None:
+        return 2
+
+    def one(k: int) -> Outcome:
+        label, file, _, _ = NAMED[k]
+        outcome = run_tests(REPO / file, f"named:{k}", timeout, options.tests)
+        print(f"  {outcome.verdict:8} {outcome.seconds:4.0f}s  {label}  {outcome.by}", flush=True)
+        return outcome
+
+    results = run_all(one, list(range(len(NAMED))), options.jobs)
+    killed = sum(1 for outcome in results if outcome.verdict in ("killed", "timeout"))
+    print(f"\n{killed} of {len(NAMED)} killed")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    sys.path.insert(0, str(REPO))  # scripts.mutation_issue30
     if argv[:1] == ["--child"]:
         sep = argv.index("--")
-        return child(argv[1], int(argv[2]), argv[sep + 1 :])
+        return child(argv[1], argv[2], argv[sep + 1 :])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sample", type=int, default=40, help="mutants to run (0: all)")
     parser.add_argument("--seed", type=int, default=30)
@@ -314,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=0.0, help="exit 1 below this score (percent)")
     parser.add_argument("--only", default="", help="run the mutants whose id contains this text")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--named", action="store_true", help="run issue 30's 13 mutations instead")
+    parser.add_argument("--tests", nargs="+", default=TESTS, help="the tests to run (default: %(default)s)")
     options = parser.parse_args(argv)
+    if options.named:
+        return run_named(options)
 
     allowed = allowlisted()
     everything = [mutant for path in TARGETS for mutant in mutants_of(path)]
@@ -337,36 +418,20 @@ def main(argv: list[str] | None = None) -> int:
         f"as equivalent; running {len(chosen)} (seed {options.seed}) against {' '.join(TESTS)}"
     )
 
-    clean, seconds = run_tests(None, -1, timeout=max(options.timeout, 600.0))
-    if clean != "survived":
-        print(f"the tests fail without any mutant ({clean}): fix them first")
+    timeout = clean_timeout(options)
+    if timeout is None:
         return 2
-    timeout = options.timeout or max(60.0, 3 * seconds)
-    print(f"clean run: {seconds:.0f}s; {timeout:.0f}s a mutant at most", flush=True)
 
-    results: dict[Mutant, str] = {}
+    def one(mutant: Mutant) -> Outcome:
+        outcome = run_tests(mutant.path, str(mutant.index), timeout, options.tests)
+        print(f"  {outcome.verdict:8} {outcome.seconds:4.0f}s  {mutant.where}  {mutant.id}  {outcome.by}", flush=True)
+        return outcome
 
-    def one(mutant: Mutant) -> None:
-        outcome, took = run_tests(mutant.path, mutant.index, timeout)
-        results[mutant] = outcome
-        print(f"  {outcome:8} {took:5.0f}s  {mutant.where}  {mutant.id}", flush=True)
-
-    signal.signal(signal.SIGTERM, interrupted)
-    executor = ThreadPoolExecutor(max_workers=max(1, options.jobs))
-    try:
-        list(executor.map(one, chosen))
-    except KeyboardInterrupt:
-        executor.shutdown(wait=False, cancel_futures=True)
-        for process in list(LIVE):
-            stop(process)
-        print(f"interrupted after {len(results)} of {len(chosen)} mutants (no file was changed)")
-        return 130
-    executor.shutdown()
-
-    survivors = [mutant for mutant in chosen if results[mutant] == "survived"]
+    results = run_all(one, chosen, options.jobs)
+    survivors = [mutant for mutant, outcome in zip(chosen, results, strict=True) if outcome.verdict == "survived"]
     killed = len(chosen) - len(survivors)
     score = 100.0 * killed / len(chosen) if chosen else 100.0
-    timeouts = sum(1 for outcome in results.values() if outcome == "timeout")
+    timeouts = sum(1 for outcome in results if outcome.verdict == "timeout")
     print(f"\nscore: {score:.1f}% ({killed} of {len(chosen)} killed, {timeouts} of them by the timeout)")
     if survivors:
         print("surviving mutants (kill each with a test, or allow-list it with the reason it is equivalent):")
@@ -375,5 +440,18 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if score < options.min_score else 0
 
 
+def interruptible_main() -> int:
+    """``main``; on Ctrl-C or SIGTERM its test processes are stopped (no file was ever changed)."""
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        return main()
+    except KeyboardInterrupt:
+        STOPPING.set()
+        for process in list(LIVE):
+            stop(process)
+        print("interrupted: test processes stopped (no file was changed)", flush=True)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interruptible_main())
