@@ -263,6 +263,27 @@ def mutant_code(spec: str, path: Path):
     return compile(source.replace(text, replacement), str(path), "exec")
 
 
+#: The test process's exit code when the mutant was not what the tests imported (a bug of this script).
+NOT_APPLIED = 99
+
+
+class ServeMutant:
+    """A pytest plugin: puts the finder first once pytest's own import hook is in place (pytest rewrites
+    this package's modules, as it ships a pytest plugin), and checks the tests ran the mutant."""
+
+    def __init__(self, finder: MutantFinder) -> None:
+        self.finder = finder
+
+    def pytest_configure(self, config) -> None:
+        if self.finder.name in sys.modules:
+            raise SystemExit(f"{self.finder.name} was imported before the mutant could be served")
+        sys.meta_path.insert(0, self.finder)
+
+    def applied(self) -> bool:
+        module = sys.modules.get(self.finder.name)
+        return module is None or getattr(module.__spec__, "loader", None) is self.finder
+
+
 def child(path: str, spec: str, pytest_args: list[str]) -> int:
     """Runs the tests against the mutant ``spec`` names in ``path`` (``clean``: the code as it is)."""
     import pytest
@@ -271,11 +292,13 @@ def child(path: str, spec: str, pytest_args: list[str]) -> int:
     # No shrinking (a failure is all a mutation run needs); set before the test modules build their settings.
     settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], print_blob=False)
     settings.load_profile("mutation")
-    if spec != "clean":
-        target = Path(path)
-        sys.meta_path.insert(0, MutantFinder(module_name(target), target, mutant_code(spec, target)))
     sys.dont_write_bytecode = True
-    return int(pytest.main(pytest_args))
+    if spec == "clean":
+        return int(pytest.main(pytest_args))
+    target = Path(path)
+    plugin = ServeMutant(MutantFinder(module_name(target), target, mutant_code(spec, target)))
+    code = int(pytest.main(pytest_args, plugins=[plugin]))
+    return code if plugin.applied() else NOT_APPLIED
 
 
 # -- the driver ------------------------------------------------------------------------------------------
@@ -325,6 +348,8 @@ def run_tests(path: Path | None, spec: str, timeout: float, tests: list[str]) ->
     took = time.monotonic() - began
     if "stale: " in text:
         return Outcome("stale", took, text[text.index("stale: ") :].splitlines()[0])
+    if code == NOT_APPLIED:
+        raise SystemExit(f"the tests did not run the mutant ({path} {spec}): a bug of scripts/mutation.py")
     failed = [line.split()[1] for line in text.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     return Outcome(
         "survived" if code == 0 else "killed", took, failed[0] if failed else (f"exit {code}" if code else "")
