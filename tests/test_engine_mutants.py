@@ -1,0 +1,60 @@
+"""Engine rules that a mutation run (``scripts/mutation.py``, docs/mutation.md) found no test checking:
+each test here kills the mutant its docstring names."""
+
+from __future__ import annotations
+
+from airflow_provider_openhands.api.state import canonical_id
+from airflow_provider_openhands.engine import actions as a
+from airflow_provider_openhands.engine.state import MAX_GENERATIONS, PHASE_RUNNING, Lifecycle, client_id
+from tests.test_engine_model import T0, _engine, _problem, _running, _step
+
+
+def test_a_timeout_names_the_last_status_the_agent_state_and_the_sandbox() -> None:
+    """A person reads why the task failed: what the conversation last showed (mutants: ``describe``
+    dropping the agent's state, the sandbox, or its text)."""
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 100))
+    assert isinstance(_step(engine, a.Continue(), T0), a.ReadConversation)
+    state = {**_running("running"), "sandbox_status": "STARTING"}
+    assert isinstance(engine.step(a.Answer(state), T0), a.ReadConversation)
+    stop = engine.step(a.Tick(), T0 + 100)
+    assert stop == a.Pause("c-1", "sb-c-1"), stop
+    failed = engine.step(a.Answer(None), T0 + 100)
+    assert isinstance(failed, a.Fail) and failed.kind == "timeout", failed
+    assert "still status=running agent=running sandbox=STARTING at its deadline" in failed.message, failed.message
+
+
+def test_a_wait_for_a_slot_woken_early_sleeps_on_until_its_wake_time() -> None:
+    """A driver may come back before the capacity wait's end (a triggerer restart): the engine sleeps
+    on to the same wake time, not to ``now`` (mutant: ``lc.wake_time or now`` -> ``and``, a busy loop)."""
+    engine = _engine(Lifecycle(key="k", since="2026-11-30T00:00:00+00:00"))
+    start = engine.step(a.Begin(), T0)
+    assert isinstance(start, a.PostStart), start
+    sleep = engine.step(_problem("capacity"), T0)
+    assert isinstance(sleep, a.Sleep) and sleep.until > T0, sleep
+    assert engine.step(a.Continue(), T0 + 1) == a.Sleep(sleep.until)
+    assert isinstance(_step(engine, a.Continue(), sleep.until), a.PostStart)
+
+
+def test_a_v1_retry_looks_for_every_id_generation_an_earlier_try_may_have_used() -> None:
+    """A start task that failed for capacity spends its id: the next start asks for a new generation.
+    A V1 retry looks for all of them; V0 ids have no generations (mutant: ``api_version == V1`` flipped)."""
+    lc = {"key": "k", "try_number": 2, "series": 1, "since": "2026-11-30T00:00:00+00:00"}
+    v1 = _engine(Lifecycle(**lc)).step(a.Begin(), T0)
+    assert isinstance(v1, a.Reconnect), v1
+    assert {canonical_id(client_id("k", 1, g)) for g in range(MAX_GENERATIONS)} == set(v1.conversation_ids)
+    v0 = _engine(Lifecycle(**lc), api_version="v0").step(a.Begin(), T0)
+    assert isinstance(v0, a.Reconnect) and v0.conversation_ids == (canonical_id(client_id("k", 1)),), v0
+
+
+def test_a_retry_that_adopts_a_conversation_pauses_its_sandbox_on_a_kill() -> None:
+    """The sandbox id comes from what the retry found (mutant: ``_found`` not keeping ``sandbox_id``:
+    the kill's Pause names no sandbox, and a V1 server cannot pause it)."""
+    engine = _engine(Lifecycle(key="k", try_number=2, series=1, since="2026-11-30T00:00:00+00:00"))
+    reconnect = engine.step(a.Begin(), T0)
+    assert isinstance(reconnect, a.Reconnect), reconnect
+    cid = reconnect.conversation_ids[0]
+    found = {**_running("running", cid=cid), "sandbox_id": "sb-found"}
+    action = engine.step(a.Answer({"conversations": {cid: found}}), T0)
+    assert action == a.Publish(cid), action
+    assert isinstance(engine.step(a.Answer(None), T0), a.ReadConversation)
+    assert engine.step(a.Killed(), T0 + 1) == a.Pause(cid, "sb-found")
