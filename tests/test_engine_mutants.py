@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from airflow_provider_openhands.api.state import canonical_id
 from airflow_provider_openhands.engine import actions as a
-from airflow_provider_openhands.engine.state import MAX_GENERATIONS, PHASE_RUNNING, Lifecycle, client_id
-from tests.test_engine_model import T0, _engine, _problem, _running, _step
+from airflow_provider_openhands.engine.state import MAX_GENERATIONS, PHASE_RUNNING, Lifecycle, client_id, unsaved_clock
+from tests.test_engine_confirmations import PUSH, RM, logged, waiting
+from tests.test_engine_model import GRACE, T0, _engine, _problem, _running, _step, iso
 
 
 def test_a_timeout_names_the_last_status_the_agent_state_and_the_sandbox() -> None:
@@ -58,3 +59,52 @@ def test_a_retry_that_adopts_a_conversation_pauses_its_sandbox_on_a_kill() -> No
     assert action == a.Publish(cid), action
     assert isinstance(engine.step(a.Answer(None), T0), a.ReadConversation)
     assert engine.step(a.Killed(), T0 + 1) == a.Pause(cid, "sb-found")
+
+
+def test_a_kill_while_the_start_task_works_pauses_what_it_starts() -> None:
+    """``cancel_on_kill``: killed before the sandbox is READY, the task pauses its start task's sandbox and
+    remembers it, so the retry resumes it (mutant: ``_killed`` not returning ``PauseStartTask``)."""
+    engine = _engine(Lifecycle(key="k", since="2026-11-30T00:00:00+00:00"))
+    assert isinstance(engine.step(a.Begin(), T0), a.PostStart)
+    task = {"id": "st-1", "status": "WORKING", "created_at": iso(T0)}
+    action = _step(engine, a.Answer({"conversation_id": None, "start_task": task}), T0)
+    assert isinstance(action, a.ReadStartTask), action
+    assert engine.step(a.Killed(), T0 + 1) == a.PauseStartTask("st-1")
+    assert engine.lc.killed
+
+
+def test_a_conversation_first_read_paused_by_someone_else_is_not_resumed() -> None:
+    """A conversation a person or the service paused mid-run waits to be resumed by them; only the task's
+    own kill makes it resume one (mutant: ``Lifecycle.killed`` true by default)."""
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600))
+    assert isinstance(_step(engine, a.Continue(), T0), a.ReadConversation)
+    paused = _running("running", sandbox="PAUSED")
+    assert engine.step(a.Answer(paused), T0) == a.ReadTurn("c-1")
+    action = engine.step(a.Answer({"live": True}), T0)
+    assert isinstance(action, a.ReadConversation) and action.at > T0, action
+
+
+def test_an_answer_is_logged_for_the_actions_that_still_wait_only() -> None:
+    """alice answered two actions; one was answered in OpenHands meanwhile: her answer goes to, and the
+    log names, the one still waiting (mutant: ``_check_answer`` not narrowing ``pending_actions``)."""
+    engine, _ = waiting("ask")
+    assert engine.step(a.Answer([RM, PUSH]), T0) == a.AskPerson("c-1", (RM, PUSH))
+    lc = Lifecycle.from_dict(engine.lc.for_trigger())
+    lc.confirmation = {"accept": True, "reason": "", "by": "alice"}
+    resumed = _engine(lc, on_confirmation="ask")
+    assert resumed.step(a.Continue(), T0 + 600) == a.ReadPending("c-1")
+    assert resumed.step(a.Answer([RM]), T0 + 600) == a.Confirm("c-1", True, "")
+    resumed.step(a.Answer(True), T0 + 600)
+    assert "Approved by alice: terminal `rm -rf build`" in logged(resumed)
+    assert "git push" not in logged(resumed) and resumed.lc.answered_actions == ["ev-1"]
+
+
+def test_an_outage_that_begins_in_a_trigger_names_the_clock_to_store() -> None:
+    """The trigger hands its wait back when a clock started since its kwargs were saved (mutant:
+    ``unsaved_clock`` comparing with ``==``): an outage's first failure starts ``failing_since``."""
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600))
+    stored = Lifecycle.from_dict(engine.lc.for_trigger())
+    assert isinstance(_step(engine, a.Continue(), T0), a.ReadConversation)
+    assert unsaved_clock(stored, engine.lc, GRACE) is None
+    assert isinstance(engine.step(_problem("transient"), T0), a.ReadConversation)
+    assert unsaved_clock(stored, engine.lc, GRACE) == "failing_since"
