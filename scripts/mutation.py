@@ -362,7 +362,7 @@ def clean_timeout(options: argparse.Namespace) -> float | None:
     if clean.verdict != "survived":
         print(f"the tests fail without any mutant ({clean.verdict}: {clean.by}): fix them first")
         return None
-    timeout = options.timeout or max(60.0, 3 * clean.seconds)
+    timeout = options.timeout or max(120.0, 4 * clean.seconds)
     print(f"clean run: {clean.seconds:.0f}s; {timeout:.0f}s a mutant at most", flush=True)
     return timeout
 
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
-        "--timeout", type=float, default=0.0, help="per mutant (default: 3x the clean run, 60 s at least)"
+        "--timeout", type=float, default=0.0, help="per mutant (default: 4x the clean run, 120 s at least)"
     )
     parser.add_argument("--min-score", type=float, default=0.0, help="exit 1 below this score (percent)")
     parser.add_argument("--only", default="", help="run the mutants whose id contains this text")
