@@ -6,7 +6,7 @@ from __future__ import annotations
 from airflow_provider_openhands.api.state import canonical_id
 from airflow_provider_openhands.engine import actions as a
 from airflow_provider_openhands.engine.state import MAX_GENERATIONS, PHASE_RUNNING, Lifecycle, client_id, unsaved_clock
-from tests.test_engine_confirmations import PUSH, RM, logged, waiting
+from tests.test_engine_confirmations import PUSH, RM, _rejecting, logged, waiting
 from tests.test_engine_model import GRACE, T0, _engine, _problem, _running, _step, iso
 
 
@@ -108,3 +108,26 @@ def test_an_outage_that_begins_in_a_trigger_names_the_clock_to_store() -> None:
     assert unsaved_clock(stored, engine.lc, GRACE) is None
     assert isinstance(engine.step(_problem("transient"), T0), a.ReadConversation)
     assert unsaved_clock(stored, engine.lc, GRACE) == "failing_since"
+
+
+def test_a_rejection_that_went_through_still_runs_on_an_agent_left_idle() -> None:
+    """The rejection and its ``/run`` were answered, yet the agent sits idle: two idle polls later it is
+    run on, once (issue 30's mutation 6: ``_confirmed`` not arming the run-on)."""
+    engine = _rejecting()
+    after = engine.step(a.Answer(True), T0)
+    assert isinstance(after, a.ReadConversation), after
+    reads = [engine.step(a.Answer(_running("idle")), T0 + 10 * k) for k in range(1, 5)]
+    assert a.RunOn("c-1") in reads, reads
+
+
+def test_an_outage_at_the_deadline_ends_the_wait_there() -> None:
+    """Failures are ridden out until the deadline, not past it to ``unreachable_timeout`` (issue 30's
+    mutation 4: the outage path skipping the deadline)."""
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 100))
+    assert isinstance(_step(engine, a.Continue(), T0), a.ReadConversation)
+    assert isinstance(engine.step(a.Answer(_running("running")), T0), a.ReadConversation)
+    assert isinstance(engine.step(_problem("transient"), T0 + 60), a.ReadConversation)  # ridden out
+    stop = engine.step(_problem("transient"), T0 + 110)  # past the deadline, 50 s into the outage
+    assert stop == a.Pause("c-1", "sb-c-1"), stop
+    failed = engine.step(a.Answer(None), T0 + 110)
+    assert isinstance(failed, a.Fail) and failed.kind == "timeout", failed
