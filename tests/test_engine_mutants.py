@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from airflow_provider_openhands.api.state import canonical_id
 from airflow_provider_openhands.engine import actions as a
+from airflow_provider_openhands.engine.engine import still_running
 from airflow_provider_openhands.engine.state import MAX_GENERATIONS, PHASE_RUNNING, Lifecycle, client_id, unsaved_clock
 from tests.test_engine_confirmations import PUSH, RM, _rejecting, logged, waiting
 from tests.test_engine_model import GRACE, T0, _engine, _problem, _running, _step, iso
@@ -131,3 +132,48 @@ def test_an_outage_at_the_deadline_ends_the_wait_there() -> None:
     assert stop == a.Pause("c-1", "sb-c-1"), stop
     failed = engine.step(a.Answer(None), T0 + 110)
     assert isinstance(failed, a.Fail) and failed.kind == "timeout", failed
+
+
+def test_what_still_holds_a_sandbox_or_a_runtime() -> None:
+    """``pause_when_done`` pauses only what still runs (the drivers ask this; mutant: the V0 answer removed)."""
+    assert still_running({"api_version": "v0", "conversation_status": "RUNNING"})
+    assert not still_running({"api_version": "v0", "conversation_status": "STOPPED"})
+    assert still_running(_running("finished")) and still_running({**_running(), "sandbox_status": "ERROR"})
+    assert not still_running(_running("finished", sandbox="PAUSED"))
+
+
+def test_a_retry_that_finds_its_start_task_in_error_starts_afresh() -> None:
+    """A start task in ERROR started nothing: the retry starts again rather than wait on it (mutant:
+    ``_found`` skipping it only when its conversation was also rejected)."""
+    engine = _engine(Lifecycle(key="k", try_number=2, series=1, since="2026-11-30T00:00:00+00:00"))
+    assert isinstance(engine.step(a.Begin(), T0), a.Reconnect)
+    failed = {"id": "st-1", "status": "ERROR", "conversation_id": None, "created_at": iso(T0 - 60)}
+    action = engine.step(a.Answer({"conversations": {}, "ended": {}, "start_tasks": [failed]}), T0)
+    assert isinstance(action, (a.PostStart, a.Publish)), action
+
+
+def test_a_start_task_s_status_is_logged_once_each_time_it_changes() -> None:
+    """Mutant: ``_start_task`` not remembering the status it logged (a line every poll)."""
+    engine = _engine(Lifecycle(key="k", since="2026-11-30T00:00:00+00:00"))
+    engine.step(a.Begin(), T0)
+    working = {"id": "st-1", "status": "WORKING", "created_at": iso(T0)}
+    _step(engine, a.Answer({"conversation_id": None, "start_task": working}), T0)
+    for k in range(1, 4):
+        assert isinstance(engine.step(a.Answer(working), T0 + 10 * k), a.ReadStartTask)
+    assert logged(engine).count("Start task st-1: WORKING") == 1, logged(engine)
+
+
+def test_a_conversation_paused_again_after_it_ran_is_warned_about_again() -> None:
+    """One warning per pause, not one per task (mutant: ``paused_warned`` kept after a read not paused)."""
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600))
+    _step(engine, a.Continue(), T0)
+    now = T0
+    for status in ("paused", "running", "paused"):
+        now += 10
+        state = _running("running", sandbox="PAUSED") if status == "paused" else _running("running")
+        state = {**state, "updated_at": iso(now)}
+        action = engine.step(a.Answer(state), now)
+        if isinstance(action, a.ReadTurn):
+            action = engine.step(a.Answer({"live": True}), now)
+        assert isinstance(action, a.ReadConversation), action
+    assert logged(engine).count("is paused (by a user, or by the service for capacity)") == 2, logged(engine)
