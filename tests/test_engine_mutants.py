@@ -7,7 +7,7 @@ from airflow_provider_openhands.api.state import canonical_id
 from airflow_provider_openhands.engine import actions as a
 from airflow_provider_openhands.engine.engine import still_running
 from airflow_provider_openhands.engine.state import MAX_GENERATIONS, PHASE_RUNNING, Lifecycle, client_id, unsaved_clock
-from tests.test_engine_confirmations import PUSH, RM, _rejecting, logged, waiting
+from tests.test_engine_confirmations import PUSH, RM, _rejected_then, _rejecting, logged, waiting
 from tests.test_engine_model import GRACE, T0, _engine, _problem, _running, _step, iso
 
 
@@ -177,3 +177,14 @@ def test_a_conversation_paused_again_after_it_ran_is_warned_about_again() -> Non
             action = engine.step(a.Answer({"live": True}), now)
         assert isinstance(action, a.ReadConversation), action
     assert logged(engine).count("is paused (by a user, or by the service for capacity)") == 2, logged(engine)
+
+
+def test_the_two_idle_polls_before_a_run_on_count_from_the_first_idle_read() -> None:
+    """After a rejection the agent is run on once it read idle for two poll intervals: a read that was
+    not idle does not count (mutant: ``_run_on`` counting from that read, a poll early)."""
+    engine, actions = _rejected_then("idle", reads=0)
+    assert isinstance(actions[-1], a.ReadConversation), actions
+    reads = [engine.step(a.Answer(_running(status)), T0 + 10 * k) for k, status in [(2, "unknown"), (3, "idle")]]
+    reads.append(engine.step(a.Answer(_running("idle")), T0 + 40))
+    assert not any(isinstance(x, a.RunOn) for x in reads), reads
+    assert engine.step(a.Answer(_running("idle")), T0 + 50) == a.RunOn("c-1")
