@@ -6,7 +6,14 @@ from __future__ import annotations
 from airflow_provider_openhands.api.state import canonical_id
 from airflow_provider_openhands.engine import actions as a
 from airflow_provider_openhands.engine.engine import still_running
-from airflow_provider_openhands.engine.state import MAX_GENERATIONS, PHASE_RUNNING, Lifecycle, client_id, unsaved_clock
+from airflow_provider_openhands.engine.state import (
+    MAX_GENERATIONS,
+    PHASE_RUNNING,
+    Lifecycle,
+    client_id,
+    series_start,
+    unsaved_clock,
+)
 from tests.test_engine_confirmations import PUSH, RM, _rejected_then, _rejecting, logged, waiting
 from tests.test_engine_model import GRACE, T0, _engine, _problem, _running, _step, iso
 
@@ -188,3 +195,36 @@ def test_the_two_idle_polls_before_a_run_on_count_from_the_first_idle_read() -> 
     reads.append(engine.step(a.Answer(_running("idle")), T0 + 40))
     assert not any(isinstance(x, a.RunOn) for x in reads), reads
     assert engine.step(a.Answer(_running("idle")), T0 + 50) == a.RunOn("c-1")
+
+
+def test_a_wait_without_a_deadline_of_its_own_ends_before_airflow_s_execution_timeout() -> None:
+    """``hard_deadline`` (Airflow's execution_timeout) caps every wait, also one with no deadline of
+    its own, so the task pauses what it started before Airflow kills it (mutant: ``capped(None)``)."""
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, hard_deadline=T0 + 300))
+    assert engine.due() == T0 + 300
+    assert isinstance(_step(engine, a.Continue(), T0), a.ReadConversation)
+    assert isinstance(engine.step(a.Answer(_running("running")), T0), a.ReadConversation)
+    assert engine.step(a.Tick(), T0 + 300) == a.Pause("c-1", "sb-c-1")
+    failed = engine.step(a.Answer(None), T0 + 300)
+    assert isinstance(failed, a.Fail) and "before Airflow's execution_timeout" in failed.message, failed
+
+
+def test_a_status_that_disagrees_with_its_events_is_checked_again_after_1_2_4_8_polls() -> None:
+    """The same answer (status and ``updated_at``) costs an events read after 1, 2, 4, 8... polls, not
+    each poll, nor fewer (issue 28's request bound; mutant: the backoff's base 2 -> 3)."""
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 36000))
+    _step(engine, a.Continue(), T0)
+    polls = []
+    for k in range(20):
+        if isinstance(engine.step(a.Answer(_running("finished")), T0 + 10 * k), a.ReadTurn):
+            polls.append(k)
+            engine.step(a.Answer({"live": True}), T0 + 10 * k)
+    assert polls == [0, 1, 3, 7, 15], polls
+
+
+def test_a_retry_is_of_the_same_series_and_a_clear_begins_a_new_one() -> None:
+    """Airflow's ``max_tries`` tells a retry from a clear (mutant: ``max_tries - retries + 2``: the first
+    retry taken for a new series, which then never looks for what its first try started)."""
+    assert series_start(try_number=2, max_tries=3, retries=3) == 1  # a retry
+    assert series_start(try_number=5, max_tries=4 + 3, retries=3) == 5  # cleared after try 4
+    assert series_start(try_number=6, max_tries=4 + 3, retries=3) == 5  # that series' retry
