@@ -228,3 +228,12 @@ def test_a_retry_is_of_the_same_series_and_a_clear_begins_a_new_one() -> None:
     assert series_start(try_number=2, max_tries=3, retries=3) == 1  # a retry
     assert series_start(try_number=5, max_tries=4 + 3, retries=3) == 5  # cleared after try 4
     assert series_start(try_number=6, max_tries=4 + 3, retries=3) == 5  # that series' retry
+
+
+def test_a_kill_without_cancel_on_kill_leaves_the_conversation_running() -> None:
+    """``cancel_on_kill=False``: the kill stops nothing (mutant: ``_killed`` pausing unless both the
+    rule is off and the task is done)."""
+    engine = _engine(Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 3600), cancel_on_kill=False)
+    assert isinstance(_step(engine, a.Continue(), T0), a.ReadConversation)
+    assert engine.step(a.Killed(), T0 + 1) == a.Fail("killed", "killed")
+    assert not engine.lc.killed
