@@ -9,7 +9,8 @@ transient sandbox ``ERROR`` shorter or longer than the grace, the service pausin
 own, a kill (worker SIGTERM, or a user killing a deferred task), time jumps past deadlines, a rebuild
 mid-phase (a triggerer restart, or the worker resuming from a trigger's event: the lifecycle
 serialized and a new engine fed ``Continue()``), retries (with or without the task state store) and
-clears, follow-up turns, and a second deployment whose task has the same ids but its own key.
+clears, follow-up turns, a second deployment whose task has the same ids but its own key, and a
+server whose events answer 404 (the status the task read stands).
 
 After every step (see ``Task.feed`` and the ``@invariant`` methods):
 
