@@ -9,7 +9,8 @@ transient sandbox ``ERROR`` shorter or longer than the grace, the service pausin
 own, a kill (worker SIGTERM, or a user killing a deferred task), time jumps past deadlines, a rebuild
 mid-phase (a triggerer restart, or the worker resuming from a trigger's event: the lifecycle
 serialized and a new engine fed ``Continue()``), retries (with or without the task state store) and
-clears, follow-up turns, and a second deployment whose task has the same ids but its own key.
+clears, follow-up turns, a second deployment whose task has the same ids but its own key, and a
+server whose events answer 404 (the status the task read stands).
 
 After every step (see ``Task.feed`` and the ``@invariant`` methods):
 
@@ -196,6 +197,7 @@ class Service:
         self.turn_work = turn_work
         self.outcome = outcome
         self.counter = 0
+        self.events_404 = False  # a server whose events answer 404 (the status stands: README)
 
     def new_id(self, prefix: str) -> str:
         self.counter += 1
@@ -385,6 +387,7 @@ class Task:
     storeless: bool = False  # a retry of this series began without the task state store
     series_began: float = T0
     saw_own_pause: bool = False  # this try read its conversation paused by its own series' kill
+    shown: set[str] = field(default_factory=set)  # the statuses the service answered this task's reads
     found_at: float = -math.inf  # a retry found its series' message (FindSend) then
     touched: bool = False  # the series resumed the sandbox or sent the message (a follow-up then started something)
     person: bool = False  # the answer the person gives next (on_confirmation="ask"), alternating
@@ -668,6 +671,9 @@ class Task:
             assert turn is conversation.turns[-1], "a newer turn than its own"
         else:
             turn = conversation.turns[0]
+        if self.engine.lc.events_unreadable:  # no events (404): a status the task read stands (README)
+            assert action.status in self.shown, f"{self.name} concludes {action.status}, never read ({self.shown})"
+            return
         ended = turn.ended_at is not None and turn.outcome == action.status
         lasting_error = (
             conversation.error is not None
@@ -833,7 +839,8 @@ class Task:
                 conversation = service.conversations.get(cid)
                 state = service.state(conversation) if conversation else None
                 found["conversations"][cid] = state
-                if state is not None and state["status"] == "paused":
+                self.shown |= {state["status"]} if state else set()
+                if state is not None and state["status"] == "paused" and not service.events_404:
                     found["ended"][cid] = service.turn(conversation)["status"]
             tasks = list(service.start_tasks.values())
             if action.start_task_id and action.start_task_id in service.start_tasks:
@@ -873,9 +880,12 @@ class Task:
         if isinstance(action, a.ReadConversation):
             if conversation is not None and conversation.paused_by == ("kill", self.me):
                 self.saw_own_pause = True
+            self.shown |= {service.state(conversation)["status"]} if conversation else set()
             return a.Answer(service.state(conversation) if conversation else None)
         if isinstance(action, a.ReadTurn):
-            return a.Answer(service.turn(conversation)) if conversation else a.Problem("not_found", "404", 404)
+            if conversation is None or service.events_404:
+                return a.Problem("not_found", "404", 404)
+            return a.Answer(service.turn(conversation))
         if isinstance(action, a.ReadPending):
             return a.Answer(list(conversation.asking)) if conversation else a.Problem("not_found", "404", 404)
         if isinstance(action, a.ReadPlan):
@@ -978,6 +988,7 @@ PROBLEMS = {
     a.Resume: ("transient", "capacity", "auth"),
     a.Send: ("transient", "auth"),
     a.ReadPlan: ("transient", "auth", "not_found", "conflict"),
+    a.ReadTurn: ("transient", "auth", "not_found"),  # a server whose events answer 404 (issue 30)
 }
 
 
@@ -997,11 +1008,24 @@ class EngineModel(RuleBasedStateMachine):
         earlier_message=st.booleans(),
         confirm=st.sampled_from(["ask", "approve", "reject", "fail", "wait"]),
         plan_first=st.booleans(),
+        events_404=st.sampled_from([False, False, False, True]),
     )
     def setup(
-        self, follow_up, second, budget, wait, work, outcome, paused, earlier_message, confirm, plan_first=False
+        self,
+        follow_up,
+        second,
+        budget,
+        wait,
+        work,
+        outcome,
+        paused,
+        earlier_message,
+        confirm,
+        plan_first=False,
+        events_404=False,
     ) -> None:
         self.service = Service(work, outcome)
+        self.service.events_404 = events_404
         rules = Rules(
             poll_interval=POLL,
             capacity_timeout=CAPACITY_TIMEOUT,
@@ -1989,3 +2013,13 @@ def test_a_sandbox_in_error_for_good_fails_however_far_apart_its_reads(gap: floa
         moment += gap
     assert isinstance(action, a.Conclude) and action.status == "error", (gap, action)
     assert moment <= GRACE / min(gap, 2 * POLL) * gap + gap, f"{moment:.0f}s of ERROR read every {gap:.0f}s"
+
+
+@pytest.mark.parametrize("outcome", ["finished", "error"])
+def test_scenario_a_server_whose_events_answer_404_ends_with_the_status_it_read(outcome: str) -> None:
+    """Events that answer 404 (issue 30's mutation 13, a real bug once: any ended status was taken as
+    ``finished``): the task ends with the status it read, as the README says, with a warning."""
+    machine = _scenario(outcome=outcome, events_404=True)
+    task = _until(machine, lambda task: task.state != "running", steps=300)
+    assert isinstance(task.ended, a.Conclude) and task.ended.status == outcome, task.ended
+    assert task.engine.lc.events_unreadable
