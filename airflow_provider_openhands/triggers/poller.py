@@ -238,7 +238,9 @@ class SharedPoller:
             if not item.in_flight and now >= max(item.last_started + interval - tick / 2, item.not_before):
                 due[item.kind].append(item)
         size = MAX_IDS_PER_REQUEST if client.settings.api_version == V1 else 1
-        first = True  # one batch a round goes ahead of the waits' own reads; the rest queue with them
+        # One batch a round of the shared poller goes ahead of the waits' own reads; the rest queue with
+        # them (a private poller serves one wait: it queues too, or a hundred of them would starve the reads).
+        first = self.shared
         for kind, items in due.items():
             items.sort(key=lambda item: item.key)
             for start in range(0, len(items), size):
