@@ -196,8 +196,9 @@ def test_chaos_production_topology_kills_and_an_outage():
         aim_since: float | None = None
         while True:
             now = time.monotonic() - started
-            if now > run_seconds:
-                raise TimeoutError(f"the run did not end within {run_seconds}s (seed {SEED})")
+            if now > run_seconds:  # checked below with the rest, on what the run did so far
+                say(f"the run did not end within {run_seconds}s: stopping it")
+                break
             for due, component in [r for r in chaos.restarts if r[0] <= time.monotonic()]:
                 chaos.restarts.remove((due, component))
                 airflow.restart(component)
@@ -255,7 +256,9 @@ def test_chaos_production_topology_kills_and_an_outage():
         print(airflow.standalone_log(4000))
         raise
     else:
-        passed = True
+        passed = elapsed <= run_seconds
+        if not passed:
+            say(f"seed {SEED}: kept {airflow.home} for its logs")
     finally:
         airflow.stop()
         emulator.stop()
@@ -290,6 +293,7 @@ def test_chaos_production_topology_kills_and_an_outage():
     ]
     duplicates = sorted(r for r, count in Counter(c.repository for c in conversations).items() if count > 1)
     checks = {
+        f"the run ended within {run_seconds}s": elapsed <= run_seconds,
         "no Airflow process left": leftovers == [],
         "the emulator was down and came back": "up" in outage,
         "one conversation per task": stats["created"] == N
