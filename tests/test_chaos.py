@@ -29,6 +29,7 @@ import math
 import os
 import random
 import secrets
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -267,6 +268,8 @@ def test_chaos_production_topology_kills_and_an_outage():
             airflow.cleanup()
 
     served = emulator.state()
+    if passed:
+        shutil.rmtree(emulator.state_file.parent, ignore_errors=True)
     stats = served.stats()
     conversations = list({id(c): c for c in served.start_tasks.values()}.values())
     by_repository = {c.repository: c for c in conversations}
