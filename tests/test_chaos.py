@@ -5,7 +5,7 @@ through a bad night, against the emulator in a process of its own (``tests/harne
 * ``OPENHANDS_CHAOS_N`` (default 40) mapped deferrable starts (``tests/dags_chaos``), in a pool of
   10 slots that counts deferred tasks, ``retries=3``; conversations of 20-90 s, about 10% of them
   ending in an agent error (the emulator's ``outcomes_by_repository``).
-* Every 15-25 s a SIGKILL. Every other one is aimed at a task that runs in a Celery worker: its task
+* Every 15-25 s a SIGKILL. Two in three are aimed at a task that runs in a Celery worker: its task
   process and its supervisor (the worker's pool process), found by their titles; an aim that finds
   no task running keeps looking for 20 s, and the next kill is aimed again if it missed. The others
   hit a triggerer, a Celery worker (whole), the scheduler or the DAG processor, started again 5 s later.
@@ -104,6 +104,7 @@ class Chaos:
     rng: random.Random
     next_at: float = 0.0
     aimed: bool = True
+    aims_in_a_row: int = 0
     kills: list[dict[str, Any]] = field(default_factory=list)
     missed_aims: int = 0
     restarts: list[tuple[float, str]] = field(default_factory=list)
@@ -231,13 +232,15 @@ def test_chaos_production_topology_kills_and_an_outage():
                 break
             ti_rows = {str(r[0]): r[1:] for r in rows}
             if now >= chaos.next_at:
-                # every other kill is aimed at a running task; a missed aim is tried again at the next kill
+                # two kills in three are aimed at a running task; a missed aim is tried again at the next kill
                 if not chaos.aimed:
                     kill_component(airflow, chaos, now)
+                    chaos.aims_in_a_row = 0
                     chaos.after_kill(now, aimed_next=True)
                 elif kill_running_task(airflow, chaos, ti_rows, now):
                     aim_since = None
-                    chaos.after_kill(now, aimed_next=False)
+                    chaos.aims_in_a_row += 1
+                    chaos.after_kill(now, aimed_next=chaos.aims_in_a_row < 2)
                 elif aim_since is None:
                     aim_since = now
                 elif now - aim_since >= AIM_FOR:
