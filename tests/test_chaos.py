@@ -6,7 +6,7 @@ through a bad night, against the emulator in a process of its own (``tests/harne
   10 slots that counts deferred tasks, ``retries=3``; conversations of 20-90 s, about 10% of them
   ending in an agent error (the emulator's ``outcomes_by_repository``).
 * Every 15-25 s a SIGKILL. Two in three are aimed at a task that runs in a Celery worker: its task
-  process and its supervisor (the worker's pool process), found by their titles; an aim that finds
+  process (found by its title) and its parent, the supervisor (the worker's pool process); an aim that finds
   no task running keeps looking for 20 s, and the next kill is aimed again if it missed. The others
   hit a triggerer, a Celery worker (whole), the scheduler or the DAG processor, started again 5 s later.
 * Once, 60-150 s in, the emulator is stopped for 30 s (its process ends, connections are refused),
