@@ -355,14 +355,25 @@ class LocalAirflow:
     def task_process(self, ti_id: str) -> int | None:
         """The pid of a task instance's task process (Airflow 3 titles it ``airflow worker -- <ti id>``),
         if it runs in this Airflow."""
-        # exactly this title: the LocalExecutor process that supervises it is "airflow worker -- LocalExecutor: <id>"
-        title = f"airflow worker -- {uuid.UUID(str(ti_id))}"
+        return self.task_processes().get(str(uuid.UUID(str(ti_id))))
+
+    def task_processes(self) -> dict[str, int]:
+        """Every task process running in this Airflow, by task instance id (the UUID, dashed)."""
+        found = {}
         listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
         for line in listing.splitlines()[1:]:
             pid, _, args = line.strip().partition(" ")
-            if args.strip() == title and self._ours(int(pid)):
-                return int(pid)
-        return None
+            # exactly this title: the LocalExecutor supervisor is "airflow worker -- LocalExecutor: <id>"
+            title = re.fullmatch(r"airflow worker -- ([0-9a-f-]{36})", args.strip())
+            if title and self._ours(int(pid)):
+                found[title.group(1)] = int(pid)
+        return found
+
+    @staticmethod
+    def parent_of(pid: int) -> int | None:
+        """A process's parent (a task process's is its supervisor), if it still runs."""
+        fields = _stat(pid)
+        return int(fields[1]) if fields else None
 
     def component_of(self, pid: int) -> str | None:
         """The component a process runs under (e.g. which Celery worker runs a task), if any."""

@@ -59,7 +59,7 @@ pytest_plugins = ["pytester"]
 
 #: Opt-in tiers (``pytest -m <tier>``): they start servers or Airflow processes of their own, so a
 #: run that selects one runs in one process.
-SERIAL_TIERS = ("real_openhands", "production", "ecosystem", "airflow_processes", "browser")
+SERIAL_TIERS = ("real_openhands", "production", "ecosystem", "airflow_processes", "browser", "chaos")
 #: The default run's xdist workers (``-n auto`` in addopts): its tests mostly wait on the emulator's
 #: clock, so three share two cores well (13 minutes in one process, about 4 with three).
 WORKERS = 3
