@@ -1340,6 +1340,20 @@ def test_scenario_a_follow_up_killed_after_its_send_resumes_on_retry() -> None:
     assert isinstance(machine.tasks[0].ended, a.Conclude), machine.tasks[0].ended
 
 
+def test_scenario_a_follow_up_paused_by_the_service_then_killed_resumes_on_retry() -> None:
+    """The model's run (issue 28's events read once per paused state), fixed: the service pauses the
+    follow-up's sandbox, the task reads its events once, then is killed (its pause changes nothing the
+    status shows): the retry must read the turn again and resume, not skip the read as already done
+    and wait until its timeout."""
+    machine = _scenario(follow_up=True, work=30.0)
+    machine.answer_several(0, 6)
+    machine.the_service_pauses_a_sandbox(0)
+    machine.answer(0)
+    machine.kill(0, False)
+    machine.teardown()  # the retry, then plain answers to the end: the invariants hold throughout
+    assert isinstance(machine.tasks[0].ended, a.Conclude), machine.tasks[0].ended
+
+
 def test_scenario_a_deadline_passes_while_the_agent_works() -> None:
     """The model's run, fixed: a time jump past the conversation's deadline while the turn runs:
     the next read is a Tick, and the engine pauses the conversation, then fails with ``timeout``."""

@@ -210,7 +210,8 @@ def test_three_processes_on_one_account_adapt_to_its_limit(emulator, tmp_path):
 
 def test_the_poller_s_batch_goes_ahead_of_the_queued_reads(monkeypatch):
     """Twenty waits' own reads queue for slots (6 a second here); the poller's batch, asked after
-    them, takes the next slot but one: polling never stops behind the reads."""
+    them, goes behind at most the three that went at once and the one that holds the next slot:
+    polling never stops behind the reads."""
     monkeypatch.setattr(RequestBudget, "window", 1.0)
     budget = RequestBudget(6)
     served: list[str] = []
@@ -228,7 +229,7 @@ def test_the_poller_s_batch_goes_ahead_of_the_queued_reads(monkeypatch):
         await asyncio.gather(*reads, return_exceptions=True)
 
     asyncio.run(scenario())
-    assert served.index("batch") <= 3, served
+    assert served.index("batch") <= 4, served
 
 
 def test_a_slot_taken_before_a_429_waits_for_its_hold(monkeypatch):

@@ -595,7 +595,7 @@ class Engine:
         polls (a server may not move ``updated_at``). None: nothing to read now."""
         lc = self.lc
         seen = f"{state.get('status')}|{state.get('sandbox_status')}|{state.get('updated_at')}"
-        if lc.turn_seen == seen and lc.turn_read_at is not None:
+        if lc.turn_seen == seen and lc.turn_read_at is not None and not lc.killed:  # a kill's pause: read, resume
             backoff = self.rules.poll_interval * 2 ** min(lc.turn_reads, 8)
             if not again or now - lc.turn_read_at < backoff - self.rules.poll_interval / 2:
                 return None
