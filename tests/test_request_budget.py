@@ -184,7 +184,8 @@ def test_three_processes_on_one_account_adapt_to_its_limit(emulator, tmp_path):
     emulator.rate_limit_per_minute, emulator.rate_limit_window = 40, 6.0
     emulator.concurrency_limit = 1000
     files = [tmp_path / f"ids-{process}.json" for process in range(3)]
-    children = [spawn(ids_file, connection_json(emulator, "v1"), *WAITER_ARGS) for ids_file in files]
+    conn = connection_json(emulator, "v1")
+    children = [spawn(ids_file, conn, *WAITER_ARGS, home=tmp_path / f"home-{n}") for n, ids_file in enumerate(files)]
     for child in children:  # each has imported what it needs: the three go together
         assert child.stdout.readline().strip() == "ready", child.stderr.read()[-3000:]
     for ids_file in files:

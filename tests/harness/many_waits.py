@@ -21,13 +21,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def spawn(ids_file: Path, connection: str, *args: str) -> subprocess.Popen:
+def spawn(ids_file: Path, connection: str, *args: str, home: Path | None = None) -> subprocess.Popen:
     """This module in a process of its own, on ``connection`` (JSON) as ``openhands_default``; it prints
-    ``ready`` once it has imported what it needs, then waits for ``ids_file``."""
+    ``ready`` once it has imported what it needs, then waits for ``ids_file``. ``home``: an Airflow
+    home of its own (a test session's home may hold a fernet key that Airflow 2.11 fails to use with
+    cryptography 51 when it reads a connection with a password)."""
+    env = {**os.environ, "AIRFLOW_CONN_OPENHANDS_DEFAULT": connection}
+    if home is not None:
+        env["AIRFLOW_HOME"] = str(home)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.harness.many_waits", str(ids_file), *args],
         cwd=REPO,
-        env={**os.environ, "AIRFLOW_CONN_OPENHANDS_DEFAULT": connection},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
