@@ -10,8 +10,9 @@ Several processes may share one account (two triggerers, a few workers). A rate-
 the account's window is spent: the budget holds every caller of the process for at least its
 ``Retry-After`` (and up to half as long again, so processes held by one wave do not all come back
 at once) and cuts its rate to half of what it sent in the last minute (never below a tenth of the
-budget), then grows it back by half a request a minute per minute of requests the service accepts
-(additive increase, multiplicative decrease, as TCP shares a link).
+budget). The rate then doubles each minute of accepted requests up to half the rate it had before
+the cut (a slow start), and grows by half a request a minute per minute beyond (additive increase,
+multiplicative decrease, as TCP shares a link).
 So processes that together ask for more than the account allows settle under its limit instead
 of each hammering it. A caller never retries around the budget: each retry takes a slot too.
 """
@@ -65,6 +66,7 @@ class RequestBudget:
         self._sent: deque[float] = deque()  # the slots of the last window
         self._hold_until = float("-inf")
         self._cut_until = float("-inf")  # one cut per episode of 429s
+        self._regrow_fast_to = 0.0  # after a cut, the rate doubles each window up to this (half the rate before)
         self._lock = threading.Lock()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[asyncio.Lock, asyncio.Semaphore]] = (
             weakref.WeakKeyDictionary()
@@ -183,7 +185,9 @@ class RequestBudget:
     def accepted(self) -> None:
         """The service took a request: grow the rate back towards the budget."""
         with self._lock:
-            self.limit = min(float(self.per_window), self.limit + self.INCREASE / max(self.limit, 1.0))
+            fast = self.limit < self._regrow_fast_to  # a slow start: one more a window per request accepted
+            step = 1.0 if fast else self.INCREASE / max(self.limit, 1.0)
+            self.limit = min(float(self.per_window), self.limit + step)
 
     def rate_limited(self, retry_after: float | None) -> None:
         """The service answered 429 (its request-rate window is spent): hold every caller for at least
@@ -199,6 +203,7 @@ class RequestBudget:
                 while self._sent and self._sent[0] < now - self.window:
                     self._sent.popleft()
                 sent = min(self.limit, float(max(1, len(self._sent))))
+                self._regrow_fast_to = self.limit * self.DECREASE
                 self.limit = max(1.0, self.per_window * self.FLOOR, sent * self.DECREASE)
                 spacing, tolerance = self._shape()
                 # The slots handed out at the old rate are forgotten: the next one starts after the hold.
