@@ -159,9 +159,13 @@ def test_a_deferred_sensor_defers_again_with_the_outage_s_clock(connection, monk
     """The sensor resumes from the trigger's hand-back as the operator does: it defers again with
     the clock stored (at the outage's start and at its end) and returns the conversation's end."""
     from airflow_provider_openhands.sensors.openhands import OpenHandsConversationSensor
+    from airflow_provider_openhands.triggers.poller import SharedPoller
 
     monkeypatch.setattr(state_module, "OUTAGE_SAVE_AFTER", 0.3)
-    connection.conversation_seconds = 4
+    # Failed polls come back within 0.1-0.2 s, so the outage is seen failing past 0.3 s whatever
+    # the jitter (at the default 0.5-1 s backoff, a 1 s outage was sometimes seen once).
+    monkeypatch.setattr(SharedPoller, "backoff_initial", 0.2)
+    connection.conversation_seconds = 6
     conversation_id = start(connection)
     with dag("oh_clocks_sensor"):
         sensor = OpenHandsConversationSensor(
@@ -173,7 +177,7 @@ def test_a_deferred_sensor_defers_again_with_the_outage_s_clock(connection, monk
     while not task.deferred:
         assert time.time() < give_up, "the sensor never deferred"
         time.sleep(0.05)
-    connection.outage(seconds=1.0, method="GET", path="app-conversations$", headers={"Retry-After": "0"})
+    connection.outage(seconds=2.0, method="GET", path="app-conversations$", headers={"Retry-After": "0"})
     result = task.wait(timeout=30)
     assert result.state == "success" and result.value["status"] == "finished", result
     stored = [deferral.kwargs for deferral in task.deferrals]
