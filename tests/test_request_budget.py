@@ -249,3 +249,58 @@ def test_a_slot_taken_before_a_429_waits_for_its_hold(monkeypatch):
         return time.monotonic() - held_at
 
     assert asyncio.run(scenario()) >= 0.99
+
+
+class FakeClock:
+    """``time`` for the budget module: the test moves it on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+def sending(budget: RequestBudget, clock: FakeClock, seconds: float, per_minute: float) -> None:
+    """The process sends ``per_minute`` for ``seconds`` (slots taken as the budget hands them out)."""
+    end = clock.now + seconds
+    while clock.now < end:
+        at = budget._reserve(clock.now, None)
+        clock.now = max(clock.now + 60.0 / per_minute, at)
+        budget.accepted()
+
+
+def test_a_young_budget_is_cut_from_the_rate_it_sent_at(monkeypatch):
+    """A process 20 s old that sent 20 requests sent at 60 a minute: a 429 cuts it to half of that
+    (30), not to half of the 20 its first minute holds (to the floor, from which three processes
+    on one account took over 8 minutes to grow back)."""
+    clock = FakeClock()
+    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.time", clock)
+    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.random.random", lambda: 0.0)
+    budget = RequestBudget(60)
+    sending(budget, clock, 20.0, 60)
+    budget.rate_limited(1.0)
+    assert 25 <= budget.limit <= 30, budget.limit
+
+
+def test_429s_within_a_window_of_a_cut_hold_but_do_not_cut_again(monkeypatch):
+    """A cut reaches the account's sliding window only a window later: the 429s that come before are
+    the old minute's, and each holds the process for its Retry-After but leaves the rate. A 429 a
+    window after the cut cuts again."""
+    clock = FakeClock()
+    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.time", clock)
+    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.random.random", lambda: 0.0)
+    budget = RequestBudget(60)
+    sending(budget, clock, 60.0, 60)
+    budget.rate_limited(2.0)
+    cut = budget.limit
+    assert cut <= 31
+    sending(budget, clock, 15.0, cut)
+    budget.rate_limited(1.0)
+    assert budget.limit >= cut and budget._hold_until >= clock.now + 1.0
+    sending(budget, clock, 50.0, cut)
+    budget.rate_limited(1.0)
+    assert budget.limit < cut * 0.75, (cut, budget.limit)

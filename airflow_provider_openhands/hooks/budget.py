@@ -9,8 +9,10 @@ most :attr:`RequestBudget.BURST` at once; slots are handed out in the order they
 Several processes may share one account (two triggerers, a few workers). A rate-limit 429 says
 the account's window is spent: the budget holds every caller of the process for at least its
 ``Retry-After`` (and up to half as long again, so processes held by one wave do not all come back
-at once) and cuts its rate to half of what it sent in the last minute (never below a tenth of the
-budget). The rate then doubles each minute of accepted requests up to half the rate it had before
+at once) and cuts its rate to half of what it sent in the last minute (over its life if that is
+shorter; never below a tenth of the budget). One cut a minute: the account counts a sliding minute,
+so a cut shows there only a minute later, and the 429s before that are the old minute's (they hold,
+they do not cut again). The rate then doubles each minute of accepted requests up to half the rate it had before
 the cut (a slow start), and grows by half a request a minute per minute beyond (additive increase,
 multiplicative decrease, as TCP shares a link).
 So processes that together ask for more than the account allows settle under its limit instead
@@ -64,8 +66,9 @@ class RequestBudget:
         self.limit = float(per_window)
         self._tat = float("-inf")  # theoretical arrival time of the next slot
         self._sent: deque[float] = deque()  # the slots of the last window
+        self._first = float("inf")  # the first slot: a budget younger than a window sent over less time
         self._hold_until = float("-inf")
-        self._cut_until = float("-inf")  # one cut per episode of 429s
+        self._cut_until = float("-inf")  # one cut a window
         self._regrow_fast_to = 0.0  # after a cut, the rate doubles each window up to this (half the rate before)
         self._lock = threading.Lock()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[asyncio.Lock, asyncio.Semaphore]] = (
@@ -92,6 +95,7 @@ class RequestBudget:
             return None
         self._tat = max(self._tat, at) + spacing
         self.taken += 1
+        self._first = min(self._first, at)
         while self._sent and self._sent[0] < now - self.window:
             self._sent.popleft()
         self._sent.append(at)
@@ -202,13 +206,15 @@ class RequestBudget:
             if now >= self._cut_until:
                 while self._sent and self._sent[0] < now - self.window:
                     self._sent.popleft()
-                sent = min(self.limit, float(max(1, len(self._sent))))
+                # the rate it sent at: over the last window, or over its life if that is shorter
+                span = min(self.window, max(self.window / 6, now - self._first))
+                sent = min(self.limit, max(1, len(self._sent)) * self.window / span)
                 self._regrow_fast_to = self.limit * self.DECREASE
                 self.limit = max(1.0, self.per_window * self.FLOOR, sent * self.DECREASE)
-                spacing, tolerance = self._shape()
+                tolerance = self._shape()[1]
                 # The slots handed out at the old rate are forgotten: the next one starts after the hold.
                 self._tat = self._hold_until + tolerance
-                self._cut_until = self._hold_until + spacing
+                self._cut_until = now + self.window
                 log.warning(
                     "Rate limit reached (429): holding this process's requests for %.1f s and slowing to %d a "
                     "minute (the account's limit is shared with other processes)",
