@@ -313,6 +313,10 @@ class OpenHandsConversationTrigger(BaseTrigger):
         budget behind others) has not come back by then."""
         from airflow_provider_openhands.hooks.driver import problem_of
 
+        # Out of the batch while the read waits for its slot: polling an id whose trigger is not
+        # listening only spends the budget its read is queued for (at N = 1,000, ended ids filled
+        # 11 batched requests a round ahead of their own reads). The next poll joins it again.
+        await self._unsubscribe()
         timeout = None if wake is None else max(0.0, wake - time.time())
         try:
             return a.Answer(await asyncio.wait_for(hook.aget_turn_outcome(action.conversation_id), timeout))
