@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import runpy
+import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -175,3 +177,132 @@ def test_a_failure_is_retried_as_the_table_says(airflow_db, service, capfd, capl
     assert state_of(ti) == "failed"
     assert ti.try_number == (2 if WAYS_OUT[kind].retried else 1), kind
     assert WAYS_OUT[kind].exception in logged(capfd, caplog)
+
+
+# -- scenario 1: a lost start answer on a try no retry follows ----------------------------------------
+
+
+def running(service) -> list[str]:
+    """Ids of the emulator's conversations (or start tasks) that still hold a sandbox."""
+    return [cid for cid, c in service.conversations.items() if c.alive(time.time())]
+
+
+def named(cid: str, text: str) -> bool:
+    """The id is in the text, as the service spells it or with dashes."""
+    return cid in text or str(uuid.UUID(cid)) in text
+
+
+@pytest.mark.parametrize("retries", [0, 1], ids=["no-retries", "last-try"])
+def test_a_lost_start_answer_on_the_last_try_stops_the_conversation_it_chose(
+    airflow_db, service, capfd, caplog, retries
+):
+    """Scenario 1: the service starts the conversation, the answer is lost on the way back (a reset).
+    With ``retries=0``, or on the last try (the first try's request was lost before the service acted),
+    the task failed, the agent ran on unwatched and no log line named the id the task asked for. No
+    retry follows: the task looks its chosen id up, pauses what it finds, and says so with the id."""
+    if retries:
+        service.add_fault(method="POST", path=r"app-conversations$", reset=True)  # not acted on
+    service.add_fault(method="POST", path=r"app-conversations$", reset=True, after=True)
+    dag_run = run(STORE_DAG_ID, "Fix it [emulator duration=60]", retries=retries, retry_delay=timedelta(0))
+    ti = task_instance(dag_run)
+    text = logged(capfd, caplog)
+    assert state_of(ti) == "failed" and ti.try_number == retries + 1
+    (cid,) = service.conversations  # the last try's start, acted on
+    while time.time() < service.conversations[cid].ready_at + 1:
+        time.sleep(0.1)  # a start task the task did not see through would run its agent now
+    assert running(service) == [], f"left running: {running(service)}\n{text[-3000:]}"
+    assert "OpenHandsTransientError" in text
+    failed = [line for line in text.splitlines() if "OpenHandsTransientError" in line and named(cid, line)]
+    assert failed, f"the exception does not name conversation {cid}:\n{text[-3000:]}"
+    assert "paused" in text[text.index("OpenHandsTransientError") :], text[-3000:]
+
+
+def test_a_lost_start_answer_the_task_cannot_stop_is_named_in_the_log_and_the_exception(
+    airflow_db, emulator, monkeypatch, capfd, caplog
+):
+    """Scenario 1, the service unreachable after the lost answer: the task cannot look its id up;
+    the log and the exception say so, with the id (it may be running)."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, max_requests_per_minute=100_000, max_retries=0)
+    )
+    emulator.add_fault(method="POST", path=r"app-conversations$", reset=True, after=True)
+    emulator.add_fault(method="GET", path=r"app-conversations", status=503, seconds=60)
+    dag_run = run(STORE_DAG_ID, "Fix it [emulator duration=60]")
+    text = logged(capfd, caplog)
+    assert state_of(task_instance(dag_run)) == "failed"
+    (cid,) = emulator.conversations
+    failed = [line for line in text.splitlines() if "OpenHandsTransientError" in line and named(cid, line)]
+    assert failed and "could not" in failed[-1], f"the exception does not say {cid} may run on:\n{text[-3000:]}"
+
+
+# -- scenario 4: a start task slower than start_timeout and the grace to pause it ----------------------
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "worker"])
+def test_a_start_slower_than_its_timeout_and_grace_is_watched_until_its_sandbox_is_paused(
+    airflow_db, service, capfd, caplog, monkeypatch, deferrable
+):
+    """Scenario 4: the start task outlives ``start_timeout`` and the grace (30 s; 1 s here) the task
+    gave it to name its sandbox: the task failed for good and the agent then ran its whole task
+    unwatched. The task watches the late start task on (up to another ``start_timeout``) and pauses
+    its sandbox once it has one, then fails; the log names the start task and the conversation."""
+    monkeypatch.setattr("airflow_provider_openhands.engine.state.START_STOP_GRACE", 1.0)
+    monkeypatch.setattr("airflow_provider_openhands.triggers.openhands.START_STOP_GRACE", 1.0)
+    service.configure(start_seconds=6.0)  # READY after start_timeout (4 s) + the grace (1 s)
+    dag_run = run(STORE_DAG_ID, "Fix it [emulator duration=60]", start_timeout=4, deferrable=deferrable, retries=1)
+    ti = task_instance(dag_run)
+    text = logged(capfd, caplog)
+    assert state_of(ti) == "failed" and ti.try_number == 1
+    (cid,) = service.conversations
+    conversation = service.conversations[cid]
+    while time.time() < conversation.ready_at + 1:
+        time.sleep(0.1)  # the agent would run now, unwatched
+    assert running(service) == [], f"left running: {running(service)}\n{text[-3000:]}"
+    assert "OpenHandsStartTimeout" in text
+    assert conversation.start_task_id in text and named(cid, text), text[-3000:]
+
+
+# -- the engine's part: a retry follows, or the task stops what it chose the id for --------------------
+
+
+def test_the_engine_stops_what_a_lost_start_left_only_when_no_retry_follows():
+    """Pure engine: a retry follows (try 1 of 2) -> the transient failure at once, the retry reconnects;
+    the last try looks its id up: a conversation found running is paused, a start task still working
+    is watched (another ``start_timeout``), nothing found is said; a kill meanwhile keeps to the grace."""
+    from airflow_provider_openhands.api.state import canonical_id
+    from airflow_provider_openhands.engine import actions as a
+    from airflow_provider_openhands.engine.state import Lifecycle
+    from tests.test_engine_model import T0, _engine, _problem, _running
+
+    def lost(max_tries: int, try_number: int = 1):
+        since = "2026-11-30T00:00:00+00:00"  # a try after a clear (a series of its own) starts at once
+        lc = Lifecycle(key="k", since=since, max_tries=max_tries, start_timeout=120, series=try_number)
+        engine = _engine(lc)
+        engine.lc.try_number = try_number
+        start = engine.step(a.Begin(), T0)
+        assert isinstance(start, a.PostStart) and start.client_id, start
+        return engine, start.client_id, engine.step(_problem("transient"), T0)
+
+    engine, cid, failed = lost(max_tries=1)
+    assert isinstance(failed, a.Fail) and failed.kind == "transient", failed  # the retry reconnects
+
+    engine, cid, lookup = lost(max_tries=1, try_number=2)  # cleared after try 1 with retries=0
+    assert lookup == a.Reconnect((cid,), "2026-11-30T00:00:00+00:00", None), lookup
+    found = {**_running("running", cid=canonical_id(cid)), "sandbox_id": "sb-1"}
+    stop = engine.step(a.Answer({"conversations": {cid: found}}), T0 + 1)
+    assert stop == a.Pause(canonical_id(cid), "sb-1"), stop
+    failed = engine.step(a.Answer(True), T0 + 2)
+    assert isinstance(failed, a.Fail) and failed.kind == "transient", failed
+    assert canonical_id(cid) in failed.message and failed.message.endswith("was paused"), failed.message
+
+    engine, cid, lookup = lost(max_tries=0)
+    task = {"id": "st-1", "status": "WORKING", "requested_id": cid, "sandbox_id": None}
+    watch = engine.step(a.Answer({"conversations": {cid: None}, "start_tasks": [task]}), T0 + 1)
+    assert watch == a.PauseStartTask("st-1", T0 + 1 + 120), watch
+    assert engine.step(a.Killed(), T0 + 2) == a.PauseStartTask("st-1")  # a kill: the grace only
+    failed = engine.step(a.Problem("permanent", "start task st-1 still had no sandbox"), T0 + 121)
+    assert "could not be stopped (start task st-1 still had no sandbox): it may still be running" in failed.message
+
+    engine, cid, lookup = lost(max_tries=0)
+    failed = engine.step(a.Answer({"conversations": {cid: None}, "start_tasks": []}), T0 + 1)
+    assert isinstance(failed, a.Fail) and "nothing was started" in failed.message, failed

@@ -24,7 +24,8 @@ class Action:
 @dataclass(frozen=True)
 class Reconnect(Action):
     """A retry: read what the earlier tries of this series may have started (conversations by id,
-    the ended status of paused ones, V1 start tasks created since ``since``). Answer: ``{"conversations":
+    the ended status of paused ones, V1 start tasks created since ``since``); also a try no retry
+    follows, whose start answer was lost: what it started under the id it asked for. Answer: ``{"conversations":
     {id: state | None}, "ended": {id: status | None}, "start_tasks": [task, ...]}``."""
 
     conversation_ids: tuple[str, ...]
@@ -158,9 +159,12 @@ class Pause(Action):
 
 @dataclass(frozen=True)
 class PauseStartTask(Action):
-    """Pause the sandbox of a start task that never became READY, waiting a little for it. Answer: anything."""
+    """Pause the sandbox of a start task that never became READY, waiting for it to name one until
+    ``until`` (epoch seconds; None: ``START_STOP_GRACE`` from now). Answer: True (paused) or False (the
+    start failed: nothing to pause); a problem if it still works at ``until``."""
 
     start_task_id: str
+    until: float | None = None
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ The rules, by phase:
 * **start**: the start request is sent once; its answer publishes the id at once (V1: the id the
   task chose). A full account (429 CONCURRENCY_LIMIT_REACHED) -> a wait for a free slot with backoff
   within ``capacity_timeout``; a daily quota, 401/403/422 -> fail for good; a transient failure ->
-  fail for Airflow's retry, which reconnects (the request may have been acted on).
+  fail for Airflow's retry, which reconnects (the request may have been acted on); on a try no retry
+  follows (``max_tries``), the id it asked for is looked up first and what runs under it stopped.
 * **starting**: the start task is read until READY (-> running), ERROR for capacity (-> a new id
-  after a wait for a slot) or ERROR (-> fail, retried), or ``start_timeout`` (-> pause what it
-  started, fail).
+  after a wait for a slot) or ERROR (-> fail, retried), or ``start_timeout`` (-> watch it up to
+  another ``start_timeout`` for a sandbox, pause it, fail). A failure names what it could not stop.
 * **follow_up**: read the conversation; a paused sandbox is resumed (a full account waits for a slot
   like a start); a retry first looks for its own message among those sent since the run began;
   the message is sent once; 409 (paused meanwhile) -> resume and send again; 410 -> fail for good.
@@ -87,6 +88,7 @@ from airflow_provider_openhands.api.state import (
 )
 from airflow_provider_openhands.engine import actions as a
 from airflow_provider_openhands.engine import plans
+from airflow_provider_openhands.engine import state as lifecycle_state
 from airflow_provider_openhands.engine.state import (
     MAX_GENERATIONS,
     PHASE_BEGIN,
@@ -298,7 +300,7 @@ class Engine:
 
     def _begin(self, now: float) -> a.Action:
         lc = self.lc
-        lc.published, lc.verdict, lc.to_stop = None, None, None  # a new try: Airflow cleared its XCom
+        lc.published, lc.verdict, lc.to_stop, lc.stop_by = None, None, None, None  # a new try: Airflow cleared XCom
         lc.auth_reread_for = []  # a new try may read its connection again on a 401
         if lc.follow_up:
             lc.deadline = lc.deadline if lc.sent_at else None  # a wait before the send is the try's own
@@ -385,6 +387,8 @@ class Engine:
             pending, (a.ReadStartTask, a.ReadConversation, a.ReadTurn, a.Resume, a.Reconnect, a.ReadPending, a.Confirm)
         ):
             self._reachable(now)
+        if isinstance(pending, a.Reconnect) and lc.phase == PHASE_CLOSING:
+            return self._looked_up(value or {}, now)
         if isinstance(pending, a.Reconnect):
             return self._found(value or {}, now)
         if isinstance(pending, a.PostStart):
@@ -439,6 +443,11 @@ class Engine:
             return None
         if isinstance(pending, (a.Pause, a.PauseStartTask)):
             lc.to_stop = None
+            stopping = (lc.verdict or {}).get("stopping")
+            if stopping and value is not False:
+                self._note(f"{stopping} was paused")
+            elif stopping:
+                self._note(f"{stopping}: nothing was left to pause")
             return None
         if isinstance(pending, a.RereadConnection):
             before, self.pending_before_reread = self.pending_before_reread, None
@@ -895,8 +904,10 @@ class Engine:
                     f"Could not run the agent of conversation {lc.conversation_id} on: {problem.message}{again}",
                 )
                 return self._next(now)
-        if isinstance(pending, (a.Pause, a.PauseStartTask)):
-            self.log("warning", f"Could not stop what the task started: {problem.message}")
+        if isinstance(pending, (a.Pause, a.PauseStartTask)) or (
+            isinstance(pending, a.Reconnect) and lc.phase == PHASE_CLOSING
+        ):
+            self._not_stopped(pending, problem)
             lc.to_stop = None
             return self._next(now)
         if isinstance(pending, a.Publish):
@@ -939,6 +950,8 @@ class Engine:
                 "permanent",
                 f"Conversation {lc.conversation_id} is archived (HTTP 410): start a new one instead",
             )
+        if problem.kind == "transient" and isinstance(pending, a.PostStart) and not self.retry_follows("transient"):
+            return self._lost_start(problem)
         if problem.kind == "transient" and isinstance(pending, (a.PostStart, a.Send)):
             return self._fail("transient", problem.message)  # it may have been acted on: the retry reconnects
         if problem.kind != "transient":
@@ -1039,10 +1052,17 @@ class Engine:
         by_airflow = lc.hard_deadline is not None and due >= lc.hard_deadline
         why = " (before Airflow's execution_timeout ends the task)" if by_airflow else ""
         if lc.phase == PHASE_STARTING:
+            lc.stop_by = self._watch_until(now)
+            what = f"Start task {lc.start_task_id}" + (f" (conversation {self._public_id()})" if lc.client_id else "")
+            self.log(
+                "warning",
+                f"{what} was not READY in time: watching it up to {lc.stop_by - now:.0f}s more for a sandbox to pause",
+            )
             return self._close(
                 "start_timeout",
-                f"Start task {lc.start_task_id} was not READY in time{why} (last: {lc.last_status})",
+                f"{what} was not READY in time{why} (last: {lc.last_status})",
                 stop="start_task",
+                stopping=f"the sandbox of start task {lc.start_task_id}",
             )
         if lc.phase == PHASE_FOLLOW_UP and lc.resume_deadline is None:  # it waited for someone to confirm
             waits = f"Conversation {lc.conversation_id} still waits for a confirmation at its deadline{why}"
@@ -1065,19 +1085,104 @@ class Engine:
     def _fail(self, kind: str, message: str) -> a.Action:
         return self._close(kind, message, stop=None)
 
-    def _close(self, kind: str, message: str, *, stop: str | None) -> a.Action:
+    def _close(self, kind: str, message: str, *, stop: str | None, stopping: str | None = None) -> a.Action:
+        """Fail with ``kind`` after stopping ``stop``; ``stopping`` names it, for the message to say how that went."""
         lc = self.lc
         lc.phase, lc.verdict, lc.to_stop = PHASE_CLOSING, {"kind": kind, "message": message}, stop
+        if stopping:
+            lc.verdict["stopping"] = stopping
+        return self._closing()
+
+    def retry_follows(self, kind: str) -> bool:
+        """Whether Airflow retries a failure of ``kind``: the table says it may, and this is not the last
+        try (Airflow retries while ``try_number <= max_tries``; an unknown ``max_tries``: as if it did)."""
+        lc = self.lc
+        retried = a.WAYS_OUT[kind].retried
+        return retried and (lc.max_tries is None or lc.try_number <= lc.max_tries)
+
+    def _watch_until(self, now: float) -> float:
+        """How long a task that fails for good watches a start task still working for a sandbox to pause:
+        another ``start_timeout`` (at least the grace), within Airflow's execution_timeout."""
+        grace = now + lifecycle_state.START_STOP_GRACE
+        watch = self.lc.capped(now + self.lc.start_timeout) or grace
+        return max(grace, watch)
+
+    def _note(self, text: str) -> None:
+        """Add to the message the task fails with (what its stopping did)."""
+        verdict = self.lc.verdict
+        if verdict is not None:
+            self.lc.verdict = {**verdict, "message": f"{verdict['message']}; {text}"}
+
+    def _not_stopped(self, pending: a.Action, problem: a.Problem) -> None:
+        """A stop (or the look-up before it) failed: the log and the failure name what may run on."""
+        lc = self.lc
+        if isinstance(pending, a.Reconnect):
+            what = f"conversation {canonical_id(str(lc.client_id))} could not be looked up to stop it"
+        elif isinstance(pending, a.PauseStartTask):
+            named = f" (conversation {self._public_id()})" if self._public_id() else ""
+            what = f"start task {pending.start_task_id}{named} could not be stopped"
+        else:
+            what = f"conversation {getattr(pending, 'conversation_id', lc.conversation_id)} could not be stopped"
+        note = f"{what} ({problem.message}): it may still be running"
+        self.log("warning", f"Could not stop what the task started: {note}")
+        self._note(note)
+
+    def _lost_start(self, problem: a.Problem) -> a.Action:
+        """The start request may have been acted on and no retry follows to reconnect: look up the id it
+        asked for and stop what runs under it (a V1 start task may still be working), naming the id."""
+        lc = self.lc
+        if not lc.client_id:
+            return self._fail(
+                "transient",
+                f"{problem.message}. No retry follows: the service may have started a conversation whose id "
+                "this task cannot know (deterministic_conversation_id=False)",
+            )
+        cid = canonical_id(lc.client_id)
+        message = (
+            f"The answer to the start request of conversation {cid} was lost ({problem.message}); no retry follows"
+        )
+        self.log("warning", f"{message}: looking conversation {cid} up to stop it")
+        return self._close("transient", message, stop="lookup", stopping=f"conversation {cid}")
+
+    def _looked_up(self, found: dict[str, Any], now: float) -> a.Action:
+        """What runs under the id a lost start asked for: stop it, or say that nothing does."""
+        lc = self.lc
+        cid = canonical_id(str(lc.client_id))
+        lc.to_stop = None
+        state = {canonical_id(k): v for k, v in (found.get("conversations") or {}).items()}.get(cid)
+        tasks = [t for t in found.get("start_tasks") or [] if canonical_id(str(t.get("requested_id"))) == cid]
+        if state is not None:
+            lc.conversation_id, lc.sandbox_id = state["conversation_id"], state.get("sandbox_id") or lc.sandbox_id
+            self.log("info", f"Conversation {cid} found: {describe(state)}")
+            if still_running(state):
+                lc.to_stop = "conversation"
+            else:
+                self._note(f"conversation {cid} was found not running ({describe(state)})")
+        elif tasks and tasks[0]["status"] != START_TASK_ERROR:
+            task = tasks[0]
+            self.log("info", f"Start task {task['id']} of conversation {cid} found: {task['status']}")
+            lc.start_task_id, lc.sandbox_id = task["id"], task.get("sandbox_id") or lc.sandbox_id
+            if task["status"] == START_TASK_READY and task.get("conversation_id"):
+                lc.conversation_id, lc.to_stop = task["conversation_id"], "conversation"
+            else:
+                lc.to_stop, lc.stop_by = "start_task", self._watch_until(now)
+                lc.verdict = {**(lc.verdict or {}), "stopping": f"the sandbox of its start task {task['id']}"}
+        elif tasks:
+            self._note(f"its start task {tasks[0]['id']} failed: nothing runs")
+        else:
+            self._note(f"OpenHands shows no conversation or start task for {cid}: nothing was started")
         return self._closing()
 
     def _closing(self) -> a.Action:
         lc = self.lc
+        if lc.to_stop == "lookup" and lc.client_id:
+            return a.Reconnect((lc.client_id,), lc.since, None)
         if lc.to_stop == "conversation" and lc.conversation_id:
             return a.Pause(lc.conversation_id, lc.sandbox_id)
         if lc.to_stop == "start_task" and lc.conversation_id:
             return a.Pause(lc.conversation_id, lc.sandbox_id)
         if lc.to_stop == "start_task" and lc.start_task_id:
-            return a.PauseStartTask(lc.start_task_id)
+            return a.PauseStartTask(lc.start_task_id, lc.stop_by)
         verdict = lc.verdict or {"kind": "permanent", "message": "failed"}
         return a.Fail(verdict["kind"], verdict["message"])
 
@@ -1088,7 +1193,9 @@ class Engine:
             return a.Fail("killed", "killed")
         if lc.phase == PHASE_CLOSING:  # killed before the closing's own stop (budget, timeout) was done
             stop = self._closing()
-            return stop if isinstance(stop, (a.Pause, a.PauseStartTask)) else a.Fail("killed", "killed")
+            if isinstance(stop, a.PauseStartTask):  # a kill leaves moments: the grace, not the long watch
+                return a.PauseStartTask(stop.start_task_id)
+            return stop if isinstance(stop, a.Pause) else a.Fail("killed", "killed")
         resumed = lc.resume_deadline is not None  # a follow-up resumed the sandbox before it sent
         if (
             lc.conversation_id

@@ -48,7 +48,9 @@ PHASES = (
 
 #: Key of the lifecycle in the task state store (Airflow >= 3.3).
 STATE_STORE_KEY = "openhands_lifecycle"
-#: Seconds a task that gives up on its start (timeout, kill) waits for the start task's sandbox to pause it.
+#: Seconds a task that gives up on its start (timeout, kill) waits at least for the start task's sandbox to
+#: pause it. A task that fails for good watches a start task still working longer (another ``start_timeout``,
+#: within Airflow's execution_timeout): once it names its sandbox, its agent would run unwatched.
 START_STOP_GRACE = 30.0
 #: How many id generations (start tasks that failed for capacity, ids taken) a retry looks for.
 MAX_GENERATIONS = 8
@@ -62,6 +64,9 @@ class Lifecycle:
 
     series: int = 1  # first try number since the task was last cleared: tries of one series share a conversation
     try_number: int = 1
+    max_tries: int | None = (
+        None  # Airflow's: a retry follows a retried kind while try_number <= max_tries (None: unknown)
+    )
     phase: str = PHASE_BEGIN
     key: str = ""  # what the deterministic ids derive from (conversation_key); empty: ids chosen by the server
     since: str | None = None  # ISO time no later than this series' first try (the DAG run's start, less a minute)
@@ -107,7 +112,8 @@ class Lifecycle:
     turn_read: bool = False  # final_message was read from the turn's events
     error: str | None = None  # the agent's own last error in this turn (cut short), read with its end
     verdict: dict[str, Any] | None = None  # closing: {"kind", "message"} the task fails with
-    to_stop: str | None = None  # closing: "conversation" or "start_task" still to stop
+    to_stop: str | None = None  # closing: "conversation", "start_task", or "lookup" (the id asked for) still to stop
+    stop_by: float | None = None  # closing: a start task still working is watched until then for a sandbox to pause
     output_file: str | None = None  # output_schema: the file this turn's agent must write (absolute)
     confirming: bool = False  # the conversation waits for confirmation: read which actions next
     confirm_noted: bool = False  # on_confirmation="wait": this wait's actions were logged

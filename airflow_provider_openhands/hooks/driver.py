@@ -150,7 +150,7 @@ class SyncDriver:
             self.log.info("Stopped conversation %s" if stopped else "Conversation %s was gone", action.conversation_id)
             return stopped
         if isinstance(action, a.PauseStartTask):
-            return pause_start_task(hook, action.start_task_id, self.log, self.sleep)
+            return pause_start_task(hook, action.start_task_id, self.log, self.sleep, until=action.until)
         if isinstance(action, a.RereadConnection):
             hook.reread_connection()
             return None
@@ -180,21 +180,29 @@ def reconnect(hook: Any, action: a.Reconnect) -> dict[str, Any]:
     return found
 
 
-def pause_start_task(hook: Any, start_task_id: str, log: Any, sleep: Any = time.sleep) -> bool:
+def pause_start_task(
+    hook: Any, start_task_id: str, log: Any, sleep: Any = time.sleep, *, until: float | None = None
+) -> bool:
     """Pause what a start that never became READY started: its sandbox, once it has one (a start
-    task names its sandbox late), waiting at most ``START_STOP_GRACE`` seconds."""
+    task names its sandbox late, at READY), watching it until ``until`` (default: ``START_STOP_GRACE``
+    seconds from now). True: paused; False: the start failed, nothing runs. A start task still
+    working at ``until`` raises: its agent may yet run, unwatched, and the task must say so."""
     from airflow_provider_openhands.engine import state
 
-    give_up = time.time() + state.START_STOP_GRACE  # read at call time: tests shorten it
+    give_up = (
+        until if until is not None else time.time() + state.START_STOP_GRACE
+    )  # read at call time: tests shorten it
+    delay = 1.0
     while not hook.stop_start_task(start_task_id):
-        if hook.get_start_task(start_task_id)["status"] == "ERROR":
+        task = hook.get_start_task(start_task_id)
+        if task is None or task["status"] == "ERROR":
             return False
         if time.time() >= give_up:
-            log.warning(
-                "Start task %s has no sandbox yet: if it still starts one, that conversation was not stopped",
-                start_task_id,
+            raise OpenHandsError(
+                f"start task {start_task_id} still had no sandbox to pause ({task['status']}); if it starts "
+                "one, its agent runs unwatched"
             )
-            return False
-        sleep(1.0)
+        sleep(max(0.0, min(delay, give_up - time.time())))
+        delay = min(delay * 1.5, 10.0)  # a long watch reads less often
     log.info("Paused the sandbox of start task %s", start_task_id)
     return True

@@ -477,7 +477,9 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
             return
         action = engine.step(Killed(), time.time())
         if isinstance(action, (Pause, PauseStartTask)):
-            self.driver(engine, getattr(self, "_context", None)).execute(action)
+            done = self.driver(engine, getattr(self, "_context", None)).execute(action)
+            if getattr(done, "message", None):  # a Problem: it may run on
+                self.log.warning("Task killed, but what it started could not be stopped: %s", done.message)
             self._save_lifecycle(getattr(self, "_context", None), engine.lc)
 
     # -- what the driver asks of the task (see hooks/driver.py: Host) -----------------------------
@@ -590,6 +592,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
                 conversation_id=str(self.conversation_id or "").strip() or None if follow_up else None,
             )
         lc.try_number, lc.key, lc.since = try_number, key, self._run_started(context, margin=True)
+        max_tries = getattr(ti, "max_tries", None)  # whether a retry follows this try's failure
+        lc.max_tries = max_tries if isinstance(max_tries, int) else None
         lc.run_started = self._run_started(context, margin=False)
         lc.hard_deadline = self._hard_deadline(context, now)
         lc.options = {**options, "initial_user_msg": self._with_output_instruction(lc, options)}
