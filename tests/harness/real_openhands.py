@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -46,6 +47,8 @@ from typing import Any
 
 OPENHANDS_VERSION = "1.11.0"
 HERE = Path(__file__).resolve().parent
+#: The versions the server's venv is made from (``pip install -c``): the set that worked, not the newest.
+CONSTRAINTS = HERE / "real_openhands_constraints.txt"
 #: Every process the harness starts carries this variable (value: the run's token), and so do
 #: their descendants, which is how :meth:`RealOpenHands.stop` finds them all.
 RUN_TOKEN_VARIABLE = "AIRFLOW_PROVIDER_OPENHANDS_REAL_RUN"
@@ -64,7 +67,10 @@ def cache_root() -> Path:
 
 
 def venv_dir(version: str = OPENHANDS_VERSION) -> Path:
-    return cache_root() / f"real-openhands-{version}"
+    """The cached venv, named after the constraints it was made from (a venv cached before a pin
+    changed, e.g. with cryptography 51, is not used)."""
+    digest = hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:10]
+    return cache_root() / f"real-openhands-{version}-{digest}"
 
 
 def free_port() -> int:
@@ -142,7 +148,16 @@ def ensure_venv(version: str = OPENHANDS_VERSION, log: Callable[[str], None] = p
         started = time.time()
         for command in (
             [python, "-m", "venv", str(venv)],
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"openhands-ai=={version}"],
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "-c",
+                str(CONSTRAINTS),
+                f"openhands-ai=={version}",
+            ],
         ):
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
