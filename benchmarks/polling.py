@@ -408,6 +408,12 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=30.0, help="seconds over which conversations finish")
     parser.add_argument("--port", type=int, default=18123)
     parser.add_argument("--no-makespan", action="store_true", help="skip the real-Airflow makespan run")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        help="the N to wait on (default: 10, 100 and 1000; N = 1,000 confirms its ends at the budget's pace: long)",
+    )
     parser.add_argument("--waiter", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -415,7 +421,7 @@ def main() -> None:
         waiter(args.waiter, args.ids)
         return
 
-    sizes = (10, 100) if args.quick else (10, 100, *COALESCED_ONLY)
+    sizes = (10, 100) if args.quick else tuple(args.sizes or (10, 100, *COALESCED_ONLY))
     workdir = REPO / ".bench"
     workdir.mkdir(exist_ok=True)
     base = f"http://127.0.0.1:{args.port}"
