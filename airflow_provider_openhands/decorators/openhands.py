@@ -1,4 +1,4 @@
-"""``@task.openhands``: a TaskFlow function whose return value is what the agent should do.
+"""``@task.openhands``: a TaskFlow function whose return value is what the agent should do::
 
     @task.openhands(repository="acme/app", wait_for_completion=True, pool="openhands")
     def upgrade(package: str) -> str:

@@ -108,6 +108,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     :param include_changes: add ``changed_files`` (path, status) to the result, read once after the end.
     :param include_diff: also add each changed file's ``diff`` (original and modified text, each cut to
         ``max_diff_chars`` with a marker).
+    :param max_diff_chars: characters kept of each text of a diff (default 100 000).
     :param git_path: the repository's directory in the workspace (default: the repository's name).
     :param output_files: workspace files to read into the result's ``files`` after the end.
     :param output_path: with ``output_files``, write them under this object-storage path

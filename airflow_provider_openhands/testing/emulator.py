@@ -179,7 +179,32 @@ OUTCOMES = ("finished", "error", "stuck")
 
 
 class Emulator(V1Routes, V0Routes, Faults):
-    """The emulated service. ``with Emulator() as emu: emu.url`` runs it on a free loopback port."""
+    """The emulated service. ``with Emulator() as emu: emu.url`` runs it on a free loopback port.
+
+    Every parameter is also a field of ``POST /_emulator/config`` and a flag of ``openhands-emulator``.
+
+    :param api_key: the key a request's ``X-Access-Token`` (or ``Authorization: Bearer``) must hold.
+    :param host: the address to listen on (loopback).
+    :param port: the port; 0 picks a free one.
+    :param concurrency_limit: conversations the account runs at once; one more start or resume is
+        refused with 429 ``CONCURRENCY_LIMIT_REACHED``.
+    :param conversation_seconds: how long the agent runs a turn, unless a marker or
+        ``seconds_by_repository`` says otherwise.
+    :param start_seconds: how long a V1 start task takes to be ready.
+    :param latency: seconds before each API answer.
+    :param daily_sandbox_limit: sandboxes per UTC day (None: no limit); then 429
+        ``DAILY_SANDBOX_LIMIT_REACHED``.
+    :param capacity_error_style: the 429's body: ``"nested"`` (under ``detail``) or ``"flat"``.
+    :param rate_limit_per_minute: API requests per minute, and 10 a second (None: no limit); then 429
+        with ``Retry-After``.
+    :param rate_limit_window: seconds of that minute (tests scale it down).
+    :param turn_lag_seconds: how long polls still show the previous turn's state after a message.
+    :param missing_file_answer: a file read that misses: ``"404"`` (stricter) or ``"empty"`` (the real
+        server's 200 ``""``).
+    :param outcomes_by_repository: ``{"owner/repo": "error"}``: how the agent ends the first turn on
+        that repository (``finished``, ``error``, ``stuck``).
+    :param seconds_by_repository: ``{"owner/repo": 600}``: how long that turn runs.
+    """
 
     def __init__(
         self,

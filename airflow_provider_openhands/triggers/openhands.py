@@ -375,6 +375,9 @@ class OpenHandsCapacityWaitTrigger(BaseTrigger):
     Used while the account runs as many conversations as it may: the task waits for a free slot
     without holding a worker slot, then tries to start again. The rest of the task's state travels
     in the defer's ``kwargs``, not here.
+
+    :param wake_time: when to fire, in epoch seconds.
+    :param lifecycle: the task's serialized lifecycle, handed back in the event.
     """
 
     def __init__(self, *, wake_time: float, lifecycle: dict[str, Any] | None = None) -> None:
