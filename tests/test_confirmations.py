@@ -13,12 +13,14 @@ import os
 import re
 import runpy
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from airflow_provider_openhands.testing.pytest_plugin import connection_json
 from tests.conftest import EXAMPLE_DAGS, REPO
+from tests.test_defects import errors, log
 
 pytestmark = pytest.mark.airflow_e2e
 
@@ -80,9 +82,11 @@ class Person(threading.Thread):
 
     PATIENCE = float(os.environ.get("OPENHANDS_HITL_PATIENCE", "240"))
 
-    def __init__(self, dag_id: str, answers: list[tuple[str, str]]) -> None:
+    def __init__(self, dag_id: str, answers: list[tuple[str, str]], sweep_after: float = 0.0) -> None:
         super().__init__(daemon=True)
         self.dag_id, self.answers = dag_id, list(answers)
+        self.sweep_after = sweep_after  # seconds of no scheduler (only dag.test()) before the sweeps begin
+        self.parked_at_sweep: list[str] = []  # what awaited input when the first sweep came
         self.stop, self.errors, self.bodies, self.subjects = threading.Event(), [], [], []
         self.task_running = threading.Lock()  # held by dag.test() while it runs the task
         self.seen_bodies: list[str] = []  # the body of each request seen unanswered
@@ -114,6 +118,7 @@ class Person(threading.Thread):
         # thread may get the id of an earlier test's (and its stale transaction)
         fresh = sessionmaker(create_engine(settings.SQL_ALCHEMY_CONN, poolclass=NullPool))
         given_up = time.monotonic() + self.PATIENCE
+        self.sweeps_from = time.monotonic() + self.sweep_after
         while not self.stop.wait(0.2):
             try:
                 assert time.monotonic() < given_up, (
@@ -144,10 +149,17 @@ class Person(threading.Thread):
         detail = session.get(HITLDetail, ti.id)
         if detail is None or detail.responded_at is not None:
             return
-        self.seen_bodies.append(detail.body)
         if not self.answers:
+            import time
+
+            if time.monotonic() < self.sweeps_from:
+                return
+            if not self.parked_at_sweep:
+                self.parked_at_sweep.append(f"{ti.task_id}: {ti.state}, timeout {ti.trigger_timeout}")
+            self.seen_bodies.append(detail.body)
             SchedulerJobRunner.__new__(SchedulerJobRunner).check_awaiting_input_timeouts(session=session)
             return
+        self.seen_bodies.append(detail.body)
         self.bodies.append(detail.body)
         self.subjects.append(detail.subject)
         option, text = self.answers.pop(0)
@@ -587,3 +599,44 @@ def test_an_agent_server_refusing_its_session_key_is_not_blamed_on_the_connectio
     text = logged(capfd, caplog)
     assert "refused with HTTP 401 by the conversation's agent server" in text
     assert "the API key of connection" not in text
+
+
+# -- issue 29, scenario 13: nobody answers, outside dag.test() ------------------------------------------------
+
+
+@needs_hitl
+def test_dag_test_alone_never_ends_an_unanswered_ask(airflow_db, service):
+    """What the README says ("Testing your own DAGs offline"): ``dag.test()`` of Airflow 3.3 runs no
+    scheduler, so nothing resolves a request past its timeout; the task stays awaiting input (here
+    8 s past a 1 s ``confirmation_timeout``) until the scheduler's sweep, run from here, rejects it."""
+    dag = build(confirmation_timeout=1)
+    with Person(dag.dag_id, [], sweep_after=9) as person:
+        dag_run = dag.test()
+    assert not person.errors, "\n".join(map(str, person.errors))
+    assert person.parked_at_sweep and "awaiting_input" in person.parked_at_sweep[0], person.parked_at_sweep
+    assert responses(service)[0]["accept"] is False and state_of(dag_run) == "success"
+
+
+@needs_hitl
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+def test_an_unanswered_ask_is_rejected_at_confirmation_timeout_as_airflow_runs_it(service, capfd, deferrable):
+    """Scenario 13: with ``on_confirmation="ask"``, ``confirmation_timeout=5`` and nobody answering,
+    ``dag.test()`` of Airflow 3.3 never ended: it parks a task awaiting input and waits for an answer
+    from outside, and it does not run the scheduler's sweep of timed-out requests (README, "Testing
+    your own DAGs offline"). Run as Airflow's task runner and scheduler run it (tests/harness): the
+    task parks with a 5 s timeout and Reject as the default; at the timeout the sweep's answer resumes
+    it, the rejection reaches the agent (which goes on without the action) and the task ends."""
+    from tests.harness.airflow_task import AirflowTask
+
+    dag = build(on_confirmation="ask", confirmation_timeout=5, deferrable=deferrable, timeout=60)
+    task = AirflowTask(dag.get_task("maintain"))
+    began = time.time()
+    done = task.run(timeout=60)
+    (request,) = task.hitl_requests
+    assert request.defaults == ["Reject"] and "rm -rf build" in request.body
+    assert done.state == "success", (done, errors(log(capfd)))
+    assert 5 <= time.time() - began < 30
+    (answer,) = responses(service)
+    assert answer["accept"] is False and "No one answered in Airflow within confirmation_timeout" in answer["reason"]
+    assert service.requests_to("POST", r"/api/conversations/[^/]+/run$"), "the agent was not told to go on"
+    assert "Rejected by timeout: terminal `rm -rf build`" in log(capfd)

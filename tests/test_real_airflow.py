@@ -419,3 +419,37 @@ def reconnected(airflow: LocalAirflow, scenario: Scenario, map_index: int) -> st
         if event.startswith("Reconnecting to "):
             return event
     return ""
+
+
+# -- issue 29, scenario 13: an unanswered ask, with a scheduler and a triggerer ---------------------------
+
+
+def test_an_unanswered_ask_is_rejected_by_the_scheduler_at_confirmation_timeout():
+    """``dag.test()`` never ends an unanswered ``ask`` (it runs no scheduler: README, "Testing your own
+    DAGs offline"). Here the scheduler's sweep answers with the request's default (Reject) once
+    ``confirmation_timeout`` (5 s) passed; the rejection reaches the agent, which goes on and ends."""
+    if not AIRFLOW_3:
+        pytest.skip("Airflow >= 3.3: awaiting_input and the scheduler's sweep")
+    dag_id = "openhands_e2e_unanswered_ask"
+    with Emulator(conversation_seconds=3, start_seconds=0.5) as emulator:
+        airflow = LocalAirflow(
+            connection={"conn_type": "openhands", "host": emulator.url, "password": emulator.api_key},
+            dags_folder=REPO / "tests" / "dags_e2e_confirm",
+            log=lambda line: print(f"[e2e] {line}", flush=True),
+        )
+        try:
+            airflow.start()
+            airflow.wait_for_dag(dag_id)
+            run_id = airflow.trigger(dag_id, {})
+            state = airflow.wait_for_run(dag_id, run_id, timeout=300)
+            asked = airflow.query("SELECT chosen_options, responded_by FROM hitl_detail")
+        finally:
+            airflow.stop()
+        answers = [r["body"] for r in emulator.requests_to("POST", r"/events/respond_to_confirmation$")]
+        if state != "success":
+            print(airflow.standalone_log(8000))
+        airflow.cleanup()
+    assert state == "success"
+    assert [(json.loads(chosen), by) for chosen, by in asked] == [(["Reject"], None)]  # the sweep's default
+    (answer,) = answers
+    assert answer["accept"] is False and "No one answered in Airflow within confirmation_timeout" in answer["reason"]

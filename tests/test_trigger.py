@@ -216,11 +216,23 @@ def test_an_outage_longer_than_unreachable_timeout_fails_the_wait(connection, ap
 @pytest.mark.parametrize("api_version", ["v1"])
 def test_a_permanent_error_fails_the_wait_at_once(connection, api_version):
     conversation_id = start(connection)
-    connection.add_fault(status=401, method="GET", times=10**6, body={"error": "failed to authenticate"})
+    connection.add_fault(status=403, method="GET", times=10**6, body={"error": "forbidden"})
     started = time.time()
     (event,) = asyncio.run(collect(make(conversation_id=conversation_id)))
     assert event["outcome"] == "permanent" and "openhands_default" in event["message"]
     assert time.time() - started < 2
+
+
+@pytest.mark.parametrize("api_version", ["v1"])
+def test_a_key_refused_fails_the_wait_after_unreachable_timeout_naming_the_conversation(connection, api_version):
+    """Issue 29, scenario 2: a 401 is a key-rotation gap ridden out like an outage, then a failure for good."""
+    conversation_id = start(connection)
+    connection.rotate_key("the-rotated-key")
+    started = time.time()
+    (event,) = asyncio.run(collect(make(conversation_id=conversation_id, unreachable_timeout=1)))
+    assert event["outcome"] == "permanent" and "openhands_default" in event["message"]
+    assert f"Conversation {conversation_id} could not be stopped (the key is refused)" in event["message"]
+    assert 1 <= time.time() - started < 10
 
 
 @pytest.mark.parametrize("api_version", ["v1"])

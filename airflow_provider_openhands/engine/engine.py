@@ -53,8 +53,16 @@ The rules, by phase:
   conversation as a follow-up turn and asks again (without a comment: asks again at once), Reject or
   no answer fails the task and pauses the plan's sandbox (``pause_when_done``).
 * **errors** while waiting: transient ones are ridden out until ``unreachable_timeout`` of
-  failures; a 401 reads the connection again once (once per kind of request, until one of that kind
-  works), then fails; a conversation that is gone fails for good. A message or a confirmation answer
+  failures; a conversation that is gone fails for good. A 401 reads the connection again at once
+  (once per kind of request, until one of that kind works). A wait's read that still meets 401
+  rides out a key-rotation gap (the old key revoked before the connection holds the new one): the
+  connection is read again each poll, on a clock of its own (``refused_since``, kept like an
+  outage's) within the same ``unreachable_timeout`` (one patience: a refused key leaves the
+  service as unusable as an outage, and a new option would be one more to tune). When it runs out
+  the task fails for good, naming the conversation it could not stop (the key is refused) and
+  remembering it: a clear waits on it while it runs, instead of starting a second agent beside it
+  (one that ended meanwhile is freed and a fresh one starts, as a clear does). Any other request
+  that meets 401 after the connection was read again fails. A message or a confirmation answer
   refused with 401 is not sent again as it was: the engine reads the conversation (or what waits)
   afresh and decides again.
 * **killed**: pause the conversation, or the start task's sandbox (``cancel_on_kill``), and remember
@@ -124,6 +132,8 @@ CLOCK_SKEW = 60.0
 ENDED_BY_EVENTS = frozenset({"finished", "error", "stuck"})
 #: Statuses from which a conversation cannot go on.
 GONE_STATUSES = frozenset({STATUS_MISSING, STATUS_DELETING})
+#: The reads of a wait: a 401 on one rides out a key-rotation gap (any other request fails on a second 401).
+WAIT_READS = (a.ReadConversation, a.ReadStartTask, a.ReadTurn, a.ReadPending, a.Reconnect, a.FindSend)
 
 
 def classify(status: str | None, success: Collection[str], failure: Collection[str]) -> str | None:
@@ -308,12 +318,13 @@ class Engine:
                 return self._fail("config", "conversation_id is empty: a follow-up needs the conversation to continue")
             lc.phase = PHASE_RUNNING if lc.sent_at else PHASE_FOLLOW_UP
         else:
-            lc.phase = PHASE_RECONNECT if lc.try_number > lc.series or lc.conversation_id else PHASE_START
+            reconnect = lc.try_number > lc.series or lc.conversation_id or lc.unstopped
+            lc.phase = PHASE_RECONNECT if reconnect else PHASE_START
         return self._next(now)
 
     def _candidates(self) -> list[str]:
         lc = self.lc
-        ids = [lc.conversation_id] if lc.conversation_id else []
+        ids = [cid for cid in (lc.unstopped, lc.conversation_id) if cid]
         generations = MAX_GENERATIONS if self.rules.api_version == V1 else 1
         return list(dict.fromkeys(canonical_id(cid) for cid in ids + candidate_ids(lc, generations)))
 
@@ -323,6 +334,10 @@ class Engine:
         states = {canonical_id(k): v for k, v in (found.get("conversations") or {}).items()}
         ended = {canonical_id(k): v for k, v in (found.get("ended") or {}).items()}
         rejected: set[str] = set()
+        if lc.unstopped:
+            action = self._found_unstopped(states, rejected, now)
+            if action is not None:
+                return action
         for cid in self._candidates():
             state = states.get(cid)
             if state is None:
@@ -374,6 +389,32 @@ class Engine:
         lc.phase = PHASE_START
         return self._next(now)
 
+    def _found_unstopped(self, states: dict[str, Any], rejected: set[str], now: float) -> a.Action | None:
+        """The conversation an earlier series could not stop (its key was refused), as a clear finds it:
+        still running -> this series waits on it (a second agent beside it would do the same work);
+        ended, paused or gone -> a fresh start, as a clear does, its sandbox freed if it holds one."""
+        lc = self.lc
+        cid, lc.unstopped = canonical_id(str(lc.unstopped)), None
+        state = states.get(cid)
+        if state is None:
+            return None
+        status = state["status"]
+        ended = classify(status, self.rules.success_statuses, self.rules.failure_statuses)
+        if ended is None and status not in GONE_STATUSES and status != STATUS_PAUSED:
+            self.log(
+                "info",
+                f"Conversation {cid}, which an earlier try could not stop (its key was refused), still runs "
+                f"({status}): waiting on it instead of starting another",
+            )
+            lc.deadline = None  # this series' own timeout, from now
+            lc.conversation_known(state["conversation_id"], now, state.get("sandbox_id"))
+            return self._next(now)
+        rejected.add(cid)
+        if self.rules.pause_when_done and still_running(state):
+            self.log("info", f"Conversation {cid}, left running by an earlier try, ended {status}: freeing its sandbox")
+            return a.Pause(state["conversation_id"], state.get("sandbox_id"))  # then the search goes on
+        return None
+
     # -- answers ---------------------------------------------------------------------------------
 
     def _answer(self, pending: a.Action | None, value: Any, now: float) -> a.Action | None:
@@ -382,6 +423,9 @@ class Engine:
         refused = type(pending).__name__
         if refused in lc.auth_reread_for:  # it works (again): a later 401 on it may read the connection once more
             lc.auth_reread_for = [kind for kind in lc.auth_reread_for if kind != refused]
+            if lc.refused_since is not None and not lc.auth_reread_for:
+                self.log("info", f"OpenHands takes the API key again, after {now - lc.refused_since:.0f}s refused.")
+                lc.refused_since = None
         answering = isinstance(pending, a.ReadPending) and lc.confirmation is not None  # its send keeps failing?
         if not answering and isinstance(
             pending, (a.ReadStartTask, a.ReadConversation, a.ReadTurn, a.Resume, a.Reconnect, a.ReadPending, a.Confirm)
@@ -912,6 +956,8 @@ class Engine:
             return self._next(now)
         if isinstance(pending, a.Publish):
             return self._next(now)
+        if problem.kind == "auth" and problem.status_code != 403 and isinstance(pending, WAIT_READS):
+            return self._key_refused(pending, problem, now)  # 403: a key that works, for another account
         if problem.kind == "auth" and pending is not None and type(pending).__name__ not in lc.auth_reread_for:
             lc.auth_reread_for = [*lc.auth_reread_for, type(pending).__name__]  # once, until such a request works
             self.pending_before_reread = pending
@@ -974,6 +1020,54 @@ class Engine:
             return expired
         self.last_read = now
         return self._repeat(pending, now)
+
+    def _key_refused(self, pending: a.Action, problem: a.Problem, now: float) -> a.Action:
+        """A wait's read met 401: read the connection again (at once the first time, then each poll)
+        until it works, the deadline comes, or ``unreachable_timeout`` of failures ran out."""
+        lc, rules = self.lc, self.rules
+        if lc.refused_since is None:
+            lc.refused_since = now
+        kind = type(pending).__name__
+        if kind not in lc.auth_reread_for:
+            lc.auth_reread_for = [*lc.auth_reread_for, kind]
+            waiting_on = self._public_id() or f"start task {lc.start_task_id}"
+            self.log(
+                "warning",
+                f"{problem.message.rstrip('.')}, while waiting on {waiting_on}: reading the connection again each "
+                f"poll (a rotated key?), until the deadline or {rules.unreachable_timeout:.0f}s of failures "
+                "(unreachable_timeout)",
+            )
+            self.pending_before_reread = pending  # at once: the connection may hold the new key already
+        else:
+            self.pending_before_reread = self._repeat(pending, now)
+        if now - lc.refused_since >= rules.unreachable_timeout:
+            return self._fail("permanent", self._left_running(problem, now))
+        expired = self._expired(now)
+        if expired is not None:
+            return expired
+        lc.sandbox_error_unseen = True  # the time to the next ERROR read is not counted
+        self.last_read = now
+        return a.RereadConnection()
+
+    def _left_running(self, problem: a.Problem, now: float) -> str:
+        """Why the task gives up on a refused key, naming what it could not stop; remembered for a clear."""
+        lc = self.lc
+        refused = f"OpenHands refused the API key for {now - (lc.refused_since or now):.0f}s (unreachable_timeout)"
+        why = problem.message.rstrip(".")
+        cid = self._public_id()
+        if cid is None:
+            what = f"start task {lc.start_task_id}" if lc.start_task_id else "nothing started yet"
+            return f"{refused}: {why}. Could not stop {what} (the key is refused)"
+        then = "fix the connection's key, or stop it in OpenHands"
+        if not lc.follow_up:
+            lc.unstopped = cid
+            then = (
+                "fix the connection's key and clear the task (it waits on that conversation instead of "
+                "starting another), or stop it in OpenHands"
+            )
+        return (
+            f"{refused}: {why}. Conversation {cid} could not be stopped (the key is refused) and may still run: {then}"
+        )
 
     def _repeat(self, pending: a.Action | None, now: float) -> a.Action:
         """The same request again, after a poll interval."""

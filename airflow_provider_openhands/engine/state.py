@@ -93,6 +93,7 @@ class Lifecycle:
     send_checked: bool = False  # a retry looked for its earlier send
     conflicts: int = 0  # a send met 409 (paused meanwhile) this many times
     failing_since: float | None = None  # transient failures since (survives reschedules and deferrals)
+    refused_since: float | None = None  # a wait's reads meet 401 since (a key-rotation gap), until that kind works
     sandbox_error_since: float | None = None  # the sandbox has read ERROR since (this episode)
     sandbox_error_read: float | None = None  # the last read of ERROR
     sandbox_error_unseen: bool = False  # a read failed since: the time to the next ERROR read is not counted
@@ -102,6 +103,7 @@ class Lifecycle:
     turn_read_at: float | None = None  # ... read then
     turn_reads: int = 0  # events reads of that same answer (a backoff between them)
     auth_reread_for: list[str] = field(default_factory=list)  # kinds of request a 401 read the connection again for
+    unstopped: str | None = None  # a conversation an earlier series left running, its key refused: a clear waits on it
     killed: bool = False  # the task was killed and paused its conversation: a retry resumes it
     events_unreadable: bool = False  # events/search failed for good: statuses are taken as they read
     published: str | None = None  # the id this try already put in XCom and the log
@@ -163,9 +165,9 @@ class Lifecycle:
             self.deadline = ready_at + self.wait_timeout
 
 
-#: The lifecycle's clocks: when a time-based rule began to count (transient failures, a sandbox's
-#: ERROR episode, a status the events disagree with, idle polls before a run-on).
-CLOCKS = ("failing_since", "sandbox_error_since", "disagree_since", "idle_since")
+#: The lifecycle's clocks: when a time-based rule began to count (transient failures, a refused key, a
+#: sandbox's ERROR episode, a status the events disagree with, idle polls before a run-on).
+CLOCKS = ("failing_since", "refused_since", "sandbox_error_since", "disagree_since", "idle_since")
 
 
 #: An outage's clock (``failing_since``) is handed back to be stored once it ran this long (or a
@@ -196,7 +198,8 @@ def unsaved_clock(
         started = getattr(current, name)
         if getattr(stored, name) == started:
             continue
-        if name == "failing_since" and now is not None and stored.failing_since is None and started is not None:
+        outage = name in ("failing_since", "refused_since")  # a transient failure, a key refused: one patience
+        if outage and now is not None and getattr(stored, name) is None and started is not None:
             young = (
                 OUTAGE_SAVE_AFTER if unreachable_timeout is None else min(OUTAGE_SAVE_AFTER, unreachable_timeout / 4)
             )

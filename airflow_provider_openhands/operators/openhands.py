@@ -90,7 +90,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
     :param capacity_timeout: seconds to keep waiting for a free slot when the account already runs
         as many conversations as it may (HTTP 429 CONCURRENCY_LIMIT_REACHED) before failing.
     :param unreachable_timeout: seconds of transient failures (5xx, 429, timeouts, refused
-        connections) a wait rides out before it fails (default 30 min).
+        connections) a wait rides out before it fails (default 30 min); the same for an API key that
+        stays refused (401) while it waits, the connection read again each poll (a key-rotation gap).
     :param sandbox_error_grace: seconds a sandbox must keep reading ``ERROR`` before it counts as
         failed (default 2 min): the service shows a transient ``ERROR`` when a health check is slow.
     :param deterministic_conversation_id: derive the conversation id from the task instance, so a
@@ -581,9 +582,12 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         series = series_start(try_number, getattr(ti, "max_tries", None), self.retries)
         key = self._key(context) if self.deterministic_conversation_id else ""
         follow_up = self.conversation_id is not None
-        lc = self._stored(context, series)
+        stored = self._stored(context)
+        lc = stored if stored is not None and stored.series == series else None
         if lc is None or (lc.follow_up != follow_up and not (self.plan_first and lc.plan)):  # a revision follows up
             lc = Lifecycle(
+                # what an earlier series could not stop (its key refused): the engine looks at it first
+                unstopped=stored.unstopped if stored is not None and stored.series != series else None,
                 series=series,
                 started_at=now,
                 series_started=now if try_number == series else None,  # a retry without the store cannot tell
@@ -643,7 +647,8 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         # A deferred task resumes only after the scheduler and an executor have had it: leave them a minute.
         return started + seconds - min(max(2 * self.poll_interval, 60.0), 0.25 * seconds)
 
-    def _stored(self, context: Context, series: int) -> Lifecycle | None:
+    def _stored(self, context: Context) -> Lifecycle | None:
+        """The lifecycle the task state store kept (of this series, or an earlier one), or None."""
         from airflow_provider_openhands.engine.state import Lifecycle
 
         try:
@@ -651,8 +656,7 @@ class OpenHandsStartConversationOperator(ConversationWaiter, BaseOperator):
         except Exception as exc:
             self.log.warning("Could not read the task state store: %s", exc)
             return None
-        lc = Lifecycle.from_dict(saved) if saved else None
-        return lc if lc is not None and lc.series == series else None
+        return Lifecycle.from_dict(saved) if saved else None
 
     def _save_lifecycle(self, context: Any, lc: Lifecycle) -> None:
         """Airflow >= 3.3: keep the lifecycle in the task state store, so a retry finds it."""

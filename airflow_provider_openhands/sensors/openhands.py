@@ -48,7 +48,7 @@ class OpenHandsConversationSensor(ConversationWaiter, BaseSensorOperator):
     :param stop_on_timeout: stop the conversation when the sensor's ``timeout`` passes.
     :param cancel_on_kill: stop the conversation when the task is killed.
     :param pause_when_done: once it ended, pause its sandbox (V1) / stop it (V0), freeing the slot.
-    :param unreachable_timeout: seconds of transient failures a deferred wait rides out.
+    :param unreachable_timeout: seconds of transient failures (or of a key refused) a wait rides out.
     :param max_cost_usd: stop the conversation and fail once its cost (the conversation's total)
         passes this many dollars; a V1 connection only (refused on V0, which reports no cost).
     :param sandbox_error_grace: seconds a sandbox must keep reading ``ERROR`` before it counts (default

@@ -41,7 +41,8 @@ a flag of ``openhands-emulator`` (``python -m airflow_provider_openhands.testing
 
 * Markers in a message: ``[emulator outcome=error duration=3]`` and more (``model.py``).
 * Faults (:meth:`Emulator.add_fault`) and outages (:meth:`Emulator.outage`): ``faults.py``.
-* Tests may set ``conversation(id).sandbox_override`` (e.g. ``MISSING``) or ``status_override``.
+* Tests may set ``conversation(id).sandbox_override`` (e.g. ``MISSING``) or ``status_override``, and
+  :meth:`Emulator.rotate_key` revokes the API key for a new one (every request with the old key: 401).
 
 Every request is logged (``requests``: method, path, query, JSON body, answer); ``stats()`` gives
 the peak of live conversations, how many were created and stopped. Control endpoints (no auth):
@@ -303,6 +304,15 @@ class Emulator(V1Routes, V0Routes, Faults):
         with self.lock:
             for key, value in knobs.items():
                 setattr(self, key, value)
+
+    def rotate_key(self, new_key: str) -> None:
+        """Revoke the account's API key and take ``new_key`` only, from this request on: a key rotated
+        in OpenHands before the Airflow connection holds the new one. No grace for the old key (as
+        strict as the service can be); a sandbox's session key is unchanged."""
+        if not new_key or new_key.startswith("session-"):
+            raise ValueError("an account's API key: not empty, and not a sandbox's session key")
+        with self.lock:
+            self.api_key = new_key
 
     def reset(self) -> None:
         with self.lock:

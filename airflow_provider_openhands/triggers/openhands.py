@@ -127,7 +127,8 @@ class OpenHandsConversationTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param wait_for_completion: False to fire as soon as the conversation exists.
     :param cancel_on_kill: stop the conversation (or its start) if a user kills the task (Airflow >= 3.3).
-    :param unreachable_timeout: seconds of transient failures (5xx, 429, timeouts) to ride out.
+    :param unreachable_timeout: seconds of transient failures (5xx, 429, timeouts), or of a key
+        refused (401, the connection read again each poll), to ride out.
     :param max_cost_usd: hand back (to pause and fail) once the conversation's cost passes it.
     :param coalesce: share one poller with the other OpenHands triggers of this triggerer on the
         same connection; False polls on its own.

@@ -23,11 +23,18 @@ What it copies (``airflow/sdk/execution_time/task_runner.py`` and the execution 
   process dies: the try fails, ``up_for_retry`` if it may be retried.
 * ``AirflowRescheduleException``: a new poke at the date asked, with ``task_reschedule_count`` and
   ``ti.get_first_reschedule_date()`` as Airflow gives them.
+* ``TaskAwaitingInput`` (human-in-the-loop, Airflow >= 3.3): the HITL request the task wrote
+  (``upsert_hitl_detail``'s message to the supervisor) is kept in ``hitl_requests``; the task is
+  parked, no trigger, no worker; ``answer(request)`` (a person, through the HITL API) gives its
+  answer, else, when the timeout passes, the scheduler's sweep (``check_awaiting_input_timeouts``)
+  writes the request's defaults as the answer. The task resumes in the method named, its kwargs
+  through serde with ``event``: ``HITLDetail.as_resume_event_payload`` of that answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import ctypes
@@ -36,7 +43,8 @@ import json
 import threading
 import time
 import traceback
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -92,6 +100,7 @@ class TaskInstance:
     def __init__(self, task: Any, deployment: Deployment, dag_id: str, run_id: str, map_index: int) -> None:
         self.task, self.deployment = task, deployment
         self.dag_id, self.task_id, self.run_id, self.map_index = dag_id, task.task_id, run_id, map_index
+        self.id = uuid.uuid4()  # the HITL request of this task instance names it
         self.try_number, self.max_tries = 1, task.retries or 0
         self.start_date: datetime | None = None
         self.first_poke: datetime | None = None
@@ -161,6 +170,7 @@ class AirflowTask:
         map_index: int = -1,
         max_pokes: int = 100,
         on_defer: Callable[[Deferral], None] | None = None,
+        answer: Callable[[Any], tuple[list[str], dict[str, Any]] | None] | None = None,
     ) -> None:
         self.operator, self.deployment = operator, deployment or Deployment()
         dag_id = operator.dag_id if operator.has_dag() else "adhoc"
@@ -169,6 +179,8 @@ class AirflowTask:
         self.store = self.deployment.stores.setdefault((dag_id, run_id, operator.task_id, map_index), TaskStateStore())
         self.max_pokes, self.on_defer = max_pokes, on_defer
         self.deferrals: list[Deferral] = []
+        self.answer = answer  # a person: (chosen options, params input) for a HITL request, or None
+        self.hitl_requests: list[Any] = []  # CreateHITLDetailPayload, as the supervisor got them
         self.results: list[TryResult] = []
         self.triggerer_restarts = 0
         self._thread: threading.Thread | None = None
@@ -280,13 +292,59 @@ class AirflowTask:
         ctx.run(ExecutorSafeguard.tracker.set, task)
         self._executing = task
         try:
-            value = ctx.run(call, context=context)
+            with self._supervisor_records_hitl():
+                value = ctx.run(call, context=context)
         finally:
             self._executing = None
         task.post_execute(context, value)
         if task.do_xcom_push and value is not None:
             self.ti.xcom_push("return_value", value)
         return value
+
+    @contextlib.contextmanager
+    def _supervisor_records_hitl(self) -> Iterator[None]:
+        """``upsert_hitl_detail`` sends its request to the supervisor: here, to ``hitl_requests``."""
+        try:
+            from airflow.sdk.execution_time import hitl, task_runner
+        except ImportError:  # before Airflow 3.1: no human-in-the-loop
+            yield
+            return
+        real = hitl.upsert_hitl_detail
+        supervisor = SimpleNamespace(send=lambda msg: self.hitl_requests.append(msg))
+
+        def upsert_hitl_detail(*args: Any, **kwargs: Any) -> None:
+            task_runner.SUPERVISOR_COMMS = supervisor
+            try:
+                real(*args, **kwargs)
+            finally:
+                del task_runner.SUPERVISOR_COMMS
+
+        hitl.upsert_hitl_detail = upsert_hitl_detail
+        try:
+            yield
+        finally:
+            hitl.upsert_hitl_detail = real
+
+    def _awaited_input(self, timeout: Any) -> dict[str, Any]:
+        """The event a parked task resumes with: a person's answer, or at the timeout the scheduler's
+        sweep's (the request's defaults, and each param's default value)."""
+        from airflow.models.hitl import HITLDetail
+
+        request = self.hitl_requests[-1]
+        given = self.answer(request) if self.answer is not None else None
+        if given is None:
+            time.sleep(max(0.0, timeout.total_seconds()) if timeout is not None else 0.0)
+            params = {
+                key: value["value"] if isinstance(value, dict) and "value" in value else value
+                for key, value in (request.params or {}).items()
+            }
+            detail = HITLDetail(chosen_options=list(request.defaults or []), params_input=params)
+            detail.responded_at = datetime.now(timezone.utc)
+            return detail.as_resume_event_payload(timedout=True)
+        chosen, params = given
+        detail = HITLDetail(chosen_options=chosen, params_input=params, responded_at=datetime.now(timezone.utc))
+        detail.responded_by = {"id": "reviewer", "name": "reviewer"}
+        return detail.as_resume_event_payload(timedout=False)
 
     def _try(self) -> None:
         from airflow.sdk.exceptions import (
@@ -297,6 +355,13 @@ class AirflowTask:
             TaskDeferred,
         )
         from airflow.sdk.serde import deserialize, serialize
+
+        try:
+            from airflow.sdk.exceptions import TaskAwaitingInput
+        except ImportError:  # before Airflow 3.3
+
+            class TaskAwaitingInput(BaseException):  # type: ignore[no-redef]
+                pass
 
         ti, began, pokes, method, kwargs = self.ti, time.time(), 0, None, None
         ti.start_date = datetime.now(timezone.utc)
@@ -316,6 +381,10 @@ class AirflowTask:
                     seconds = deferred.timeout.total_seconds() if deferred.timeout else None
                     method, event = self._fire(deferral, seconds)
                     kwargs = deserialize(serialize({**(deferred.kwargs or {}), **event}))
+                except TaskAwaitingInput as awaiting:
+                    event = self._awaited_input(awaiting.timeout)
+                    method = awaiting.method_name
+                    kwargs = deserialize(serialize({**(awaiting.kwargs or {}), "event": event}))
                 except AirflowRescheduleException as reschedule:
                     pokes, method, kwargs = pokes + 1, None, None
                     ti.first_poke = ti.first_poke or ti.start_date
