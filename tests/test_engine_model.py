@@ -709,7 +709,8 @@ class Task:
                 f"Fail {kind} without pausing what it started first (after {answered!r})"
             )
         if kind in ("timeout", "budget", "start_timeout"):  # the cause came before the closing's pauses
-            causing = [(x, o) for x, o in self.history if not isinstance(x, (a.Pause, a.PauseStartTask))]
+            closing = (a.Pause, a.PauseStartTask, a.Sleep)  # a stop an outage refused is tried again after a Sleep
+            causing = [(x, o) for x, o in self.history if not isinstance(x, closing)]
             answered, last = causing[-1] if causing else (None, None)
         if kind == "timeout":
             cid = self.engine.lc.conversation_id

@@ -281,3 +281,30 @@ def test_an_outage_at_the_end_gets_the_same_patience_as_the_wait(airflow_db, emu
     result = xcom(dag_run, "run")
     assert result["status"] == "finished" and result["output"] == {"ok": True}
     assert emulator.conversation(result["conversation_id"]).paused_at is not None, "pause_when_done"
+
+
+def test_a_stop_at_the_deadline_gets_the_same_patience_as_the_wait(airflow_db, emulator, monkeypatch, capfd, caplog):
+    """Scenario 8, the pause: at its deadline the task pauses what it started, then fails. An outage
+    then (6 s, the transport retrying once) left the agent running: the stop gets the wait's patience."""
+    import threading
+    import time
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT",
+        connection_json(emulator, max_retries=1, max_requests_per_minute=100_000),
+    )
+    emulator.add_fault(method="POST", path=r"/pause$", status=503, body={"detail": "Service Unavailable"}, seconds=600)
+    fault = emulator.faults[-1]
+
+    def outage_from_the_first_pause() -> None:  # 6 s of 503s from the stop's first try
+        until(lambda: fault.used, "the task never tried to stop its conversation")
+        fault.seconds = time.time() - fault.added_at + 6
+
+    threading.Thread(target=outage_from_the_first_pause, daemon=True).start()
+    dag_run = run(STORE_DAG_ID, "Fix it [emulator duration=60]", deferrable=False, timeout=2, unreachable_timeout=30)
+    text = logged(capfd, caplog)
+    ti = task_instance(dag_run)
+    assert state_of(ti) == "failed" and "OpenHandsConversationTimeout" in text, text[-3000:]
+    assert fault.used >= 2, "the outage did not meet the stop"
+    (conversation,) = emulator.conversations.values()
+    assert conversation.paused_at is not None, "the agent was left running: the stop gave up in the outage"

@@ -937,6 +937,9 @@ class Engine:
                 )
                 return self._next(now)
         if isinstance(pending, (a.Pause, a.PauseStartTask)):
+            again = self._stop_again(problem, now)
+            if again is not None:
+                return again
             self.log("warning", f"Could not stop what the task started: {problem.message}")
             lc.to_stop = None
             return self._next(now)
@@ -999,6 +1002,20 @@ class Engine:
             return expired
         self.last_read = now
         return self._repeat(pending, now)
+
+    def _stop_again(self, problem: a.Problem, now: float) -> a.Action | None:
+        """One patience: a stop that met a transient failure is tried again, as a wait's read would be,
+        until ``unreachable_timeout`` of failures (or Airflow's own deadline for the task)."""
+        lc = self.lc
+        if problem.kind != "transient":
+            return None
+        lc.failing_since = now if lc.failing_since is None else lc.failing_since
+        at = now + self.rules.poll_interval
+        if now - lc.failing_since >= self.rules.unreachable_timeout or (lc.hard_deadline or at) < at:
+            return None
+        if now == lc.failing_since:
+            self.log("warning", f"Could not stop what the task started yet ({problem.message}): trying again")
+        return a.Sleep(at)
 
     def _repeat(self, pending: a.Action | None, now: float) -> a.Action:
         """The same request again, after a poll interval."""
