@@ -164,3 +164,19 @@ def test_a_clear_frees_an_ended_one_it_could_not_stop_and_starts_afresh() -> Non
         assert "c-1" not in action.conversation_ids
         action = _step(engine, a.Answer({"conversations": {}, "ended": {}, "start_tasks": []}), T0 + 900)
     assert isinstance(action, a.PostStart), action
+
+
+def test_a_first_401_on_a_read_reads_the_connection_again_even_past_the_window() -> None:
+    """A refused-key clock left from an earlier episode (another kind of read was refused and not
+    read again since) does not fail a new 401 at once: the first 401 on a kind of read since it
+    worked reads the connection again first (the model found the task failing for good on the first
+    401 of a new rotation, without a reread)."""
+    from airflow_provider_openhands.engine.state import PHASE_RUNNING
+
+    lc = Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + 10_000, key="k", published="c-1")
+    lc.auth_reread_for, lc.refused_since = ["ReadTurn"], T0 - 4000.0
+    engine = _engine(lc)
+    action = engine.step(a.Continue(), T0)
+    assert isinstance(action, a.ReadConversation), action
+    action = engine.step(a.Answer(_running()), T0)
+    assert isinstance(engine.step(_problem("auth"), T0 + 10), a.RereadConnection)

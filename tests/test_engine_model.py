@@ -9,8 +9,8 @@ transient sandbox ``ERROR`` shorter or longer than the grace, the service pausin
 own, a kill (worker SIGTERM, or a user killing a deferred task), time jumps past deadlines, a rebuild
 mid-phase (a triggerer restart, or the worker resuming from a trigger's event: the lifecycle
 serialized and a new engine fed ``Continue()``), retries (with or without the task state store) and
-clears, follow-up turns, a second deployment whose task has the same ids but its own key, and a
-server whose events answer 404 (the status the task read stands).
+clears, follow-up turns, a second deployment whose task has the same ids but its own key, a
+server whose events answer 404 (the status the task read stands), and events that answer late.
 
 After every step (see ``Task.feed`` and the ``@invariant`` methods):
 
@@ -233,6 +233,9 @@ class Service:
 
     def _transitions(self) -> None:
         for c in self.conversations.values():
+            last = c.turns[-1] if c.turns else None
+            if last is not None and last.ended_at is None and c.changed < last.start <= self.now + 1e-9:
+                c.changed = last.start  # a follow-up's turn began (till then the previous end shows, as before)
             if c.sandbox == "STARTING" and self.now >= c.ready_at - 1e-9:
                 c.sandbox, c.changed = "RUNNING", self.now
         for task in self.start_tasks.values():
@@ -671,10 +674,6 @@ class Task:
             assert turn is conversation.turns[-1], "a newer turn than its own"
         else:
             turn = conversation.turns[0]
-        if self.engine.lc.events_unreadable:  # no events (404): a status the task read stands (README)
-            assert action.status in self.shown, f"{self.name} concludes {action.status}, never read ({self.shown})"
-            return
-        ended = turn.ended_at is not None and turn.outcome == action.status
         lasting_error = (
             conversation.error is not None
             and conversation.in_error(service.now)
@@ -683,6 +682,14 @@ class Task:
         failure_by_sandbox = action.status in DEFAULT_FAILURE_STATUSES and (
             lasting_error or conversation.sandbox == "MISSING"
         )
+        if self.engine.lc.events_unreadable:  # no events (404): a status the task read stands (README)
+            assert action.status in self.shown, f"{self.name} concludes {action.status}, never read ({self.shown})"
+            # ... but not one the previous turn left: a follow-up's end is read after its own turn moved
+            assert self.follow_up is None or turn.ended_at is not None or failure_by_sandbox, (
+                f"{self.name} concludes {action.status} before its own turn ended (no events: an earlier turn's)"
+            )
+            return
+        ended = turn.ended_at is not None and turn.outcome == action.status
         assert ended or failure_by_sandbox, (
             f"{self.name} concludes {action.status} but its turn is {turn.outcome if turn.ended_at else 'running'}"
             f" (sandbox {service.state(conversation)['sandbox_status']})"
@@ -702,7 +709,8 @@ class Task:
                 f"Fail {kind} without pausing what it started first (after {answered!r})"
             )
         if kind in ("timeout", "budget", "start_timeout"):  # the cause came before the closing's pauses
-            causing = [(x, o) for x, o in self.history if not isinstance(x, (a.Pause, a.PauseStartTask))]
+            closing = (a.Pause, a.PauseStartTask, a.Sleep)  # a stop an outage refused is tried again after a Sleep
+            causing = [(x, o) for x, o in self.history if not isinstance(x, closing)]
             answered, last = causing[-1] if causing else (None, None)
         if kind == "timeout":
             cid = self.engine.lc.conversation_id
@@ -715,7 +723,8 @@ class Task:
                 assert not (idle and self.service.now - tried > 6 * POLL), (
                     f"{self.name} waited until its timeout on {cid}, left idle by its rejection, not running it on"
                 )
-                waited = self.saw_own_pause and conversation.paused_by == ("kill", self.me)
+                # (a try that began past the deadline, the worker down until then, has nothing to resume for)
+                waited = self.saw_own_pause and conversation.paused_by == ("kill", self.me) and self.began < due
                 assert not waited or conversation.turns[-1].ended_at, (
                     f"{self.name} waited until its timeout on {cid}, which its own series paused when killed"
                 )
@@ -933,7 +942,7 @@ class Task:
             if conversation.kind == "plan":
                 final = plan_text(conversation.id, len(conversation.turns))
             conversation.turns.append(MTurn(self.message, self.me, now, now + LAG, work, service.outcome, final))
-            conversation.changed, conversation.idle = now, False  # a message runs the agent on
+            conversation.idle = False  # a message runs the agent on; updated_at moves when its turn starts
             self.sends += 1
             return a.Answer({"success": True})
         if isinstance(action, a.Resume):
@@ -1166,6 +1175,15 @@ class EngineModel(RuleBasedStateMachine):
             conversation = paused[which % len(paused)]
             conversation.sandbox, conversation.paused_by = "STARTING", None
             conversation.ready_at = self.service.now + RESUME_SECONDS
+
+    @rule(index=st.integers(0, 1), seconds=st.sampled_from([3.0, 12.0, 40.0]))
+    def the_events_answer_late(self, index: int, seconds: float) -> None:
+        """The turn's events come back late (a slow answer, or 503s and the transport's retries): what
+        the engine read of the conversation before it asked is that much older (issue 29, scenario 5)."""
+        task = self.running(index)
+        if task is not None and isinstance(task.pending, a.ReadTurn):
+            self.service.advance_to(self.service.now + seconds)
+            task.run()
 
     @rule(seconds=st.sampled_from([5.0, 45.0, GRACE * 2, START_TIMEOUT * 1.5, WAIT_TIMEOUT * 1.2, 2 * WAIT_TIMEOUT]))
     def time_passes(self, seconds: float) -> None:
@@ -1659,6 +1677,8 @@ def test_error_reads_far_apart_count_at_most_two_polls_of_each_gap() -> None:
         action = engine.step(a.Answer(error), T0 + moment)
         if isinstance(action, a.ReadTurn):  # a lasting ERROR: did the turn end meanwhile? (no: still going)
             action = engine.step(a.Answer({"status": None, "live": True, "final_message": None}), T0 + moment)
+            assert action == a.ReadConversation("c-1", 0.0, False), f"the verdict on a newer reading, not {action}"
+            action = engine.step(a.Answer(error), T0 + moment)  # read at once, after the check: still ERROR
         if isinstance(action, a.Conclude) or moment > 200:
             break
     assert isinstance(action, a.Conclude) and action.status == "error", action
@@ -2051,3 +2071,25 @@ def test_scenario_a_server_whose_events_answer_404_ends_with_the_status_it_read(
     task = _until(machine, lambda task: task.state != "running", steps=300)
     assert isinstance(task.ended, a.Conclude) and task.ended.status == outcome, task.ended
     assert task.engine.lc.events_unreadable
+
+
+def test_scenario_a_late_events_answer_never_fails_on_the_error_read_before_it() -> None:
+    """Issue 29, scenario 5: the sandbox read ERROR past the grace, the events check (the turn goes on)
+    came back 40 s late, by when the sandbox had recovered: the engine failed on the ERROR read before
+    the check (Conclude error: a running agent paused). The verdict waits for a reading after it."""
+    lc = Lifecycle(conversation_id="c-1", phase=PHASE_RUNNING, deadline=T0 + WAIT_TIMEOUT, key="k", published="c-1")
+    engine = _engine(lc)
+    assert isinstance(engine.step(a.Continue(), T0), a.ReadConversation)
+    error, moment = _running(sandbox="ERROR"), 0.0
+    action = engine.step(a.Answer(error), T0)
+    while not isinstance(action, a.ReadTurn):
+        assert moment < 4 * GRACE, action
+        moment += POLL
+        action = engine.step(a.Answer(error), T0 + moment)
+    action = engine.step(a.Answer({"status": None, "live": True, "final_message": None}), T0 + moment + 40)
+    assert action == a.ReadConversation("c-1", 0.0, False), f"judged the ERROR read before the check: {action}"
+    action = engine.step(a.Answer(_running()), T0 + moment + 40)
+    assert isinstance(action, a.ReadConversation) and action.poll, f"a recovered sandbox's agent works on: {action}"
+    for later in (POLL, 2 * POLL):  # ERROR again, read at once after a new check: that one fails
+        action = engine.step(a.Answer(error), T0 + moment + 40 + later)
+    assert not isinstance(action, (a.Conclude, a.Fail)), f"a new ERROR episode counts afresh: {action}"

@@ -220,14 +220,15 @@ def test_a_lost_start_answer_on_the_last_try_stops_the_conversation_it_chose(
 def test_a_lost_start_answer_the_task_cannot_stop_is_named_in_the_log_and_the_exception(
     airflow_db, emulator, monkeypatch, capfd, caplog
 ):
-    """Scenario 1, the service unreachable after the lost answer: the task cannot look its id up;
-    the log and the exception say so, with the id (it may be running)."""
+    """Scenario 1, the service unreachable after the lost answer for longer than ``unreachable_timeout``
+    (the one patience the look-up gets too): the task cannot look its id up; the log and the
+    exception say so, with the id (it may be running)."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_OPENHANDS_DEFAULT", connection_json(emulator, max_requests_per_minute=100_000, max_retries=0)
     )
     emulator.add_fault(method="POST", path=r"app-conversations$", reset=True, after=True)
     emulator.add_fault(method="GET", path=r"app-conversations", status=503, seconds=60)
-    dag_run = run(STORE_DAG_ID, "Fix it [emulator duration=60]")
+    dag_run = run(STORE_DAG_ID, "Fix it [emulator duration=60]", unreachable_timeout=3)
     text = logged(capfd, caplog)
     assert state_of(task_instance(dag_run)) == "failed"
     (cid,) = emulator.conversations
@@ -306,3 +307,136 @@ def test_the_engine_stops_what_a_lost_start_left_only_when_no_retry_follows():
     engine, cid, lookup = lost(max_tries=0)
     failed = engine.step(a.Answer({"conversations": {cid: None}, "start_tasks": []}), T0 + 1)
     assert isinstance(failed, a.Fail) and "nothing was started" in failed.message, failed
+
+
+# -- decisions on fresh facts, one patience (scenarios 3, 5, 8) ---------------------------------------
+
+EVENTS = r"events/search$"
+
+
+def until(condition, what: str, seconds: float = 60.0) -> None:
+    import time
+
+    give_up = time.time() + seconds
+    while not condition():
+        assert time.time() < give_up, what
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+def test_a_follow_up_on_a_server_without_events_waits_for_its_own_turn(airflow_db, service, capfd, caplog, deferrable):
+    """Scenario 3: ``events/search`` answers 404 (supported: the status stands). Right after the
+    message the service still reads the previous turn's ``finished``: the task took it as its own
+    end (0.4 s, before the agent worked) and paused the sandbox while the new turn was due. Without
+    events a follow-up's end needs a change since the send (``updated_at``, or a status that moved)."""
+    import time
+
+    from tests.test_defects import dag, dag_test, finished_conversation, follow_up_operator, paused_mid_turn, xcom
+
+    service.add_fault(method="GET", path=EVENTS, status=404, body={"detail": "Not Found"}, times=10**6)
+    conversation_id = finished_conversation('Fix the README [emulator finish="First answer"]')
+    mode = "deferrable" if deferrable else "worker"
+    with dag(f"oh_ways_follow_up_no_events_{mode}") as the_dag:
+        follow_up_operator(message="Now add tests [emulator duration=3]", deferrable=deferrable)
+    started = time.time()
+    dag_run = dag_test(the_dag, {"conversation_id": conversation_id})
+    text = logged(capfd, caplog)
+    assert state_of(task_instance(dag_run, "follow_up")) == "success", text[-3000:]
+    turn = service.conversation(conversation_id).turns[-1]
+    assert turn.start > started and turn.end <= time.time(), "the task ended before its own turn did"
+    assert not paused_mid_turn(service, conversation_id), "the sandbox was paused while the new turn was due"
+    assert xcom(dag_run, "follow_up")["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("late", "deferrable"),
+    [("slow", False), ("503", True)],
+    ids=["a_slow_answer-worker", "two_503s-deferrable"],
+)
+def test_a_sandbox_error_is_judged_on_a_reading_newer_than_the_late_events_check(
+    airflow_db, service, capfd, caplog, late, deferrable
+):
+    """Scenario 5: the sandbox reads ERROR past ``sandbox_error_grace``, so the engine checks the
+    turn's events; that answer comes late (a slow answer, or two 503s and the transport's retries),
+    by when the sandbox has recovered and the agent works on. The engine judged the old ERROR reading:
+    it paused a running agent and failed the task. An error verdict needs a reading newer than the
+    events check."""
+    from tests.test_defects import xcom
+
+    if late == "slow":
+        service.add_fault(method="GET", path=EVENTS, passthrough=True, delay=4.0, times=1)
+    else:
+        service.add_fault(
+            method="GET", path=EVENTS, status=503, body={"detail": "Service Unavailable"}, delay=1.0, times=2
+        )
+    message = 'Fix the README [emulator duration=12 sandbox_error=3 finish="Fixed it"]'
+    dag_run = run(STORE_DAG_ID, message, deferrable=deferrable, sandbox_error_grace=1, timeout=60)
+    text = logged(capfd, caplog)
+    assert len(service.requests_to("GET", EVENTS)) >= 2, "the events were never checked for the ERROR"
+    assert state_of(task_instance(dag_run)) == "success", text[-3000:]
+    result = xcom(dag_run, "run")
+    assert result["status"] == "finished" and result["final_message"] == "Fixed it"
+    turn = service.conversation(result["conversation_id"]).turns[-1]
+    paused = service.conversation(result["conversation_id"]).paused_at
+    assert paused is None or paused >= turn.end, "a running agent was paused"
+
+
+def test_an_outage_at_the_end_gets_the_same_patience_as_the_wait(airflow_db, emulator, monkeypatch, capfd, caplog):
+    """Scenario 8: the wait rides out ``unreachable_timeout`` of failures, but the final read (the
+    output file, the conversation) got only the transport's retries: an outage as the agent finished
+    failed a task whose agent had finished. The final read and the pause get the same patience
+    (``unreachable_timeout``, bounded by the task's deadline). Here the transport retries once
+    (``max_retries=1``, some 1-2 s) and the outage lasts 6 s."""
+    import threading
+
+    from tests.test_defects import xcom
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT",
+        connection_json(emulator, max_retries=1, max_requests_per_minute=100_000),
+    )
+    outages = []
+
+    def outage_at_the_end() -> None:  # once the events confirmed the end: the final read meets it
+        until(lambda: emulator.requests_to("GET", EVENTS), "the end was never confirmed")
+        outages.append(emulator.outage(seconds=6))
+
+    thread = threading.Thread(target=outage_at_the_end, daemon=True)
+    thread.start()
+    schema = {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}
+    message = "Report the README's state [emulator duration=1 output='{\"ok\": true}']"
+    dag_run = run(STORE_DAG_ID, message, deferrable=False, output_schema=schema, unreachable_timeout=30, timeout=60)
+    thread.join(5)
+    text = logged(capfd, caplog)
+    assert outages and outages[0].used >= 2, "the outage did not meet the final read"
+    assert state_of(task_instance(dag_run)) == "success", text[-3000:]
+    result = xcom(dag_run, "run")
+    assert result["status"] == "finished" and result["output"] == {"ok": True}
+    assert emulator.conversation(result["conversation_id"]).paused_at is not None, "pause_when_done"
+
+
+def test_a_stop_at_the_deadline_gets_the_same_patience_as_the_wait(airflow_db, emulator, monkeypatch, capfd, caplog):
+    """Scenario 8, the pause: at its deadline the task pauses what it started, then fails. An outage
+    then (6 s, the transport retrying once) left the agent running: the stop gets the wait's patience."""
+    import threading
+    import time
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT",
+        connection_json(emulator, max_retries=1, max_requests_per_minute=100_000),
+    )
+    emulator.add_fault(method="POST", path=r"/pause$", status=503, body={"detail": "Service Unavailable"}, seconds=600)
+    fault = emulator.faults[-1]
+
+    def outage_from_the_first_pause() -> None:  # 6 s of 503s from the stop's first try
+        until(lambda: fault.used, "the task never tried to stop its conversation")
+        fault.seconds = time.time() - fault.added_at + 6
+
+    threading.Thread(target=outage_from_the_first_pause, daemon=True).start()
+    dag_run = run(STORE_DAG_ID, "Fix it [emulator duration=60]", deferrable=False, timeout=2, unreachable_timeout=30)
+    text = logged(capfd, caplog)
+    ti = task_instance(dag_run)
+    assert state_of(ti) == "failed" and "OpenHandsConversationTimeout" in text, text[-3000:]
+    assert fault.used >= 2, "the outage did not meet the stop"
+    (conversation,) = emulator.conversations.values()
+    assert conversation.paused_at is not None, "the agent was left running: the stop gave up in the outage"

@@ -35,7 +35,10 @@ The rules, by phase:
   real server reads ERROR for a moment when a health check is slow). A paused conversation: its
   events tell one that ended from one paused mid-run; one the task itself paused on a kill is
   resumed. Budget over -> pause, fail. Deadline -> pause (``stop_on_timeout``), fail. Events that
-  cannot be read (404) -> the status stands, with a warning.
+  cannot be read (404) -> the status stands (read again), with a warning; a follow-up's end then needs
+  a reading that moved since its message (newer ``updated_at``, or the turn going on), else it fails
+  after :data:`EVENTS_DISAGREE_MAX`, not paused. A lasting ERROR the events do not explain is judged
+  on a reading made after they answered (an answer that came late may find the sandbox recovered).
 * **confirmation** (``waiting_for_confirmation``: the agent waits for a person to confirm its next
   actions): the pending actions are read from the events, then by ``on_confirmation``: ``fail``
   (fail, naming them), ``reject`` / ``approve`` (answer on the agent server, each action logged),
@@ -480,6 +483,7 @@ class Engine:
             return None  # not sent: a read of the conversation first (it may wait for a confirmation by now)
         if isinstance(pending, a.Send):
             lc.sent_at, lc.run_on, lc.turn_seen = lc.sent_at or "sent", None, None  # a message runs the agent on
+            lc.turn_moved = False
             lc.phase, lc.resume_deadline = PHASE_RUNNING, None
             self.last_read = None
             self.log("info", f"Follow-up message sent to conversation {lc.conversation_id}")
@@ -580,6 +584,7 @@ class Engine:
             return self._waiting_for_confirmation(state)
         if lc.try_number > lc.series and not lc.send_checked:
             return a.FindSend(str(lc.conversation_id), self._series_since())
+        lc.before_send = state.get("updated_at")  # without events, this turn's end must come after it
         return a.Send(str(lc.conversation_id))
 
     def _conversation(self, state: dict[str, Any] | None, now: float) -> a.Action | None:
@@ -606,17 +611,17 @@ class Engine:
             # the turn may have ended well in a gap the reads did not see.
             last = lc.sandbox_error_read
             if lc.sandbox_error_since is None or last is None or now - last > rules.sandbox_error_grace:
-                lc.sandbox_error_since, lc.sandbox_error_seen = now, 0.0
+                lc.sandbox_error_since, lc.sandbox_error_seen, lc.error_checked = now, 0.0, False
             elif not lc.sandbox_error_unseen:
                 lc.sandbox_error_seen += min(now - last, 2 * rules.poll_interval)
             lc.sandbox_error_read, lc.sandbox_error_unseen = now, False
             if lc.sandbox_error_seen < rules.sandbox_error_grace:
                 return None
-            if state.get("api_version") == V1 and not lc.events_unreadable:
+            if state.get("api_version") == V1 and not lc.events_unreadable and not lc.error_checked:
                 return a.ReadTurn(str(lc.conversation_id))  # its end, if it ended; else the sandbox failed it
         else:
             lc.sandbox_error_since, lc.sandbox_error_read, lc.sandbox_error_seen = None, None, 0.0
-            lc.sandbox_error_unseen = False
+            lc.sandbox_error_unseen, lc.error_checked = False, False
         status = state["status"]
         if status == STATUS_WAITING_FOR_CONFIRMATION:
             lc.idle_since = None  # not idle: a run-on needs two idle polls after it
@@ -633,9 +638,12 @@ class Engine:
         if run_on is not None:
             return run_on
         verdict = classify(status, rules.success_statuses, rules.failure_statuses)
+        confirmable = status in ENDED_BY_EVENTS and state.get("sandbox_status") != "ERROR"
+        unmoved = self._unmoved_since_send(state, verdict)
         if verdict is None:
             return None
-        confirmable = status in ENDED_BY_EVENTS and state.get("sandbox_status") != "ERROR"
+        if unmoved and confirmable and lc.events_unreadable:
+            return self._earlier_end(state, now)
         if state.get("api_version") == V1 and not lc.events_unreadable and confirmable:
             read = self._read_turn(state, now, again=True)  # the events confirm it is this turn's end
             return read if read is not None or lc.disagree_since is None else self._disagreed(state, now)
@@ -696,10 +704,43 @@ class Engine:
                     "waiting for it to be resumed until the deadline.",
                 )
             return None
-        if not turn.get("live") or state.get("sandbox_status") == "ERROR":  # the status stands (a lasting ERROR)
+        if state.get("sandbox_status") == "ERROR":  # a lasting ERROR, the turn not ended: the verdict on a
+            lc.error_checked = True  # reading newer than this check (an answer that came late finds it recovered)
+            return a.ReadConversation(str(lc.conversation_id), 0.0, False)
+        if not turn.get("live"):  # the status stands
             return self._ended(str(state.get("status")), now)
         lc.disagree_since = lc.disagree_since or now
         return self._disagreed(state, now)
+
+    def _unmoved_since_send(self, state: dict[str, Any], verdict: str | None) -> bool:
+        """A follow-up: whether the conversation may still show what it showed before the message went
+        (the service shows the previous turn's end for a while). Once a reading is newer
+        (``updated_at``) or shows it going on, an end is this turn's."""
+        lc = self.lc
+        if not (lc.follow_up and lc.sent_at) or lc.turn_moved:
+            return False
+        before = parse_time(lc.before_send) if lc.before_send else parse_time(lc.sent_at)
+        updated = parse_time(state.get("updated_at"))
+        newer = before is not None and updated is not None and updated > before
+        if newer or (verdict is None and state.get("status") != STATUS_PAUSED):
+            lc.turn_moved, lc.disagree_since = True, None
+            return False
+        return True
+
+    def _earlier_end(self, state: dict[str, Any], now: float) -> a.Action | None:
+        """Without events (404), a follow-up's conversation reads ended as before its message: an end
+        the previous turn left. Wait for a change; fail (never pause: the turn may run) if none comes."""
+        lc = self.lc
+        lc.disagree_since = lc.disagree_since or now
+        if now - lc.disagree_since < EVENTS_DISAGREE_MAX:
+            return None
+        return self._fail(
+            "permanent",
+            f"Conversation {lc.conversation_id} still reads {state.get('status')} as it did before this task's "
+            f"message (updated_at {state.get('updated_at')}), {now - lc.disagree_since:.0f}s on, and its events "
+            "cannot be read to tell this turn's end: failing rather than taking an earlier turn's end for this "
+            "one's (not paused: the turn may be running)",
+        )
 
     def _disagreed(self, state: dict[str, Any], now: float) -> a.Action | None:
         """The status reads ended, the events last showed the turn going on: a new turn began after the
@@ -951,6 +992,9 @@ class Engine:
         if isinstance(pending, (a.Pause, a.PauseStartTask)) or (
             isinstance(pending, a.Reconnect) and lc.phase == PHASE_CLOSING
         ):
+            again = self._stop_again(problem, now)
+            if again is not None:
+                return again
             self._not_stopped(pending, problem)
             lc.to_stop = None
             return self._next(now)
@@ -966,10 +1010,7 @@ class Engine:
         if isinstance(pending, a.ReadTurn) and problem.kind in ("not_found", "permanent", "invalid"):
             lc.events_unreadable = True
             self.log("warning", f"Cannot read the events of conversation {lc.conversation_id}: {problem.message}")
-            state = self.last_state or {}
-            if classify(state.get("status"), self.rules.success_statuses, self.rules.failure_statuses):
-                return self._ended(str(state["status"]), now)
-            return self._next(now)
+            return a.ReadConversation(str(lc.conversation_id), 0.0, False)  # the status stands: a fresh one
         if isinstance(pending, a.ReadPending) and problem.kind in ("not_found", "permanent", "invalid"):
             lc.events_unreadable, lc.confirming = True, False
             self.log("warning", f"Cannot read the events of conversation {lc.conversation_id}: {problem.message}")
@@ -1028,7 +1069,8 @@ class Engine:
         if lc.refused_since is None:
             lc.refused_since = now
         kind = type(pending).__name__
-        if kind not in lc.auth_reread_for:
+        first = kind not in lc.auth_reread_for
+        if first:
             lc.auth_reread_for = [*lc.auth_reread_for, kind]
             waiting_on = self._public_id() or f"start task {lc.start_task_id}"
             self.log(
@@ -1040,7 +1082,7 @@ class Engine:
             self.pending_before_reread = pending  # at once: the connection may hold the new key already
         else:
             self.pending_before_reread = self._repeat(pending, now)
-        if now - lc.refused_since >= rules.unreachable_timeout:
+        if not first and now - lc.refused_since >= rules.unreachable_timeout:  # never before one more reading
             return self._fail("permanent", self._left_running(problem, now))
         expired = self._expired(now)
         if expired is not None:
@@ -1068,6 +1110,20 @@ class Engine:
         return (
             f"{refused}: {why}. Conversation {cid} could not be stopped (the key is refused) and may still run: {then}"
         )
+
+    def _stop_again(self, problem: a.Problem, now: float) -> a.Action | None:
+        """One patience: a stop that met a transient failure is tried again, as a wait's read would be,
+        until ``unreachable_timeout`` of failures (or Airflow's own deadline for the task)."""
+        lc = self.lc
+        if problem.kind != "transient":
+            return None
+        lc.failing_since = now if lc.failing_since is None else lc.failing_since
+        at = now + self.rules.poll_interval
+        if now - lc.failing_since >= self.rules.unreachable_timeout or (lc.hard_deadline or at) < at:
+            return None
+        if now == lc.failing_since:
+            self.log("warning", f"Could not stop what the task started yet ({problem.message}): trying again")
+        return a.Sleep(at)
 
     def _repeat(self, pending: a.Action | None, now: float) -> a.Action:
         """The same request again, after a poll interval."""

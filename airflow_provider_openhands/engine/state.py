@@ -99,6 +99,9 @@ class Lifecycle:
     sandbox_error_unseen: bool = False  # a read failed since: the time to the next ERROR read is not counted
     sandbox_error_seen: float = 0.0  # seconds of ERROR seen between reads this episode
     disagree_since: float | None = None  # the status reads ended, the events show the turn going on, since
+    error_checked: bool = False  # a lasting ERROR's events showed no end: the next reading (newer) decides
+    before_send: str | None = None  # a follow-up: ``updated_at`` read just before its message went
+    turn_moved: bool = False  # ... and a reading since showed the conversation moved (newer, or not ended)
     turn_seen: str | None = None  # the conversation's answer (status, updated_at) when its events last read no end
     turn_read_at: float | None = None  # ... read then
     turn_reads: int = 0  # events reads of that same answer (a backoff between them)

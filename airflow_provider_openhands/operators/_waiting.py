@@ -210,9 +210,10 @@ class ConversationWaiter:
         return state
 
     def pause_after_end(self, conversation_id: str, sandbox_id: str | None = None) -> None:
-        """``pause_when_done``: free the account's slot once the turn ended (never raised over the result)."""
+        """``pause_when_done``: free the account's slot once the turn ended (never raised over the result),
+        with the wait's patience for an outage."""
         try:
-            self._once_more_after_401(self.hook.stop_conversation, conversation_id, sandbox_id)
+            self._once_more_after_401(lambda: self._patiently(self.hook.stop_conversation, conversation_id, sandbox_id))
             self.log.info("Paused the sandbox of conversation %s to free its slot", conversation_id)
         except Exception as exc:
             self.log.warning("Could not pause the sandbox of conversation %s: %s", conversation_id, exc)
@@ -229,9 +230,50 @@ class ConversationWaiter:
             return call(*args)
 
     def final_state(self, conversation_id: str, status: str | None, **kwargs: Any) -> dict[str, Any]:
-        """:meth:`read_final_state`, once more after reading the connection again if a 401 met it (a key
-        rotated as the turn ended)."""
-        return self._once_more_after_401(lambda: self.read_final_state(conversation_id, status, **kwargs))
+        """:meth:`read_final_state`, with the wait's patience for an outage, and once more after reading
+        the connection again if a 401 met it (a key rotated as the turn ended)."""
+        lc = kwargs.get("lc")
+        self._end_deadline = lc.capped(lc.deadline) if lc is not None else None
+        return self._once_more_after_401(
+            lambda: self._patiently(lambda: self.read_final_state(conversation_id, status, **kwargs))
+        )
+
+    #: No request after the turn ended rides out an outage past this (epoch seconds): the task's deadline.
+    _end_deadline: float | None = None
+
+    def _patiently(self, call: Any, *args: Any) -> Any:
+        """One patience (README, "Errors"): a request after the turn ended (the final read, the pause)
+        rides out transient failures for ``unreachable_timeout``, as the wait did, but not past the
+        task's deadline; then it fails as the wait would (``OpenHandsUnreachableError``, retried)."""
+        from airflow_provider_openhands.exceptions import OpenHandsTransientError, OpenHandsUnreachableError
+
+        since = None
+        while True:
+            began = time.time()
+            try:
+                result = call(*args)
+            except OpenHandsTransientError as exc:
+                since = since or began
+                give_up = since + float(self.unreachable_timeout)
+                if self._end_deadline is not None:
+                    give_up = min(give_up, self._end_deadline)
+                pause = min(max(float(self.poll_interval), 1.0), 30.0)
+                if time.time() + pause >= give_up:
+                    raise OpenHandsUnreachableError(
+                        f"OpenHands kept failing for {time.time() - since:.0f}s after the turn ended "
+                        f"(unreachable_timeout, or the task's deadline): {exc}"
+                    ) from exc
+                if since == began:
+                    self.log.warning(
+                        "OpenHands is not answering (%s); trying again until the deadline or %.0f min of failures.",
+                        exc,
+                        float(self.unreachable_timeout) / 60,
+                    )
+                time.sleep(pause)
+                continue
+            if since is not None:
+                self.log.info("OpenHands answers again, after %.0fs of failures.", time.time() - since)
+            return result
 
     def read_final_state(
         self,
