@@ -320,6 +320,9 @@ def test_429s_within_a_window_of_a_cut_hold_but_do_not_cut_again(monkeypatch):
     sending(budget, clock, 15.0, cut)
     budget.rate_limited(1.0)
     assert budget.limit >= cut and budget._hold_until >= clock.now + 1.0
-    sending(budget, clock, 50.0, cut)
+    sending(budget, clock, 38.0, cut)  # 55 s after the cut: still the old minute's
+    budget.rate_limited(1.0)
+    assert budget.limit >= cut, (cut, budget.limit)
+    sending(budget, clock, 12.0, cut)
     budget.rate_limited(1.0)
     assert budget.limit < cut * 0.75, (cut, budget.limit)

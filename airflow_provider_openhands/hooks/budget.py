@@ -8,8 +8,8 @@ most :attr:`RequestBudget.BURST` at once; slots are handed out in the order they
 
 Several processes may share one account (two triggerers, a few workers). A rate-limit 429 says
 the account's window is spent: the budget holds every caller of the process for at least its
-``Retry-After`` (and up to half as long again, so processes held by one wave do not all come back
-at once) and cuts its rate to half of what it sent in the last minute (over its life if that is
+``Retry-After`` (one over :attr:`RequestBudget.HOLD_MAX` counts as that; up to half as long again,
+so processes held by one wave do not all come back at once) and cuts its rate to half of what it sent in the last minute (over its life if that is
 shorter; never below a tenth of the budget). One cut a minute: the account counts a sliding minute,
 so a cut shows there only a minute later, and the 429s before that are the old minute's (they hold,
 they do not cut again). The rate then doubles each minute of accepted requests up to half the rate it had before
