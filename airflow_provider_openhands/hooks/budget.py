@@ -7,15 +7,15 @@ connection's ``max_requests_per_minute`` (default 60) is the most that start in 
 most :attr:`RequestBudget.BURST` at once; slots are handed out in the order they were asked for.
 
 Several processes may share one account (two triggerers, a few workers). A rate-limit 429 says the
-account's window is spent: the budget holds every caller of the process for at least its ``Retry-
-After`` (one over :attr:`RequestBudget.HOLD_MAX` counts as that; up to half as long again, so
-processes held by one wave do not all come back at once) and cuts its rate to half of what it sent
-in the last minute (over its life if that is shorter; never below a tenth of the budget). One cut a
-minute: the account counts a sliding minute, so a cut shows there only a minute later, and the 429s
-before that are the old minute's (they hold, they do not cut again). The rate then doubles each
-minute of accepted requests up to half the rate it had before the cut (a slow start), and grows by
-half a request a minute per minute beyond (additive increase, multiplicative decrease, as TCP
-shares a link).
+account's window is spent: the budget holds every caller of the process for at least its
+``Retry-After`` (one over :attr:`RequestBudget.HOLD_MAX` counts as that; up to half as long again,
+so processes held by one wave do not all come back at once) and cuts its rate to half of what it
+sent in the last minute (over its life if that is shorter; never below a tenth of the budget). One
+cut a minute: the account counts a sliding minute, so a cut shows there only a minute later, and
+the 429s before that are the old minute's (they hold, they do not cut again). The rate then doubles
+each minute of accepted requests up to half the rate it had before the cut (a slow start), and
+grows by half a request a minute per minute beyond (additive increase, multiplicative decrease, as
+TCP shares a link).
 So processes that together ask for more than the account allows settle under its limit instead
 of each hammering it. A caller never retries around the budget: each retry takes a slot too.
 """
