@@ -306,3 +306,50 @@ def test_the_engine_stops_what_a_lost_start_left_only_when_no_retry_follows():
     engine, cid, lookup = lost(max_tries=0)
     failed = engine.step(a.Answer({"conversations": {cid: None}, "start_tasks": []}), T0 + 1)
     assert isinstance(failed, a.Fail) and "nothing was started" in failed.message, failed
+
+
+# -- scenario 6: two follow-ups on one conversation from two runs ------------------------------------
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+def test_two_follow_ups_on_one_conversation_each_report_their_own_turn_or_refuse(service, deferrable):
+    """Scenario 6: run A's follow-up turn ended ``error``; run B sent its own while A's still ran, and
+    A succeeded with B's final message. Each task reports its own turn, or refuses, saying another
+    message was sent meanwhile; neither takes the other's end as its own."""
+    from airflow_provider_openhands.operators.openhands import OpenHandsSendMessageOperator
+    from tests.harness.airflow_task import AirflowTask, Deployment
+    from tests.test_defects import finished_conversation
+
+    conversation_id = finished_conversation("Fix the README [emulator duration=0.5]")
+    deployment = Deployment()
+
+    def follow_up(run_id: str, message: str) -> AirflowTask:
+        operator = OpenHandsSendMessageOperator(
+            task_id="more",
+            conversation_id=conversation_id,
+            message=message,
+            poll_interval=0.2,
+            timeout=30,
+            deferrable=deferrable,
+        )
+        return AirflowTask(operator, deployment=deployment, run_id=run_id)
+
+    sends = lambda: len(service.requests_to("POST", r"send-message$"))  # noqa: E731
+    a_run = follow_up("manual__run_a", "Add a test [emulator outcome=error duration=3]")
+    b_run = follow_up("manual__run_b", 'Update the docs [emulator duration=1 finish="B: docs updated"]')
+    a_run.start()
+    give_up = time.time() + 20
+    while sends() < 1:
+        assert time.time() < give_up, "run A never sent its message"
+        time.sleep(0.05)
+    b_run.start()  # while A's turn still runs
+    a, b = a_run.wait(60), b_run.wait(60)
+    assert sends() == 2
+    refused = "another message was sent"
+    assert a.state == "failed", f"run A: {a} {a.value}"  # its own turn ended error
+    assert "B: docs updated" not in str(a.value)
+    assert refused in str(a.error) or "error" in str(a.error).lower(), a
+    if b.state == "success":
+        assert b.value["final_message"] == "B: docs updated", b.value
+    else:
+        assert refused in str(b.error), b
