@@ -353,3 +353,36 @@ def test_two_follow_ups_on_one_conversation_each_report_their_own_turn_or_refuse
         assert b.value["final_message"] == "B: docs updated", b.value
     else:
         assert refused in str(b.error), b
+
+
+def test_a_follow_up_s_turn_is_the_one_after_its_own_message():
+    """The rule behind scenario 6, on events as the service lists them (newest first): the first end
+    after this task's message is its end; another user message between them, or one before it whose
+    turn had not ended, leaves the end unknowable, and says so."""
+    from airflow_provider_openhands.api.state import own_turn_from_events, status_from_events
+
+    def user(text: str, at: float) -> dict:
+        content = [{"type": "text", "text": text}]
+        return {"kind": "MessageEvent", "source": "user", "llm_message": {"content": content}, "timestamp": at}
+
+    def end(value: str, at: float) -> dict:
+        return {"kind": "ConversationStateUpdateEvent", "key": "execution_status", "value": value, "timestamp": at}
+
+    def page(*events: dict) -> dict:
+        stamp = lambda e: {**e, "timestamp": f"2026-12-07T00:00:{e['timestamp']:02d}"}  # noqa: E731
+        return {"items": [stamp(e) for e in reversed(events)]}
+
+    base = __import__("datetime").datetime(2026, 12, 7, tzinfo=__import__("datetime").timezone.utc).timestamp()
+    mine = ("A", base + 9, base + 11)
+    alone = page(user("start", 1), end("finished", 5), user("A", 10), end("running", 11), end("error", 20))
+    turn, why = own_turn_from_events(alone, mine)
+    assert why is None and status_from_events(turn) == "error"
+    later = page(user("A", 10), end("running", 11), user("B", 12), end("error", 20), end("running", 21))
+    assert "another message was sent meanwhile" in own_turn_from_events(later, mine)[1]
+    before = page(user("B", 8), end("running", 9), user("A", 10), end("finished", 20))
+    assert "another message was sent before it" in own_turn_from_events(before, mine)[1]
+    # the next run's message after this turn's end is not this turn
+    after = page(user("A", 10), end("error", 20), user("B", 30), end("running", 31), end("finished", 40))
+    turn, why = own_turn_from_events(after, mine)
+    assert why is None and status_from_events(turn) == "error"
+    assert own_turn_from_events(page(user("start", 1)), mine) == (None, None)
