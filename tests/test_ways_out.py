@@ -440,3 +440,83 @@ def test_a_stop_at_the_deadline_gets_the_same_patience_as_the_wait(airflow_db, e
     assert fault.used >= 2, "the outage did not meet the stop"
     (conversation,) = emulator.conversations.values()
     assert conversation.paused_at is not None, "the agent was left running: the stop gave up in the outage"
+
+
+# -- scenario 6: two follow-ups on one conversation from two runs ------------------------------------
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+def test_two_follow_ups_on_one_conversation_each_report_their_own_turn_or_refuse(service, deferrable):
+    """Scenario 6: run A's follow-up turn ended ``error``; run B sent its own while A's still ran, and
+    A succeeded with B's final message. Each task reports its own turn, or refuses, saying another
+    message was sent meanwhile; neither takes the other's end as its own."""
+    from airflow_provider_openhands.operators.openhands import OpenHandsSendMessageOperator
+    from tests.harness.airflow_task import AirflowTask, Deployment
+    from tests.test_defects import finished_conversation
+
+    conversation_id = finished_conversation("Fix the README [emulator duration=0.5]")
+    deployment = Deployment()
+
+    def follow_up(run_id: str, message: str) -> AirflowTask:
+        operator = OpenHandsSendMessageOperator(
+            task_id="more",
+            conversation_id=conversation_id,
+            message=message,
+            poll_interval=0.2,
+            timeout=30,
+            deferrable=deferrable,
+        )
+        return AirflowTask(operator, deployment=deployment, run_id=run_id)
+
+    sends = lambda: len(service.requests_to("POST", r"send-message$"))  # noqa: E731
+    a_run = follow_up("manual__run_a", "Add a test [emulator outcome=error duration=3]")
+    b_run = follow_up("manual__run_b", 'Update the docs [emulator duration=1 finish="B: docs updated"]')
+    a_run.start()
+    give_up = time.time() + 20
+    while sends() < 1:
+        assert time.time() < give_up, "run A never sent its message"
+        time.sleep(0.05)
+    b_run.start()  # while A's turn still runs
+    a, b = a_run.wait(60), b_run.wait(60)
+    assert sends() == 2
+    refused = "another message was sent"
+    assert a.state == "failed", f"run A: {a} {a.value}"  # its own turn ended error
+    assert "B: docs updated" not in str(a.value)
+    assert refused in str(a.error) or "error" in str(a.error).lower(), a
+    if b.state == "success":
+        assert b.value["final_message"] == "B: docs updated", b.value
+    else:
+        assert refused in str(b.error), b
+
+
+def test_a_follow_up_s_turn_is_the_one_after_its_own_message():
+    """The rule behind scenario 6, on events as the service lists them (newest first): the first end
+    after this task's message is its end; another user message between them, or one before it whose
+    turn had not ended, leaves the end unknowable, and says so."""
+    from airflow_provider_openhands.api.state import own_turn_from_events, status_from_events
+
+    def user(text: str, at: float) -> dict:
+        content = [{"type": "text", "text": text}]
+        return {"kind": "MessageEvent", "source": "user", "llm_message": {"content": content}, "timestamp": at}
+
+    def end(value: str, at: float) -> dict:
+        return {"kind": "ConversationStateUpdateEvent", "key": "execution_status", "value": value, "timestamp": at}
+
+    def page(*events: dict) -> dict:
+        stamp = lambda e: {**e, "timestamp": f"2026-12-07T00:00:{e['timestamp']:02d}"}  # noqa: E731
+        return {"items": [stamp(e) for e in reversed(events)]}
+
+    base = __import__("datetime").datetime(2026, 12, 7, tzinfo=__import__("datetime").timezone.utc).timestamp()
+    mine = ("A", base + 9, base + 11)
+    alone = page(user("start", 1), end("finished", 5), user("A", 10), end("running", 11), end("error", 20))
+    turn, why = own_turn_from_events(alone, mine)
+    assert why is None and status_from_events(turn) == "error"
+    later = page(user("A", 10), end("running", 11), user("B", 12), end("error", 20), end("running", 21))
+    assert "another message was sent meanwhile" in own_turn_from_events(later, mine)[1]
+    before = page(user("B", 8), end("running", 9), user("A", 10), end("finished", 20))
+    assert "another message was sent before it" in own_turn_from_events(before, mine)[1]
+    # the next run's message after this turn's end is not this turn
+    after = page(user("A", 10), end("error", 20), user("B", 30), end("running", 31), end("finished", 40))
+    turn, why = own_turn_from_events(after, mine)
+    assert why is None and status_from_events(turn) == "error"
+    assert own_turn_from_events(page(user("start", 1)), mine) == (None, None)

@@ -30,9 +30,12 @@ from airflow_provider_openhands.api.state import (
     message_text,
     normalise_v0,
     normalise_v1,
+    own_message,
+    own_turn_from_events,
     parse_start_task,
     parse_time,
     pending_actions_from_events,
+    status_from_events,
     turn_from_events,
     v0_final_message,
 )
@@ -274,19 +277,48 @@ def newest_events_past_state_updates(
     return {"items": items}
 
 
-def turn_outcome(conversation_id: str) -> Flow[dict[str, Any]]:
+def turn_outcome(conversation_id: str, own: tuple[str, float, float] | None = None) -> Flow[dict[str, Any]]:
     """V1, from the events: ``status``, how the newest turn ended (``finished``/``error``/``stuck``,
     None if it did not), ``final_message``, the agent's last word, and ``error``, the agent's own
     last error (cut short; None if it ended well), from the newest events (one page, unless state
-    updates crowd it). Readable while the sandbox is paused, when ``execution_status`` is not."""
-    page = yield from newest_events_past_state_updates(conversation_id, EVENTS_PAGE)
+    updates crowd it). Readable while the sandbox is paused, when ``execution_status`` is not.
+
+    With ``own`` (a follow-up's message and when it went in): the turn that follows that message,
+    read back to it and the end before it, and ``ambiguous`` (why the events cannot tell that turn's
+    end: another message went in meanwhile). A message not among the events read (too far back)
+    counts only when no other user message is newer: the newest turn is then its."""
+    ambiguous = None
+    if own is None:
+        page = yield from newest_events_past_state_updates(conversation_id, EVENTS_PAGE)
+    else:
+        page = yield from newest_events_past_state_updates(conversation_id, EVENTS_PAGE, _past_own(own))
+        turn, ambiguous = own_turn_from_events(page, own)
+        if turn is None and ambiguous is None and any(_user_message(e) for e in page["items"]):
+            ambiguous = "this task's message is not among the newest events, and other messages are"
+        page = turn if turn is not None else page
     ended, live = turn_from_events(page)
-    return {
-        "status": ended,
+    outcome = {
+        "status": None if ambiguous else ended,
         "live": live,
         "final_message": final_message_from_events(page),
         "error": error_from_events(page),
     }
+    return outcome if own is None else {**outcome, "ambiguous": ambiguous}
+
+
+def _past_own(own: tuple[str, float, float]) -> Callable[[dict[str, Any]], bool]:
+    """A boundary for :func:`newest_events_past_state_updates`: an end (or a message) older than this
+    task's own message (nothing older tells its turn apart). Events come newest first."""
+    seen = False
+
+    def boundary(event: dict[str, Any]) -> bool:
+        nonlocal seen
+        if own_message(event, own):
+            seen = True
+            return False
+        return seen and (_turn_boundary(event) or status_from_events({"items": [event]}) is not None)
+
+    return boundary
 
 
 def newest_events(

@@ -437,6 +437,55 @@ def turn_from_events(page: Any) -> tuple[str | None, bool]:
     return None, False
 
 
+def _user(event: dict[str, Any]) -> bool:
+    return event.get("kind") == "MessageEvent" and event.get("source") == "user"
+
+
+def _an_end(event: dict[str, Any]) -> bool:
+    return _user(event) is False and status_from_events({"items": [event]}) is not None
+
+
+def own_message(event: dict[str, Any], own: tuple[str, float, float]) -> bool:
+    """Whether ``event`` is this task's message: its text, sent within ``[from, until]``."""
+    text, since, until = own
+    moment = parse_time(event.get("timestamp"))
+    return _user(event) and message_text(event) == text and moment is not None and since <= moment <= until
+
+
+def own_turn_from_events(page: Any, own: tuple[str, float, float]) -> tuple[dict[str, Any] | None, str | None]:
+    """The events of the turn that follows this task's own message (events newest first), as a page,
+    and why the events cannot tell that turn's end (None: they can). Its end is the first end after
+    the message; it is not told apart when another user message went in between (after ours, or
+    before it with its turn still going: a service may take both in one run, or one after the
+    other). ``(None, None)``: the message is not among the events read."""
+    events = list(reversed(_event_items(page)))  # oldest first
+    mine = [i for i, event in enumerate(events) if own_message(event, own)]
+    if not mine:
+        return None, None
+    if len(mine) > 1:
+        return None, "another message with the same text was sent at about the same time"
+    first = mine[0]
+    for event in reversed(events[:first]):
+        if _an_end(event):
+            break
+        if _user(event):
+            return None, (
+                f"another message was sent before it ({event.get('timestamp')}) and its turn had not ended "
+                "when this task's message went in"
+            )
+    last, ended = len(events), False
+    for index in range(first + 1, len(events)):
+        event = events[index]
+        if _user(event) and not ended:
+            return None, f"another message was sent meanwhile ({event.get('timestamp')}), before this turn ended"
+        live = event.get("key") == "execution_status" and event.get("value") in _LIVE_EXECUTION
+        if ended and (_user(event) or live):
+            last = index
+            break
+        ended = ended or _an_end(event)
+    return {"items": list(reversed(events[first:last]))}, None
+
+
 #: Events that answer an agent action (by its ``action_id``): it ran, or a person rejected it.
 _ANSWERS = ("ObservationEvent", "UserRejectObservation")
 #: The most characters of an action a log line, an error and a person's question show.

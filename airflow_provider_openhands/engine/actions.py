@@ -67,9 +67,13 @@ class ReadConversation(Action):
 
 @dataclass(frozen=True)
 class ReadTurn(Action):
-    """Read the newest turn from the events. Answer: ``{"status", "live", "final_message", "error"}``."""
+    """Read the newest turn from the events, or with ``own`` (the message, and the service time
+    ``[from, until]`` it went in) the turn that follows this task's own message. Answer: ``{"status",
+    "live", "final_message", "error", "ambiguous"}``; ``ambiguous`` says why the events cannot tell
+    which end is this message's (another message went in meanwhile), else None."""
 
     conversation_id: str
+    own: tuple[str, float, float] | None = None
 
 
 @dataclass(frozen=True)

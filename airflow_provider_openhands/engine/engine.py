@@ -29,6 +29,12 @@ The rules, by phase:
 * **follow_up**: read the conversation; a paused sandbox is resumed (a full account waits for a slot
   like a start); a retry first looks for its own message among those sent since the run began;
   the message is sent once; 409 (paused meanwhile) -> resume and send again; 410 -> fail for good.
+  The turn is the one after the task's own message (its text, and when the send went in): its end is
+  the first end after it. Another message sent meanwhile (another run's follow-up on the same
+  conversation: after ours before our end, or before ours with its turn still going) -> the events
+  cannot tell whose end is whose (a service may take both in one run, or one after the other) ->
+  fail for good (``permanent``: a retry reads the same events), leaving the conversation running for
+  the other sender.
 * **running**: the conversation is read until its turn ends. A status only counts as the end once
   the events agree (V1): right after a follow-up, or a resume, the service still shows the previous
   turn's ``finished``. A sandbox that reads ``ERROR`` must stay so for ``sandbox_error_grace`` (the
@@ -477,6 +483,8 @@ class Engine:
                     "info", f"An earlier try sent this message to {lc.conversation_id} already: waiting on its turn"
                 )
                 lc.sent_at, lc.phase, lc.resume_deadline = str(value), PHASE_RUNNING, None
+                found = parse_time(str(value))
+                lc.sent_window = [found, found] if found is not None else lc.sent_window
                 if lc.deadline is None:
                     lc.deadline = now + lc.wait_timeout
                 return None
@@ -484,6 +492,8 @@ class Engine:
         if isinstance(pending, a.Send):
             lc.sent_at, lc.run_on, lc.turn_seen = lc.sent_at or "sent", None, None  # a message runs the agent on
             lc.turn_moved = False
+            began = (lc.sent_window or [now - CLOCK_SKEW])[0]  # set when the send went out
+            lc.sent_window = [began, now + CLOCK_SKEW]
             lc.phase, lc.resume_deadline = PHASE_RUNNING, None
             self.last_read = None
             self.log("info", f"Follow-up message sent to conversation {lc.conversation_id}")
@@ -585,6 +595,10 @@ class Engine:
         if lc.try_number > lc.series and not lc.send_checked:
             return a.FindSend(str(lc.conversation_id), self._series_since())
         lc.before_send = state.get("updated_at")  # without events, this turn's end must come after it
+        if lc.sent_window is None or lc.sent_window[1] < lc.sent_window[0]:  # the first send of this message
+            # not before this series began: the same text an earlier run sent is not this one's (as FindSend)
+            began = max(now - CLOCK_SKEW, parse_time(self._series_since()) or now - CLOCK_SKEW)
+            lc.sent_window = [began, began - 1.0]  # its end once the send is answered
         return a.Send(str(lc.conversation_id))
 
     def _conversation(self, state: dict[str, Any] | None, now: float) -> a.Action | None:
@@ -618,7 +632,8 @@ class Engine:
             if lc.sandbox_error_seen < rules.sandbox_error_grace:
                 return None
             if state.get("api_version") == V1 and not lc.events_unreadable and not lc.error_checked:
-                return a.ReadTurn(str(lc.conversation_id))  # its end, if it ended; else the sandbox failed it
+                # its end, if it ended; else the sandbox failed it
+                return a.ReadTurn(str(lc.conversation_id), self._own())
         else:
             lc.sandbox_error_since, lc.sandbox_error_read, lc.sandbox_error_seen = None, None, 0.0
             lc.sandbox_error_unseen, lc.error_checked = False, False
@@ -664,7 +679,16 @@ class Engine:
         else:
             lc.turn_seen, lc.turn_reads = seen, 0
         lc.turn_read_at = now
-        return a.ReadTurn(str(lc.conversation_id))
+        return a.ReadTurn(str(lc.conversation_id), self._own())
+
+    def _own(self) -> tuple[str, float, float] | None:
+        """What tells this follow-up's turn from another run's on the same conversation: its message,
+        and when it went in (None: a start's turn, or a wait on someone else's: the newest turn)."""
+        lc = self.lc
+        window, text = lc.sent_window, lc.options.get("initial_user_msg")
+        if not lc.follow_up or not lc.sent_at or window is None or window[1] < window[0] or not text:
+            return None
+        return (str(text), window[0], window[1])
 
     def _series_since(self) -> str | None:
         """Since when a follow-up's retry looks for its own message: the DAG run's start, or this
@@ -686,6 +710,12 @@ class Engine:
     def _turn(self, turn: dict[str, Any], now: float) -> a.Action | None:
         lc = self.lc
         state = self.last_state or {}
+        if turn.get("ambiguous"):  # another run's message went in meanwhile: its end may be taken for ours
+            return self._fail(
+                "permanent",
+                f"Cannot tell how this task's turn on conversation {lc.conversation_id} ended: {turn['ambiguous']}. "
+                "Send one follow-up at a time to a conversation (the conversation is left running for the other)",
+            )
         ended = turn.get("status")
         if ended:
             lc.disagree_since, lc.turn_seen = None, None  # a next turn's end is read on its own
@@ -903,7 +933,7 @@ class Engine:
         plan = lc.plan or {}
         if plan.get("text") is None and not lc.turn_read and not lc.events_unreadable:
             # found ended by a retry: read its final message first, should the plan file be empty
-            return a.ReadTurn(str(lc.conversation_id))
+            return a.ReadTurn(str(lc.conversation_id), self._own())
         if plan.get("text") is None:
             return a.ReadPlan(str(lc.conversation_id))
         review = plan.get("review")

@@ -91,6 +91,9 @@ class Lifecycle:
     after_capacity: str = PHASE_START  # the phase a capacity wait returns to
     sent_at: str | None = None  # a follow-up's message was sent (or found sent) at this time
     send_checked: bool = False  # a retry looked for its earlier send
+    #: When (service clock, give or take ``CLOCK_SKEW``) this task's message went in: ``[from, until]``.
+    #: The turn is the one that follows it: another run's message on the same conversation is not it.
+    sent_window: list[float] | None = None
     conflicts: int = 0  # a send met 409 (paused meanwhile) this many times
     failing_since: float | None = None  # transient failures since (survives reschedules and deferrals)
     refused_since: float | None = None  # a wait's reads meet 401 since (a key-rotation gap), until that kind works

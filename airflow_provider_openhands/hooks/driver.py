@@ -126,7 +126,7 @@ class SyncDriver:
         if isinstance(action, a.ReadStartTask):
             return hook.get_start_task(action.start_task_id)
         if isinstance(action, a.ReadTurn):
-            return hook.get_turn_outcome(action.conversation_id)
+            return hook.get_turn_outcome(action.conversation_id, action.own)
         if isinstance(action, a.PostStart):
             return self.host.post_start(self.engine, action)
         if isinstance(action, a.Reconnect):

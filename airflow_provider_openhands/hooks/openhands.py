@@ -277,12 +277,13 @@ class OpenHandsHook(BaseHook):
             return None
         return self._sync.run(endpoints.ended_status(conversation_id))
 
-    def get_turn_outcome(self, conversation_id: str) -> dict[str, Any]:
-        """V1: ``{"status", "live", "final_message", "error"}`` of the newest turn, from its newest events
-        (one page, more when state updates crowd it; empty on V0)."""
+    def get_turn_outcome(self, conversation_id: str, own: tuple[str, float, float] | None = None) -> dict[str, Any]:
+        """V1: ``{"status", "live", "final_message", "error", "ambiguous"}`` of the newest turn (with
+        ``own``: of the turn after that message), from its newest events (one page, more when state
+        updates crowd it; empty on V0)."""
         if self.api_version == V0:
             return {"status": None, "live": False, "final_message": None, "error": None}
-        return self._sync.run(endpoints.turn_outcome(conversation_id))
+        return self._sync.run(endpoints.turn_outcome(conversation_id, own))
 
     def get_pending_actions(self, conversation_id: str) -> list[dict[str, Any]]:
         """V1: the agent's actions waiting for confirmation, oldest first (``id``, ``tool``,
@@ -403,11 +404,13 @@ class OpenHandsHook(BaseHook):
             return None
         return await transport.run(endpoints.ended_status(conversation_id))
 
-    async def aget_turn_outcome(self, conversation_id: str) -> dict[str, Any]:
+    async def aget_turn_outcome(
+        self, conversation_id: str, own: tuple[str, float, float] | None = None
+    ) -> dict[str, Any]:
         transport = await self._async()
         if transport.settings.api_version == V0:
             return {"status": None, "live": False, "final_message": None, "error": None}
-        return await transport.run(endpoints.turn_outcome(conversation_id))
+        return await transport.run(endpoints.turn_outcome(conversation_id, own))
 
     async def astop_start_task(self, task_id: str) -> bool:
         return await (await self._async()).run(endpoints.stop_start_task(task_id))

@@ -320,7 +320,7 @@ class OpenHandsConversationTrigger(BaseTrigger):
         await self._unsubscribe()
         timeout = None if wake is None else max(0.0, wake - time.time())
         try:
-            return a.Answer(await asyncio.wait_for(hook.aget_turn_outcome(action.conversation_id), timeout))
+            return a.Answer(await asyncio.wait_for(hook.aget_turn_outcome(action.conversation_id, action.own), timeout))
         except asyncio.TimeoutError:
             _raise_if_cancelled()
             return a.Tick()
