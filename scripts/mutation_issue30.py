@@ -88,7 +88,8 @@ NAMED: list[tuple[str, str, str, str]] = [
     (
         "13 unreadable events make any ended status finished",
         ENGINE,
-        'return self._ended(str(state["status"]), now)',
-        'return self._ended("finished", now)',
+        # since issue 29 (scenario 3) the status is read again after the 404, and judged here
+        "return self._ended(status, now)\n\n    def _read_turn",
+        'return self._ended("finished" if lc.events_unreadable else status, now)\n\n    def _read_turn',
     ),
 ]
