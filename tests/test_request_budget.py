@@ -283,6 +283,15 @@ class FakeClock:
         return self.now
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The budget module's clock, moved on by the test; no jitter in its holds."""
+    fake = FakeClock()
+    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.time", fake)
+    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.random.random", lambda: 0.0)
+    return fake
+
+
 def sending(budget: RequestBudget, clock: FakeClock, seconds: float, per_minute: float) -> None:
     """The process sends ``per_minute`` for ``seconds`` (slots taken as the budget hands them out)."""
     end = clock.now + seconds
@@ -292,26 +301,20 @@ def sending(budget: RequestBudget, clock: FakeClock, seconds: float, per_minute:
         budget.accepted()
 
 
-def test_a_young_budget_is_cut_from_the_rate_it_sent_at(monkeypatch):
+def test_a_young_budget_is_cut_from_the_rate_it_sent_at(clock):
     """A process 20 s old that sent 20 requests sent at 60 a minute: a 429 cuts it to half of that
     (30), not to half of the 20 its first minute holds (to the floor, from which three processes
     on one account took over 8 minutes to grow back)."""
-    clock = FakeClock()
-    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.time", clock)
-    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.random.random", lambda: 0.0)
     budget = RequestBudget(60)
     sending(budget, clock, 20.0, 60)
     budget.rate_limited(1.0)
     assert 25 <= budget.limit <= 30, budget.limit
 
 
-def test_429s_within_a_window_of_a_cut_hold_but_do_not_cut_again(monkeypatch):
+def test_429s_within_a_window_of_a_cut_hold_but_do_not_cut_again(clock):
     """A cut reaches the account's sliding window only a window later: the 429s that come before are
     the old minute's, and each holds the process for its Retry-After but leaves the rate. A 429 a
     window after the cut cuts again."""
-    clock = FakeClock()
-    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.time", clock)
-    monkeypatch.setattr("airflow_provider_openhands.hooks.budget.random.random", lambda: 0.0)
     budget = RequestBudget(60)
     sending(budget, clock, 60.0, 60)
     budget.rate_limited(2.0)
