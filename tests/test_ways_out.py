@@ -13,6 +13,10 @@ import pytest
 
 from airflow_provider_openhands.testing.pytest_plugin import connection_json
 from tests.conftest import REPO
+from tests.test_defects import AIRFLOW_3
+
+#: Tests built on Airflow 3's dag bundles (``dag_test``) or its task runner (``tests/harness/airflow_task.py``).
+AIRFLOW_3_ONLY = pytest.mark.skipif(not AIRFLOW_3, reason="Airflow 3's dag bundles and task runner")
 
 BUDGET_DAG_ID, STORE_DAG_ID = "oh_ways_budget", "oh_ways_store"
 
@@ -323,6 +327,7 @@ def until(condition, what: str, seconds: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+@AIRFLOW_3_ONLY
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
 def test_a_follow_up_on_a_server_without_events_waits_for_its_own_turn(airflow_db, service, capfd, caplog, deferrable):
     """Scenario 3: ``events/search`` answers 404 (supported: the status stands). Right after the
@@ -445,6 +450,7 @@ def test_a_stop_at_the_deadline_gets_the_same_patience_as_the_wait(airflow_db, e
 # -- scenario 6: two follow-ups on one conversation from two runs ------------------------------------
 
 
+@AIRFLOW_3_ONLY
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
 def test_two_follow_ups_on_one_conversation_each_report_their_own_turn_or_refuse(service, deferrable):
     """Scenario 6: run A's follow-up turn ended ``error``; run B sent its own while A's still ran, and
