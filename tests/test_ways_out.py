@@ -420,6 +420,34 @@ def test_an_outage_at_the_end_gets_the_same_patience_as_the_wait(airflow_db, emu
     assert emulator.conversation(result["conversation_id"]).paused_at is not None, "pause_when_done"
 
 
+def test_an_outage_at_the_end_past_unreachable_timeout_fails_naming_the_conversation(
+    airflow_db, emulator, monkeypatch, capfd, caplog
+):
+    """Scenario 8, past the patience: an outage at the final read that outlasts ``unreachable_timeout``
+    (4 s here) fails the task for Airflow's retry (``OpenHandsUnreachableError``), and the failure
+    names the conversation whose turn had ended."""
+    import threading
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENHANDS_DEFAULT",
+        connection_json(emulator, max_retries=0, max_requests_per_minute=100_000),
+    )
+
+    def outage_at_the_end() -> None:
+        until(lambda: emulator.requests_to("GET", EVENTS), "the end was never confirmed")
+        emulator.outage(seconds=60)
+
+    threading.Thread(target=outage_at_the_end, daemon=True).start()
+    schema = {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}
+    message = "Report the README's state [emulator duration=1 output='{\"ok\": true}']"
+    dag_run = run(STORE_DAG_ID, message, deferrable=False, output_schema=schema, unreachable_timeout=4, timeout=60)
+    text = logged(capfd, caplog)
+    assert state_of(task_instance(dag_run)) == "failed", text[-3000:]
+    (cid,) = emulator.conversations
+    said = re.findall(r"after the turn of conversation (\S+) ended", text)  # not only in a request's path
+    assert said and all(named(cid, word) for word in said), f"the failure does not name {cid}:\n{text[-3000:]}"
+
+
 def test_a_stop_at_the_deadline_gets_the_same_patience_as_the_wait(airflow_db, emulator, monkeypatch, capfd, caplog):
     """Scenario 8, the pause: at its deadline the task pauses what it started, then fails. An outage
     then (6 s, the transport retrying once) left the agent running: the stop gets the wait's patience."""

@@ -213,7 +213,9 @@ class ConversationWaiter:
         """``pause_when_done``: free the account's slot once the turn ended (never raised over the result),
         with the wait's patience for an outage."""
         try:
-            self._once_more_after_401(lambda: self._patiently(self.hook.stop_conversation, conversation_id, sandbox_id))
+            self._once_more_after_401(
+                lambda: self._patiently(self.hook.stop_conversation, conversation_id, sandbox_id, about=conversation_id)
+            )
             self.log.info("Paused the sandbox of conversation %s to free its slot", conversation_id)
         except Exception as exc:
             self.log.warning("Could not pause the sandbox of conversation %s: %s", conversation_id, exc)
@@ -235,13 +237,15 @@ class ConversationWaiter:
         lc = kwargs.get("lc")
         self._end_deadline = lc.capped(lc.deadline) if lc is not None else None
         return self._once_more_after_401(
-            lambda: self._patiently(lambda: self.read_final_state(conversation_id, status, **kwargs))
+            lambda: self._patiently(
+                lambda: self.read_final_state(conversation_id, status, **kwargs), about=conversation_id
+            )
         )
 
     #: No request after the turn ended rides out an outage past this (epoch seconds): the task's deadline.
     _end_deadline: float | None = None
 
-    def _patiently(self, call: Any, *args: Any) -> Any:
+    def _patiently(self, call: Any, *args: Any, about: str | None = None) -> Any:
         """One patience (README, "Errors"): a request after the turn ended (the final read, the pause)
         rides out transient failures for ``unreachable_timeout``, as the wait did, but not past the
         task's deadline; then it fails as the wait would (``OpenHandsUnreachableError``, retried)."""
@@ -260,7 +264,8 @@ class ConversationWaiter:
                 pause = min(max(float(self.poll_interval), 1.0), 30.0)
                 if time.time() + pause >= give_up:
                     raise OpenHandsUnreachableError(
-                        f"OpenHands kept failing for {time.time() - since:.0f}s after the turn ended "
+                        f"OpenHands kept failing for {time.time() - since:.0f}s after the turn of conversation "
+                        f"{about} ended "
                         f"(unreachable_timeout, or the task's deadline): {exc}"
                     ) from exc
                 if since == began:
